@@ -1,0 +1,33 @@
+# The commands a user types. `make install` builds .venv from nothing; the rest use it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# See ../shared/FACTS.md: glibc's default malloc unmaps big tensors every step on CPU.
+export GLIBC_TUNABLES := glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
+
+.PHONY: install test test-fast demo bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	# torch alone and first, pinned: anything else would let a dependency pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+test: install
+	$(PY) -m pytest tests
+
+test-fast: install
+	$(PY) -m pytest tests -m 'not slow'
+
+demo: install
+	$(PY) -m jobs.demo
+
+bench: install
+	@set -e; for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,79 @@
+"""Where tasks run: in this process, or as Ray tasks on an embedded Ray or a cluster.
+
+`connect_ray(address)` is the one place webtext starts or joins Ray. With no address and no RAY_ADDRESS it starts
+an embedded Ray whose every listener is on 127.0.0.1 (a plain `ray.init()` listens on all interfaces, and an open
+Ray port lets anyone who reaches it run code). With an address it joins that cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS), or start an embedded loopback-only Ray; idempotent."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:
+        # Read by ray_constants at import and by every process Ray spawns: the node address becomes 127.0.0.1.
+        os.environ[LOOPBACK_ENV] = "0"
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address is not None:
+        ray.init(address=address, log_to_driver=True)
+        return
+    import ray._private.ray_constants as ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # in case ray was imported before the variable was set
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        # AF_UNIX socket paths must stay under 108 bytes: a short directory under /tmp.
+        _temp_dir=os.environ.get("WEBTEXT_RAY_TMP") or tempfile.mkdtemp(prefix="ray", dir="/tmp"),
+        configure_logging=False,
+    )
+
+
+def run_local(fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    """Run `fn` over `items` here, one after another."""
+    for item in items:
+        yield fn(item)
+
+
+def run_on_ray(fn: Callable[[T], R], items: Iterable[T], num_cpus: float = 1, max_retries: int = 2) -> Iterator[R]:
+    """Run `fn` over `items` as Ray tasks, yielding results as they finish (not in order).
+
+    Retries cover lost workers; an exception raised by `fn` itself is not retried and is re-raised here as
+    the original exception type, so user-facing errors keep their message.
+    """
+    import ray
+
+    remote = ray.remote(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False)(fn)
+    pending = [remote.remote(item) for item in items]
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                yield ray.get(done[0])
+            except ray.exceptions.RayTaskError as err:
+                raise err.as_instanceof_cause() from None
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+
+
+def run_tasks(fn: Callable[[T], R], items: list[T], executor: str, **ray_options: Any) -> Iterator[R]:
+    if executor == "local":
+        return run_local(fn, items)
+    if executor == "ray":
+        return run_on_ray(fn, items, **ray_options)
+    raise ValueError(f"unknown executor {executor!r}: use 'ray' or 'local'")
