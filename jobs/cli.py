@@ -1,0 +1,62 @@
+"""The `webtext` command: one subcommand per stage or job, each implemented by a module in `jobs/`.
+
+A job module exposes `add_arguments(parser)` and `run(args) -> int`, and `main()` for `python -m jobs.X`; the CLI
+imports only the module of the subcommand that is run. Expected failures (bad config, missing input, unreadable
+file) end with one line naming what is wrong and exit code 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "urls": ("jobs.urls", "Reddit submission dumps -> Parquet table of outbound URLs with karma"),
+}
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from pipeline.config import ConfigError
+    from pipeline.runner import StageError
+
+    return (UserError, ConfigError, StageError, FileNotFoundError)
+
+
+def run_module(module_name: str, args: argparse.Namespace) -> int:
+    module = importlib.import_module(module_name)
+    try:
+        return module.run(args) or 0
+    except user_errors() as err:
+        print(f"webtext: error: {err}", file=sys.stderr)
+        return 2
+
+
+def module_main(module_name: str, argv: list[str] | None = None) -> int:
+    """`python -m jobs.X`: the same arguments as `webtext X`."""
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"python -m {module_name}", description=module.__doc__)
+    module.add_arguments(parser)
+    return run_module(module_name, parser.parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="webtext", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    argv = sys.argv[1:] if argv is None else argv
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text)
+        # Only the chosen subcommand's module is imported (torch and ray are slow to import).
+        if argv and argv[0] == name:
+            importlib.import_module(module_name).add_arguments(sub_parser)
+    args = parser.parse_args(argv)
+    return run_module(COMMANDS[args.command][0], args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
