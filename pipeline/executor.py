@@ -57,8 +57,9 @@ def run_on_ray(fn: Callable[[T], R], items: Iterable[T], num_cpus: float = 1, ma
     """
     import ray
 
-    remote = ray.remote(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False)(fn)
-    pending = [remote.remote(item) for item in items]
+    remote = ray.remote(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False)(_apply)
+    fn_ref = ray.put(fn)  # shipped once, not once per task
+    pending = [remote.remote(fn_ref, item) for item in items]
     try:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
@@ -69,6 +70,10 @@ def run_on_ray(fn: Callable[[T], R], items: Iterable[T], num_cpus: float = 1, ma
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
+
+
+def _apply(fn: Callable[[T], R], item: T) -> R:
+    return fn(item)
 
 
 def run_tasks(fn: Callable[[T], R], items: list[T], executor: str, **ray_options: Any) -> Iterator[R]:

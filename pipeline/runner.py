@@ -1,0 +1,347 @@
+"""The stage runner: runs a stage's tasks (here or on Ray), writes atomically, resumes, skips, keeps the funnel.
+
+A stage is a `Stage` subclass: one or more phases, each a list of independent tasks, and `run_task`, plain Python
+that reads its inputs and writes through a `TaskContext`. The runner owns everything else, once for all stages:
+
+    <out>/<stage>/part-XXXXX.<ext>        the stage's output (written by the last phase)
+    <out>/<stage>/_rejected/*.parquet      every dropped record with a `reason` column
+    <out>/<stage>/_work/                   intermediate files of earlier phases (e.g. a shuffle)
+    <out>/<stage>/_tasks/<phase>-XXXXX.json a task's done marker: its plan hash, counters and files, written last
+    <out>/<stage>/_manifest.json            inputs, config, code version, parts with checksums, funnel; written last
+
+A stage whose manifest carries the current plan hash (stage, version, config, inputs) is skipped. Otherwise tasks
+whose marker carries the current plan hash are kept and the others rerun, after every file that no current marker
+lists has been deleted: a run killed at any point and rerun gives exactly the output of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.config import Config
+from pipeline.executor import connect_ray, run_tasks
+from pipeline.storage import TMP_PREFIX, Dir, InputFile
+
+MANIFEST = "_manifest.json"
+TASKS_DIR = "_tasks"
+REJECTED_DIR = "_rejected"
+WORK_DIR = "_work"
+
+
+class StageError(RuntimeError):
+    """A failure a user can act on (an unreadable input, an inconsistent output); the message names the file."""
+
+
+def code_version() -> str:
+    try:
+        return importlib.metadata.version("webtext")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class Stage(ABC):
+    """One stage of the corpus pipeline. Subclasses set `name` and implement `tasks` and `run_task`."""
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1  # bump when the output's meaning changes, so old outputs are rebuilt
+    phases: ClassVar[tuple[str, ...]] = ("parts",)
+    # Counters for records that leave the funnel without being rejects (e.g. submissions merged into one URL row).
+    folded: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    @abstractmethod
+    def tasks(self, phase: str, inputs: list[InputFile]) -> list[Any]:
+        """The payloads of `phase`'s tasks, one per task, in a deterministic order (the task index)."""
+
+    @abstractmethod
+    def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:
+        """Do one task: read `payload`, write through `ctx`, count `in` records with `ctx.count`."""
+
+
+@dataclass
+class TaskContext:
+    """What a task writes through. Every file is written atomically and listed in the task's done marker."""
+
+    out: Dir
+    phase: str
+    index: int
+    is_final_phase: bool
+    files: dict[str, dict] = field(default_factory=dict)
+    counters: Counter = field(default_factory=Counter)
+    _rejected_writer: Any = None
+    _rejected_stream: Any = None
+    _rejected_tmp: str = ""
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.phase}-{self.index:05d}"
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counters[key] += n
+
+    def part_name(self, ext: str = ".parquet") -> str:
+        if not self.is_final_phase:
+            raise RuntimeError(f"phase {self.phase!r} is not the final phase and writes no parts")
+        return f"part-{self.index:05d}{ext}"
+
+    def work_name(self, name: str) -> str:
+        """A path for an intermediate file of this task under `_work/`."""
+        return f"{WORK_DIR}/{self.task_id}/{name}"
+
+    def write_part(self, table: pa.Table) -> None:
+        """Write this task's output part as Parquet; its rows count as the stage's `out`."""
+        self.write_table(self.part_name(), table)
+        self.count("out", table.num_rows)
+
+    def write_table(self, name: str, table: pa.Table) -> None:
+        self.out.write_parquet(name, table)
+        self._record(name, rows=table.num_rows)
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self.out.write_bytes(name, data)
+        self._record(name)
+
+    @contextmanager
+    def open_output(self, name: str) -> Iterator[Any]:
+        """A writable binary stream; the file appears under `name` only if the block ends without an error."""
+        fs, final = self.out.fs, self.out.path(name)
+        parent, _, base = final.rpartition("/")
+        fs.create_dir(parent, recursive=True)
+        tmp = f"{parent}/{TMP_PREFIX}{base}"
+        with fs.open_output_stream(tmp) as stream:
+            yield stream
+        fs.move(tmp, final)
+        self._record(name)
+
+    def reject(self, table: pa.Table) -> None:
+        """Keep dropped records: `table` must have a string `reason` column; batches stream to one Parquet file."""
+        if table.num_rows == 0:
+            return
+        if "reason" not in table.column_names:
+            raise ValueError("rejected records need a 'reason' column")
+        if self._rejected_writer is None:
+            name = self._rejected_name
+            parent, _, base = self.out.path(name).rpartition("/")
+            self.out.fs.create_dir(parent, recursive=True)
+            self._rejected_tmp = f"{parent}/{TMP_PREFIX}{base}"
+            self._rejected_stream = self.out.fs.open_output_stream(self._rejected_tmp)
+            self._rejected_writer = pq.ParquetWriter(self._rejected_stream, table.schema, compression="zstd")
+        self._rejected_writer.write_table(table.cast(self._rejected_writer.schema))
+        for reason, n in Counter(table.column("reason").to_pylist()).items():
+            self.counters[f"rejected:{reason}"] += n
+
+    @property
+    def _rejected_name(self) -> str:
+        return f"{REJECTED_DIR}/{self.task_id}.parquet"
+
+    def finish(self) -> None:
+        if self._rejected_writer is not None:
+            self._rejected_writer.close()
+            self._rejected_stream.close()
+            self.out.fs.move(self._rejected_tmp, self.out.path(self._rejected_name))
+            self._record(self._rejected_name)
+
+    def _record(self, name: str, rows: int | None = None) -> None:
+        entry: dict[str, Any] = {"bytes": self.out.fs.get_file_info(self.out.path(name)).size}
+        if rows is not None:
+            entry["rows"] = rows
+        self.files[name] = entry
+
+
+@dataclass
+class RunOptions:
+    """How to run, as opposed to what to compute: none of this enters the plan hash."""
+
+    executor: str = "ray"  # "ray" or "local"
+    address: str | None = None  # a Ray cluster; None: RAY_ADDRESS or an embedded loopback-only Ray
+    num_cpus: int | None = None  # for an embedded Ray
+    task_cpus: float = 1.0
+    force: bool = False  # rebuild even if the manifest is current
+    quiet: bool = False
+
+
+@dataclass
+class StageResult:
+    name: str
+    skipped: bool
+    manifest: dict
+
+    @property
+    def funnel(self) -> dict[str, int]:
+        return self.manifest["funnel"]
+
+
+def plan_hash(stage: Stage, inputs: list[InputFile]) -> str:
+    spec = {
+        "stage": stage.name,
+        "version": stage.version,
+        "config": stage.config.model_dump(mode="json"),
+        "inputs": [[f.uri, f.size, f.mtime_ns] for f in inputs],
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _execute(stage: Stage, out: Dir, phase: str, is_final: bool, plan: str, index: int, payload: Any) -> dict:
+    """One task, wherever it runs: run it, then write its done marker last."""
+    ctx = TaskContext(out=out, phase=phase, index=index, is_final_phase=is_final)
+    stage.run_task(phase, index, payload, ctx)
+    ctx.finish()
+    marker = {"plan": plan, "counters": dict(ctx.counters), "files": ctx.files}
+    out.write_json(f"{TASKS_DIR}/{ctx.task_id}.json", marker)
+    return marker
+
+
+class _TaskCall:
+    """A picklable callable for the executor: (index, payload) -> marker."""
+
+    def __init__(self, stage: Stage, out: Dir, phase: str, is_final: bool, plan: str):
+        self.args = (stage, out, phase, is_final, plan)
+
+    def __call__(self, item: tuple[int, Any]) -> dict:
+        return _execute(*self.args, *item)
+
+
+def _valid_markers(out: Dir, plan: str) -> dict[str, dict]:
+    markers = {}
+    for name in out.list(TASKS_DIR, "*.json"):
+        try:
+            marker = out.read_json(name)
+        except (OSError, ValueError):
+            continue
+        if marker.get("plan") == plan:
+            markers[name.rsplit("/", 1)[-1][: -len(".json")]] = marker
+    return markers
+
+
+def _prune(out: Dir, markers: dict[str, dict]) -> None:
+    """Delete every file that no current marker lists: stale plans, killed tasks, temporaries."""
+    keep = {f"{TASKS_DIR}/{task_id}.json" for task_id in markers}
+    for marker in markers.values():
+        keep.update(marker["files"])
+    for info in out.fs.get_file_info(_selector(out)):
+        if info.type.name != "File":
+            continue
+        rel = info.path[len(out.path()) + 1 :]
+        if rel not in keep and rel != MANIFEST:
+            out.fs.delete_file(info.path)
+
+
+def _selector(out: Dir):
+    import pyarrow.fs as pafs
+
+    return pafs.FileSelector(out.path(), recursive=True, allow_not_found=True)
+
+
+def _sha256(out: Dir, name: str) -> str:
+    digest = hashlib.sha256()
+    with out.fs.open_input_stream(out.path(name)) as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def funnel_of(stage: Stage, markers: list[dict]) -> dict[str, int]:
+    """Sum the task counters; check that records in = out + rejected + folded."""
+    total: Counter = Counter()
+    for marker in markers:
+        total.update(marker["counters"])
+    funnel = {"in": total.get("in", 0), "out": total.get("out", 0)}
+    funnel.update(sorted((k, v) for k, v in total.items() if k not in ("in", "out")))
+    accounted = funnel["out"] + sum(v for k, v in total.items() if k.startswith("rejected:") or k in stage.folded)
+    if accounted != funnel["in"]:
+        raise StageError(f"{stage.name}: funnel does not add up: in={funnel['in']} but out+rejected+folded={accounted}")
+    return funnel
+
+
+def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: RunOptions = RunOptions()) -> StageResult:
+    """Run `stage` over `inputs` into `<out_root>/<stage.name>/`, skipping or resuming as the markers allow."""
+    out = Dir(out_root).sub(stage.name)
+    plan = plan_hash(stage, inputs)
+    if not options.force and out.exists(MANIFEST):
+        manifest = out.read_json(MANIFEST)
+        if manifest.get("plan") == plan:
+            if not options.quiet:
+                print(f"{stage.name}: up to date ({out.location}), skipped", file=sys.stderr)
+            return StageResult(stage.name, True, manifest)
+    started = time.time()
+    out.makedirs()
+    out.delete(MANIFEST)
+    markers = {} if options.force else _valid_markers(out, plan)
+    _prune(out, markers)
+    if options.executor == "ray":
+        connect_ray(options.address, options.num_cpus)
+    for phase in stage.phases:
+        is_final = phase == stage.phases[-1]
+        payloads = stage.tasks(phase, inputs)
+        todo = [(i, p) for i, p in enumerate(payloads) if f"{phase}-{i:05d}" not in markers]
+        call = _TaskCall(stage, out, phase, is_final, plan)
+        results = run_tasks(call, todo, options.executor, num_cpus=options.task_cpus)
+        for marker in _progress(results, len(todo), f"{stage.name}:{phase}", len(payloads) - len(todo), options):
+            pass
+        markers = _valid_markers(out, plan)
+    task_markers = [m for task_id, m in sorted(markers.items())]
+    manifest = _manifest(stage, inputs, out, plan, task_markers, time.time() - started)
+    out.write_json(MANIFEST, manifest)
+    return StageResult(stage.name, False, manifest)
+
+
+def _progress(results, total: int, label: str, already: int, options: RunOptions):
+    if options.quiet or total == 0:
+        yield from results
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=label, unit="task", file=sys.stderr, postfix={"resumed": already}) as bar:
+        for item in results:
+            bar.update(1)
+            yield item
+
+
+def _manifest(stage: Stage, inputs: list[InputFile], out: Dir, plan: str, markers: list[dict], elapsed: float) -> dict:
+    parts = []
+    for marker in markers:
+        for name, entry in marker["files"].items():
+            if name.startswith("part-"):
+                parts.append({"name": name, **entry, "sha256": _sha256(out, name)})
+    return {
+        "stage": stage.name,
+        "version": stage.version,
+        "code_version": code_version(),
+        "plan": plan,
+        "config": stage.config.model_dump(mode="json"),
+        "config_hash": stage.config.config_hash(),
+        "inputs": [{"uri": f.uri, "size": f.size, "mtime_ns": f.mtime_ns} for f in inputs],
+        "parts": sorted(parts, key=lambda p: p["name"]),
+        "rejected": sorted(n for m in markers for n in m["files"] if n.startswith(REJECTED_DIR)),
+        "funnel": funnel_of(stage, markers),
+        "elapsed_s": round(elapsed, 3),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def format_funnel(result: StageResult) -> str:
+    """The funnel as a table: records in, out, then each reject reason and folded counter."""
+    funnel = result.funnel
+    n_in = funnel["in"] or 1
+    rows = [(k, v) for k, v in funnel.items()]
+    width = max(len(k) for k, _ in rows)
+    status = "skipped, up to date" if result.skipped else f"{result.manifest['elapsed_s']:.1f}s"
+    lines = [f"{result.name} ({status})", f"  {'':<{width}}  {'records':>12}  {'share':>7}"]
+    for key, value in rows:
+        lines.append(f"  {key:<{width}}  {value:>12,}  {100 * value / n_in:>6.2f}%")
+    return "\n".join(lines)
