@@ -1,0 +1,42 @@
+"""Arguments and steps every stage command shares: --out, --config, --set, where to run, the funnel printout."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.config import Config, load_config
+from pipeline.runner import RunOptions, Stage, StageResult, format_funnel, run_stage
+from pipeline.storage import expand_inputs
+
+
+def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output root (path or URI); the stage writes <out>/<stage>/")
+    parser.add_argument("--config", help="YAML config for the stage")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (repeatable), e.g. --set min_karma=5")
+    add_run_arguments(parser)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=["ray", "local"], default="ray",
+                        help="ray (default): Ray tasks; local: this process only")
+    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded Ray)")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if the output is up to date")
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    return RunOptions(executor=args.executor, address=args.address, num_cpus=args.num_cpus, force=args.force)
+
+
+def stage_config(model: type[Config], args: argparse.Namespace) -> Config:
+    return load_config(model, args.config, args.overrides)
+
+
+def run_and_report(stage: Stage, input_specs: list[str], args: argparse.Namespace) -> StageResult:
+    """Expand inputs, run the stage, print the funnel table to stdout."""
+    result = run_stage(stage, expand_inputs(input_specs), args.out, run_options(args))
+    print(format_funnel(result))
+    sys.stdout.flush()
+    return result
