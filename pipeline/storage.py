@@ -142,9 +142,9 @@ class InputFile:
     mtime_ns: int
 
     def open(self):
-        """A binary stream over the file's raw bytes."""
+        """A binary stream over the file's raw bytes (pyarrow would otherwise decompress by extension)."""
         fs, path = filesystem(self.uri)
-        return fs.open_input_stream(path)
+        return fs.open_input_stream(path, compression=None)
 
     @property
     def name(self) -> str:

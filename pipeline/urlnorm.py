@@ -9,6 +9,7 @@ It keeps what can change the page: the scheme, other query parameters, the path'
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -88,17 +89,26 @@ def normalize_host(hostname: str, strip_www: bool = True) -> str:
     return host
 
 
+class NormalizedURL(NamedTuple):
+    url: str  # the normalised URL
+    host: str  # its host, normalised
+    path: str  # its path, normalised
+
+
 def normalize_url(url: str, tracking: TrackingParams | None = None, strip_www: bool = True) -> str:
     """The normalised form of an absolute URL (see the module docstring); BadURL if it cannot be parsed."""
+    return normalize(url, tracking, strip_www).url
+
+
+def normalize(url: str, tracking: TrackingParams | None = None, strip_www: bool = True) -> NormalizedURL:
+    """`normalize_url` with the normalised host and path alongside."""
     parts = split_url(url)
     scheme = parts.scheme.lower()
     host = normalize_host(parts.hostname, strip_www)
-    if ":" in host:  # an IPv6 literal keeps its brackets
-        host = f"[{host}]"
-    netloc = host
+    netloc = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
     port = parts.port
     if port is not None and DEFAULT_PORTS.get(scheme) != port:
-        netloc = f"{host}:{port}"
+        netloc = f"{netloc}:{port}"
     if parts.username is not None:
         userinfo = parts.username + (f":{parts.password}" if parts.password is not None else "")
         netloc = f"{userinfo}@{netloc}"
@@ -111,4 +121,4 @@ def normalize_url(url: str, tracking: TrackingParams | None = None, strip_www: b
         pairs = [p for p in query.split("&") if p]
         kept = [p for p in pairs if not tracking(p.partition("=")[0])]
         query = "&".join(sorted((_normalize_escapes(p) for p in kept), key=lambda p: p.partition("=")[0]))
-    return urlunsplit((scheme, netloc, path, query, ""))
+    return NormalizedURL(urlunsplit((scheme, netloc, path, query, "")), host, path)
