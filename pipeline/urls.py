@@ -3,10 +3,11 @@
 Two phases, so memory stays bounded whatever the size of a dump:
 - `map`, one task per dump file: stream the file (zst / xz / gz / bz2 / plain NDJSON), parse each line, apply the
   record rules (link posts only, NSFW, http(s), domain and extension blocklists) and write the surviving
-  submissions into `num_buckets` shuffle files by a hash of `url_norm`. Memory: one batch of rows.
+  submissions into B shuffle files by a hash of `url_norm`. Memory: one batch of rows, whatever the file size.
 - `reduce`, one task per bucket: gather that bucket from every map task, group by `url_norm`, apply the karma rule
   (WebText: the best submission's score; OpenWebText2: the sum over submissions) and write `part-<bucket>.parquet`
-  sorted by `url_norm`. Memory: one bucket, about (link submissions kept) / num_buckets rows.
+  sorted by `url_norm`. Memory: one bucket; B grows with the input (one bucket per 512 MB of decompressed dumps by
+  default, estimated from each file's first MiB), so a bucket stays around the same size at any scale.
 
 Every line that is not kept lands in `_rejected/` with its file, line number and reason. The kept fields of a
 rejected submission are stored, not its whole JSON (file and line point back to it); an unparsable line is
@@ -19,12 +20,12 @@ import bz2
 import gzip
 import json
 import lzma
+import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-import orjson
+import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -90,7 +91,8 @@ class UrlsConfig(Config):
     extra_blocked_extensions: list[str] = []
     tracking_params: list[str] = list(DEFAULT_TRACKING_PARAMS)
     strip_www: bool = True
-    num_buckets: int = Field(8, ge=1, description="shuffle buckets = output parts; raise for big inputs")
+    num_buckets: int | None = Field(None, ge=1, description="shuffle buckets = output parts; None: by input size")
+    bucket_raw_bytes: int = Field(512 << 20, ge=1, description="decompressed dump bytes per automatic bucket")
     strict: bool = Field(True, description="a dump that cannot be read at all is an error (false: skip, report)")
     batch_rows: int = Field(65536, ge=1, description="rows buffered before a shuffle write")
 
@@ -122,9 +124,11 @@ class ZstdFrames:
         self.raw, self.frame, self.pending = raw, self.decompressor.decompressobj(), b""
         self._started = False  # the current frame has consumed input
 
+    RAW_CHUNK = 1 << 16  # compressed bytes per step: bounds the output of one step by 64 KiB x the ratio
+
     def read(self, size: int) -> bytes:
         while True:
-            data = self.pending or self.raw.read(size)
+            data = self.pending or self.raw.read(self.RAW_CHUNK)
             self.pending = b""
             if not data:
                 if not self.frame.eof and self._started:
@@ -146,6 +150,28 @@ class ZstdFrames:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+SAMPLE_BYTES = 1 << 20
+
+
+def estimate_raw_bytes(file: InputFile) -> int:
+    """The decompressed size of a dump, from the compression ratio of its first MiB."""
+    name = file.name.lower()
+    codecs = {".zst": lambda: zstandard.ZstdDecompressor(max_window_size=2**31).decompressobj(),
+              ".zstd": lambda: zstandard.ZstdDecompressor(max_window_size=2**31).decompressobj(),
+              ".xz": lzma.LZMADecompressor, ".lzma": lzma.LZMADecompressor,
+              ".gz": lambda: zlib.decompressobj(wbits=31), ".bz2": bz2.BZ2Decompressor}
+    make = next((codec for ext, codec in codecs.items() if name.endswith(ext)), None)
+    if make is None or file.size == 0:
+        return file.size
+    with file.open() as raw:
+        sample = raw.read(SAMPLE_BYTES)
+    try:
+        ratio = len(make().decompress(sample)) / len(sample)
+    except (OSError, EOFError, ValueError, zstandard.ZstdError, lzma.LZMAError, zlib.error):
+        return file.size  # unreadable: the map task will say so
+    return int(file.size * max(ratio, 1.0))
 
 
 def open_dump(file: InputFile):
@@ -171,16 +197,17 @@ class DumpTruncated(Exception):
         self.lineno = lineno
 
 
-def iter_lines(file: InputFile) -> Iterator[tuple[int, bytes]]:
-    """(line number from 1, line bytes without newline) of a dump; memory is one read chunk plus one line.
+def iter_line_batches(file: InputFile) -> Iterator[tuple[int, list[bytes]]]:
+    """(number of the first line, counting from 1; the lines without newlines) per decompressed chunk.
 
-    Raises DumpUnreadable if nothing can be decompressed, DumpTruncated after the lines that could.
+    Memory is one chunk plus one line. Raises DumpUnreadable if nothing can be decompressed, DumpTruncated after
+    the lines that could.
     """
     try:
         stream = open_dump(file)
     except OSError as err:
         raise DumpUnreadable(f"{file.uri}: cannot open: {err}") from None
-    lineno, tail, produced = 0, b"", False
+    next_line, tail, produced = 1, b"", False
     with stream:
         while True:
             try:
@@ -189,19 +216,18 @@ def iter_lines(file: InputFile) -> Iterator[tuple[int, bytes]]:
                 if not produced:
                     raise DumpUnreadable(f"{file.uri}: cannot decompress: {err}") from None
                 if tail:
-                    lineno += 1
-                    yield lineno, tail
-                raise DumpTruncated(lineno + 1, f"{file.uri}: decompression stopped: {err}") from None
+                    yield next_line, [tail]
+                    next_line += 1
+                raise DumpTruncated(next_line, f"{file.uri}: decompression stopped: {err}") from None
             if not chunk:
                 break
             produced = True
             lines = (tail + chunk).split(b"\n")
             tail = lines.pop()
-            for line in lines:
-                lineno += 1
-                yield lineno, line
+            yield next_line, lines
+            next_line += len(lines)
     if tail:
-        yield lineno + 1, tail
+        yield next_line, [tail]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -210,13 +236,12 @@ def iter_lines(file: InputFile) -> Iterator[tuple[int, bytes]]:
 
 def parse_int(value: Any, field: str) -> int:
     """An int from an int, an integral float or a numeric string (created_utc comes as all three)."""
-    if isinstance(value, bool):
-        raise Reject("bad_field", f"{field}={value!r}")
-    if isinstance(value, int):
+    kind = type(value)
+    if kind is int:
         return value
-    if isinstance(value, float) and value.is_integer():
+    if kind is float and value.is_integer():
         return int(value)
-    if isinstance(value, str):
+    if kind is str:
         try:
             number = float(value.strip())
         except ValueError:
@@ -226,47 +251,84 @@ def parse_int(value: Any, field: str) -> int:
     raise Reject("bad_field", f"{field}={value!r}")
 
 
+_FLAGS = {None: False, False: False, True: True, 0: False, 1: True, "0": False, "1": True, "false": False,
+          "true": True, "False": False, "True": True}
+
+
 def parse_flag(value: Any, field: str) -> bool:
-    if value is None or isinstance(value, bool):
-        return bool(value)
-    if value in (0, 1, "0", "1", "true", "false", "True", "False"):
-        return str(value).lower() in ("1", "true")
-    raise Reject("bad_field", f"{field}={value!r}")
-
-
-def decode_line(line: bytes) -> dict:
     try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError:
+        return _FLAGS[value]
+    except (KeyError, TypeError):
+        raise Reject("bad_field", f"{field}={value!r}") from None
+
+
+class RawSubmission(msgspec.Struct):
+    """The fields of a dump record the stage reads; the others are skipped by the parser, unbuilt.
+
+    Types are left open (`Any`): real dumps hold ints, floats and strings in the same field, and the rules
+    below judge them one by one with a reason, instead of failing the whole record on a type.
+    """
+
+    id: Any = None
+    url: Any = None
+    score: Any = None
+    created_utc: Any = None
+    is_self: Any = None
+    over_18: Any = None
+    subreddit: Any = None
+
+
+_DECODER = msgspec.json.Decoder(RawSubmission)
+
+
+def decode_line(line: bytes) -> RawSubmission:
+    """Parse one NDJSON line; Reject with `invalid_utf8`, `bad_json` or `not_an_object`."""
+    if not line.isascii():  # msgspec does not check the UTF-8 of fields it skips
         try:
-            text = line.decode("utf-8")
+            line.decode("utf-8")
         except UnicodeDecodeError as err:
             raise Reject("invalid_utf8", str(err)) from None
-        try:  # orjson refuses lone surrogate escapes that the json module reads
-            record = json.loads(text)
-        except json.JSONDecodeError as err:
+    try:
+        return _DECODER.decode(line)
+    except msgspec.ValidationError as err:
+        raise Reject("not_an_object", str(err)) from None
+    except msgspec.DecodeError as err:
+        try:  # msgspec refuses lone surrogate escapes (\ud83d) that are valid JSON
+            record = json.loads(line)
+        except json.JSONDecodeError:
             raise Reject("bad_json", str(err)) from None
-    if not isinstance(record, dict):
-        raise Reject("not_an_object", type(record).__name__)
-    return record
+        if not isinstance(record, dict):
+            raise Reject("not_an_object", type(record).__name__) from None
+        return msgspec.convert(record, RawSubmission)
 
 
-@dataclass(frozen=True)
-class Submission:
-    id: str
-    url: str
+class Submission(NamedTuple):
+    """A kept submission, in the column order of the shuffle files (SHUFFLE_SCHEMA, without file and line)."""
+
     url_norm: str
+    url: str
     host: str
     subreddit: str
     score: int
     created_utc: int
+    id: str
+
+
+class Rejected(NamedTuple):
+    reason: str
+    detail: str = ""
 
 
 class SubmissionRules:
-    """The per-record rules of the stage, in the order they are applied."""
+    """The per-record rules of the stage, in the order they are applied.
+
+    `apply` returns a Rejected value rather than raising: two records in three are dropped here, and an
+    exception per record would cost more than the rule itself.
+    """
 
     def __init__(self, config: UrlsConfig):
         self.config = config
+        self.link_posts_only, self.drop_nsfw, self.strip_www = config.link_posts_only, config.drop_nsfw, config.strip_www
         self.tracking = TrackingParams(config.tracking_params)
         domains = [d.lower().lstrip(".") for d in (*config.blocked_domains, *config.extra_blocked_domains)]
         self.blocked_domains = frozenset(domains)
@@ -274,43 +336,48 @@ class SubmissionRules:
         self.blocked_extensions = frozenset(e.lower().lstrip(".") for e in exts)
 
     def blocked_domain(self, host: str) -> str | None:
-        labels = host.split(".")
-        for i in range(len(labels) - 1):
-            suffix = ".".join(labels[i:])
-            if suffix in self.blocked_domains:
-                return suffix
-        return None
+        """The blocklist entry that `host` is, or is a subdomain of."""
+        blocked = self.blocked_domains
+        while True:
+            if host in blocked:
+                return host
+            dot = host.find(".")
+            if dot < 0:
+                return None
+            host = host[dot + 1 :]
 
-    def apply(self, record: dict) -> Submission:
-        """The kept submission, or Reject naming the first rule it breaks."""
-        for field in ("id", "url", "score", "created_utc"):
-            if record.get(field) is None:
-                raise Reject("missing_field", field)
-        url = record["url"]
-        if not isinstance(url, str) or not url.strip():
-            raise Reject("bad_field", f"url={url!r}")
-        score = parse_int(record["score"], "score")
-        created_utc = parse_int(record["created_utc"], "created_utc")
-        if self.config.link_posts_only and parse_flag(record.get("is_self"), "is_self"):
-            raise Reject("self_post")
-        if self.config.drop_nsfw and parse_flag(record.get("over_18"), "over_18"):
-            raise Reject("nsfw")
-        url = url.strip()
-        scheme = url.partition(":")[0].lower()
-        if scheme not in ("http", "https"):
-            raise Reject("bad_scheme", scheme[:32])
+    def apply(self, record: RawSubmission) -> Submission | Rejected:
+        """The kept submission, or the first rule it breaks."""
+        id, url, score, created_utc = record.id, record.url, record.score, record.created_utc
+        if id is None or url is None or score is None or created_utc is None:
+            fields = ("id", "url", "score", "created_utc")
+            return Rejected("missing_field", ",".join(f for f in fields if getattr(record, f) is None))
+        if type(url) is not str or not (url := url.strip()):
+            return Rejected("bad_field", f"url={record.url!r}")
         try:
-            norm = normalize(url, self.tracking, self.config.strip_www)
+            if type(score) is not int:
+                score = parse_int(score, "score")
+            if type(created_utc) is not int:
+                created_utc = parse_int(created_utc, "created_utc")
+            if self.link_posts_only and parse_flag(record.is_self, "is_self"):
+                return Rejected("self_post")
+            if self.drop_nsfw and parse_flag(record.over_18, "over_18"):
+                return Rejected("nsfw")
+            if not url.startswith(("http://", "https://")):
+                scheme = url[:8].partition(":")[0].lower()
+                if scheme != "http" and scheme != "https":
+                    return Rejected("bad_scheme", scheme)
+            norm = normalize(url, self.tracking, self.strip_www)
+        except Reject as r:
+            return Rejected(r.reason, r.detail)
         except BadURL as err:
-            raise Reject("bad_url", str(err)) from None
+            return Rejected("bad_url", str(err))
         if domain := self.blocked_domain(norm.host):
-            raise Reject("blocked_domain", domain)
+            return Rejected("blocked_domain", domain)
         last_segment = norm.path.rsplit("/", 1)[-1]
-        extension = last_segment.rsplit(".", 1)[1].lower() if "." in last_segment else ""
-        if extension in self.blocked_extensions:
-            raise Reject("blocked_extension", extension)
-        subreddit = record.get("subreddit") or ""
-        return Submission(str(record["id"]), url, norm.url, norm.host, str(subreddit), score, created_utc)
+        if "." in last_segment and (extension := last_segment.rsplit(".", 1)[1].lower()) in self.blocked_extensions:
+            return Rejected("blocked_extension", extension)
+        return Submission(norm.url, url, norm.host, str(record.subreddit or ""), score, created_utc, str(id))
 
 
 def bucket_of(url_norm: str, num_buckets: int) -> int:
@@ -343,10 +410,10 @@ class _RejectBuffer:
 class _ShuffleWriter:
     """Buffers kept submissions and appends them, by bucket, to one Parquet file per bucket under `_work/`."""
 
-    def __init__(self, ctx: TaskContext, stack: ExitStack, num_buckets: int, batch_rows: int):
-        self.num_buckets, self.batch_rows = num_buckets, batch_rows
-        self.rows: list[tuple] = []
-        self.buckets: list[int] = []
+    def __init__(self, ctx: TaskContext, stack: ExitStack, file: str, num_buckets: int, batch_rows: int):
+        self.file, self.num_buckets, self.batch_rows = file, num_buckets, batch_rows
+        self.rows: list[Submission] = []
+        self.lines: list[int] = []
         self.writers = []
         for b in range(num_buckets):
             stream = stack.enter_context(ctx.open_output(ctx.work_name(f"bucket-{b:05d}.parquet")))
@@ -355,23 +422,23 @@ class _ShuffleWriter:
             self.writers.append(writer)
         stack.callback(self.flush)
 
-    def add(self, sub: Submission, file: str, line: int) -> None:
-        self.rows.append((sub.url_norm, sub.url, sub.host, sub.subreddit, sub.score, sub.created_utc, sub.id,
-                          file, line))
-        self.buckets.append(bucket_of(sub.url_norm, self.num_buckets))
+    def add(self, sub: Submission, line: int) -> None:
+        self.rows.append(sub)
+        self.lines.append(line)
         if len(self.rows) >= self.batch_rows:
             self.flush()
 
     def flush(self) -> None:
         if not self.rows:
             return
-        columns = list(zip(*self.rows))
-        table = pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, SHUFFLE_SCHEMA)],
-                                     schema=SHUFFLE_SCHEMA)
-        buckets = pa.array(self.buckets, type=pa.int32())
-        for b in sorted(set(self.buckets)):
+        columns = [pa.array(c, type=f.type) for c, f in zip(zip(*self.rows), SHUFFLE_SCHEMA)]
+        n = len(self.rows)
+        columns += [pa.repeat(self.file, n).cast(pa.string()), pa.array(self.lines, type=pa.int64())]
+        table = pa.Table.from_arrays(columns, schema=SHUFFLE_SCHEMA)
+        buckets = pa.array([bucket_of(sub.url_norm, self.num_buckets) for sub in self.rows], type=pa.int32())
+        for b in range(self.num_buckets):
             self.writers[b].write_table(table.filter(pc.equal(buckets, b)))
-        self.rows, self.buckets = [], []
+        self.rows, self.lines = [], []
 
 
 class UrlsStage(Stage):
@@ -382,39 +449,49 @@ class UrlsStage(Stage):
 
     config: UrlsConfig
 
+    def num_buckets(self, inputs: list[InputFile]) -> int:
+        """Configured, or one per `bucket_raw_bytes` of decompressed input: a reduce task's memory then stays
+        about the same at any scale."""
+        if self.config.num_buckets is not None:
+            return self.config.num_buckets
+        raw_bytes = sum(estimate_raw_bytes(f) for f in inputs)
+        return max(1, -(-raw_bytes // self.config.bucket_raw_bytes))
+
     def tasks(self, phase: str, inputs: list[InputFile]) -> list[Any]:
+        buckets = self.num_buckets(inputs)
         if phase == "map":
-            return list(inputs)
-        return [(b, len(inputs)) for b in range(self.config.num_buckets)]
+            return [(file, buckets) for file in inputs]
+        return [(b, len(inputs)) for b in range(buckets)]
 
     def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:
         if phase == "map":
-            self.map_dump(payload, ctx)
+            self.map_dump(*payload, ctx)
         else:
-            bucket, n_maps = payload
-            self.reduce_bucket(bucket, n_maps, ctx)
+            self.reduce_bucket(*payload, ctx)
 
-    def map_dump(self, file: InputFile, ctx: TaskContext) -> None:
+    def map_dump(self, file: InputFile, num_buckets: int, ctx: TaskContext) -> None:
         rules = SubmissionRules(self.config)
         rejects = _RejectBuffer(ctx, self.config.batch_rows)
         n_in = 0
         with ExitStack() as stack:
-            shuffle = _ShuffleWriter(ctx, stack, self.config.num_buckets, self.config.batch_rows)
+            shuffle = _ShuffleWriter(ctx, stack, file.uri, num_buckets, self.config.batch_rows)
             try:
-                for lineno, line in iter_lines(file):
-                    if not line.strip():
-                        continue
-                    n_in += 1
-                    try:
-                        record = decode_line(line)
-                    except Reject as r:
-                        rejects.add(r.reason, r.detail, file.uri, lineno, raw=line)
-                        continue
-                    try:
-                        shuffle.add(rules.apply(record), file.uri, lineno)
-                    except Reject as r:
-                        rejects.add(r.reason, r.detail, file.uri, lineno, _str(record.get("id")),
-                                    _str(record.get("url")), _int_or_none(record.get("score")))
+                for first_line, lines in iter_line_batches(file):
+                    for lineno, line in enumerate(lines, first_line):
+                        if not line or line.isspace():
+                            continue
+                        n_in += 1
+                        try:
+                            record = decode_line(line)
+                        except Reject as r:
+                            rejects.add(r.reason, r.detail, file.uri, lineno, raw=line)
+                            continue
+                        result = rules.apply(record)
+                        if type(result) is Submission:
+                            shuffle.add(result, lineno)
+                        else:
+                            rejects.add(result.reason, result.detail, file.uri, lineno, _str(record.id),
+                                        _str(record.url), _int_or_none(record.score))
             except DumpTruncated as err:
                 n_in += 1
                 rejects.add("truncated_file", str(err), file.uri, err.lineno)
@@ -429,33 +506,34 @@ class UrlsStage(Stage):
     def reduce_bucket(self, bucket: int, n_maps: int, ctx: TaskContext) -> None:
         tables = [ctx.out.read_parquet(f"_work/map-{m:05d}/bucket-{bucket:05d}.parquet") for m in range(n_maps)]
         subs = pa.concat_tables(tables) if tables else SHUFFLE_SCHEMA.empty_table()
-        subs = subs.sort_by([("url_norm", "ascending"), ("created_utc", "ascending"), ("id", "ascending")])
-        grouped = subs.group_by("url_norm", use_threads=False).aggregate([
+        # The karma rule first, on an unordered aggregate: most shuffled submissions fail it and need no sort.
+        rule = f"score_{self.config.karma_rule}"
+        karma = subs.group_by("url_norm").aggregate([("score", self.config.karma_rule)])  # columns url_norm, rule
+        enough = pc.greater_equal(karma[rule], self.config.min_karma)
+        is_kept = pc.is_in(subs["url_norm"], value_set=karma.filter(enough)["url_norm"])
+        dropped = subs.filter(pc.invert(is_kept))
+        dropped_karma = karma[rule].take(pc.index_in(dropped["url_norm"], value_set=karma["url_norm"]))
+        ctx.reject(pa.table({
+            "reason": pa.repeat("low_karma", dropped.num_rows).cast(pa.string()),
+            "detail": pc.binary_join_element_wise(
+                f"{rule}=", pc.cast(dropped_karma, pa.string()), f"<{self.config.min_karma}", ""),
+            "file": dropped["file"], "line": dropped["line"], "id": dropped["id"], "url": dropped["url"],
+            "score": dropped["score"], "raw": pa.nulls(dropped.num_rows, pa.binary()),
+        }, schema=REJECTED_SCHEMA))
+        kept_subs = subs.filter(is_kept).sort_by(
+            [("url_norm", "ascending"), ("created_utc", "ascending"), ("id", "ascending")])
+        grouped = kept_subs.group_by("url_norm", use_threads=False).aggregate([
             ("url", "first"), ("host", "first"), ("subreddit", "distinct"), ("score", "max"), ("score", "sum"),
             ("score", "count"), ("created_utc", "min"), ("id", "list"),
         ])
-        rows = pa.table({
+        kept = pa.table({
             "url": grouped["url_first"], "url_norm": grouped["url_norm"], "host": grouped["host_first"],
             "subreddits": grouped["subreddit_distinct"], "score_max": grouped["score_max"],
             "score_sum": grouped["score_sum"], "n_submissions": grouped["score_count"],
             "first_utc": grouped["created_utc_min"], "ids": grouped["id_list"],
-        }).cast(OUTPUT_SCHEMA)
-        karma = rows["score_max" if self.config.karma_rule == "max" else "score_sum"]
-        enough = pc.greater_equal(karma, self.config.min_karma)
-        kept = rows.filter(enough).sort_by("url_norm")
-        low = rows.filter(pc.invert(enough))
-        if low.num_rows:
-            low_karma = dict(zip(low["url_norm"].to_pylist(), karma.filter(pc.invert(enough)).to_pylist()))
-            dropped = subs.filter(pc.is_in(subs["url_norm"], value_set=low["url_norm"]))
-            rule = f"score_{self.config.karma_rule}"
-            ctx.reject(pa.table({
-                "reason": pa.array(["low_karma"] * dropped.num_rows, pa.string()),
-                "detail": [f"{rule}={low_karma[u]}<{self.config.min_karma}" for u in dropped["url_norm"].to_pylist()],
-                "file": dropped["file"], "line": dropped["line"], "id": dropped["id"], "url": dropped["url"],
-                "score": dropped["score"], "raw": pa.nulls(dropped.num_rows, pa.binary()),
-            }, schema=REJECTED_SCHEMA))
+        }).cast(OUTPUT_SCHEMA).sort_by("url_norm")
         ctx.write_part(kept)
-        ctx.count("merged", sum(kept["n_submissions"].to_pylist()) - kept.num_rows)
+        ctx.count("merged", kept_subs.num_rows - kept.num_rows)
 
 
 def _str(value: Any) -> str | None:

@@ -66,3 +66,27 @@ def test_bad_urls(url):
 def test_tracking_params_configurable():
     tracking = TrackingParams(["ref", "session*"])
     assert normalize_url("http://e.com/?ref=x&sessionid=3&utm_source=y", tracking) == "http://e.com/?utm_source=y"
+
+
+def test_fast_path_parses_like_urlsplit():
+    import random
+
+    from pipeline.urlnorm import _parse_any, _parse_simple
+
+    rng = random.Random(0)
+    pieces = ["http://", "HTTPS://", "http://www.", "https://news."]
+    hosts = ["Example.com", "a-b.example.co.uk", "x_y.example.org.", "127.0.0.1", "host"]
+    ports = ["", ":80", ":443", ":8080", ":65535", ":65536", ":0"]
+    paths = ["", "/", "/a/b/", "/a%7eb", "/a b", "/caf%C3%A9", "/p;x=1", "/a//b"]
+    queries = ["", "?", "?a=1&b=2", "?utm_source=x&id=3", "?q=a+b&q=c", "?x=%2f"]
+    frags = ["", "#", "#top", "#a?b"]
+    seen_fast = 0
+    for _ in range(3000):
+        url = rng.choice(pieces) + rng.choice(hosts) + rng.choice(ports) + rng.choice(paths) + \
+            rng.choice(queries) + rng.choice(frags)
+        fast = _parse_simple(url)
+        if fast is None:
+            continue
+        seen_fast += 1
+        assert fast == _parse_any(url), url
+    assert seen_fast > 1000

@@ -12,15 +12,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import msgspec
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import ConfigError, load_config
 from pipeline.runner import RunOptions, StageError, run_stage
 from pipeline.storage import expand_inputs
-from pipeline.urls import Reject, SubmissionRules, UrlsConfig, UrlsStage, decode_line
+from pipeline.urls import RawSubmission, Reject, Rejected, SubmissionRules, UrlsConfig, UrlsStage, decode_line
 from tests.conftest import shared_data
-from tests.dumps import submission, synthetic_records, write_dump
+from jobs.dumpgen import submission, synthetic_records, write_dump
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = RunOptions(executor="local", quiet=True)
@@ -45,11 +46,8 @@ def read_rejected(out) -> list[dict]:
 
 
 def rule_reason(record: dict, **config) -> str | None:
-    try:
-        SubmissionRules(UrlsConfig(**config)).apply(record)
-    except Reject as r:
-        return r.reason
-    return None
+    result = SubmissionRules(UrlsConfig(**config)).apply(msgspec.convert(record, RawSubmission))
+    return result.reason if isinstance(result, Rejected) else None
 
 
 @pytest.mark.parametrize("record,reason", [
@@ -92,7 +90,8 @@ def test_rules_are_configurable():
 
 @pytest.mark.parametrize("created_utc", [1119552233, 1119552233.0, "1119552233", "1119552233.0"])
 def test_created_utc_types(created_utc):
-    sub = SubmissionRules(UrlsConfig()).apply(submission("a", "http://e.com/", created_utc=created_utc))
+    record = msgspec.convert(submission("a", "http://e.com/", created_utc=created_utc), RawSubmission)
+    sub = SubmissionRules(UrlsConfig()).apply(record)
     assert sub.created_utc == 1119552233
 
 
@@ -109,7 +108,12 @@ def test_decode_line_rejects(line, reason):
 
 
 def test_decode_line_accepts_lone_surrogate_escapes():
-    assert decode_line(b'{"title": "\\ud83d"}')["title"] == "\ud83d"
+    assert decode_line(b'{"id": "\\ud83d"}').id == "\ud83d"
+
+
+def test_decode_line_checks_utf8_of_fields_it_skips():
+    with pytest.raises(Reject, match="invalid_utf8"):
+        decode_line(b'{"id": "a", "title": "caf\xe9"}')
 
 
 # --- karma rules -----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Writes Pushshift-format submission dumps for tests and benchmarks (deterministic from a seed)."""
+"""Pushshift-format submission dumps, deterministic from a seed: for tests, benchmarks and the demo."""
 
 from __future__ import annotations
 
@@ -59,3 +59,30 @@ def synthetic_records(n: int, seed: int = 0, n_hosts: int = 500, id_prefix: str 
                                   is_self=is_self, over_18=rng.random() < 0.03,
                                   subreddit=rng.choice(["news", "science", "programming", "worldnews"])))
     return records
+
+
+# The other fields of a 2005-era Pushshift record, so generated lines have a real dump's size (about 1.3 kB).
+_FILLER = {
+    "archived": True, "author_flair_background_color": None, "author_flair_css_class": None,
+    "author_flair_richtext": [], "author_flair_text": None, "author_flair_text_color": None,
+    "author_flair_type": "text", "brand_safe": True, "can_gild": True, "contest_mode": False,
+    "distinguished": None, "edited": False, "gilded": 0, "hidden": False, "hide_score": False,
+    "is_crosspostable": True, "is_reddit_media_domain": False, "is_video": False, "link_flair_css_class": None,
+    "link_flair_richtext": [], "link_flair_text": None, "link_flair_text_color": "dark", "link_flair_type": "text",
+    "locked": False, "media": None, "media_embed": {}, "no_follow": False, "num_crossposts": 0,
+    "parent_whitelist_status": "all_ads", "rte_mode": "markdown", "secure_media": None, "secure_media_embed": {},
+    "send_replies": True, "spoiler": False, "stickied": False, "subreddit_id": "t5_6",
+    "subreddit_type": "archived", "suggested_sort": None, "thumbnail": "default", "thumbnail_height": None,
+    "thumbnail_width": None, "whitelist_status": "all_ads",
+}
+
+
+def write_large_zst(path: Path, n: int, seed: int = 0, chunk: int = 20000) -> Path:
+    """A Pushshift-like .zst dump of `n` full-size records, written in chunks (memory flat in `n`)."""
+    filler = json.dumps(_FILLER)[1:-1]
+    with open(path, "wb") as raw, zstandard.ZstdCompressor(level=3).stream_writer(raw) as out:
+        for start in range(0, n, chunk):
+            records = synthetic_records(min(chunk, n - start), seed=seed * 1_000_003 + start, id_prefix=f"{start}_")
+            out.write(b"".join(
+                b"{" + json.dumps(r)[1:-1].encode() + b", " + filler.encode() + b"}\n" for r in records))
+    return path

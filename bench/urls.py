@@ -1,0 +1,94 @@
+"""Records/s of the urls stage on a generated 1M-record .zst dump vs a bare zstandard + json.loads loop.
+
+Both run on one core over the same file in the same run. Peak memory of the stage is measured in child
+processes on a dump of 1M and one of 250k records: flat in file size means the two are close.
+Ends with RESULT lines (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+N_RECORDS = 1_000_000
+REPEATS = 3
+
+
+def bare_loop(path: Path) -> int:
+    """What one writes without webtext: stream-decompress, split lines, json.loads each."""
+    import zstandard
+
+    n, tail = 0, b""
+    with open(path, "rb") as raw:
+        reader = zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(raw)
+        while chunk := reader.read(1 << 22):
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()
+            for line in lines:
+                json.loads(line)
+                n += 1
+    return n
+
+
+def stage_in_child(path: Path, out: Path) -> dict:
+    """Run the stage on one core in a fresh process; its elapsed time, funnel and peak RSS."""
+    code = f"""
+import json, resource, time
+from pipeline.runner import RunOptions, run_stage
+from pipeline.storage import expand_inputs
+from pipeline.urls import UrlsConfig, UrlsStage
+t = time.perf_counter()
+r = run_stage(UrlsStage(UrlsConfig()), expand_inputs([{str(path)!r}]), {str(out)!r},
+              RunOptions(executor="local", quiet=True, force=True))
+print(json.dumps({{"elapsed": time.perf_counter() - t, "funnel": r.funnel,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                          check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    from jobs.dumpgen import write_large_zst
+
+    with tempfile.TemporaryDirectory(prefix="bench-urls-") as tmp:
+        tmp = Path(tmp)
+        big = write_large_zst(tmp / "RS_big.zst", N_RECORDS, seed=1)
+        small = write_large_zst(tmp / "RS_small.zst", N_RECORDS // 4, seed=2)
+        print(f"dump: {N_RECORDS:,} records, {big.stat().st_size / 1e6:.0f} MB zst")
+        bare_rates, stage_rates = [], []
+        for _ in range(REPEATS):
+            t = time.perf_counter()
+            n = bare_loop(big)
+            bare_rates.append(n / (time.perf_counter() - t))
+            run = stage_in_child(big, tmp / "out")
+            assert run["funnel"]["in"] == n
+            stage_rates.append(n / run["elapsed"])
+            print(f"  bare {bare_rates[-1]:,.0f} rec/s   stage {stage_rates[-1]:,.0f} rec/s   "
+                  f"peak {run['peak_mb']:.0f} MB")
+        small_run = stage_in_child(small, tmp / "out_small")
+        bare, ours = statistics.median(bare_rates), statistics.median(stage_rates)
+        print(f"funnel: {run['funnel']}")
+        print(f"peak RSS: {run['peak_mb']:.0f} MB at {N_RECORDS:,} records, "
+              f"{small_run['peak_mb']:.0f} MB at {N_RECORDS // 4:,}")
+        print(f"RESULT urls_records_per_s={ours:.0f}")
+        print(f"RESULT bare_records_per_s={bare:.0f}")
+        print(f"RESULT urls_vs_bare={ours / bare:.2f} goal>=0.8")
+        print(f"RESULT urls_peak_mb={run['peak_mb']:.0f}")
+        print(f"RESULT urls_peak_growth_4x_input={run['peak_mb'] / small_run['peak_mb']:.2f} goal<=1.25")
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    main()
