@@ -14,6 +14,7 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "urls": ("jobs.urls", "Reddit submission dumps -> Parquet table of outbound URLs with karma"),
+    "extract": ("jobs.extract", "WARC files -> Parquet documents: main text, title, date, language, karma"),
 }
 
 

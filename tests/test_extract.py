@@ -1,0 +1,284 @@
+"""The extract stage: WARC reading with bad records, charsets, time limit, lineage, funnel, Ray, CLI, real pages."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+from pipeline.documents import DOC_SCHEMA
+from pipeline.extract import (ExtractConfig, Extractor, ExtractStage, Malformed, Reject, Response, decode_html,
+                              header_charset, iter_responses)
+from pipeline.runner import RunOptions, run_stage
+from pipeline.storage import expand_inputs
+from tests.conftest import shared_data
+
+LOCAL = RunOptions(executor="local", quiet=True)
+SENTENCES = [
+    "The city council met on Tuesday evening to discuss the budget for the public library.",
+    "Several residents spoke about the opening hours and the lack of new books for children.",
+    "The mayor promised that a decision would be taken before the end of the summer.",
+    "Local businesses have offered to sponsor a reading programme for the long school holidays.",
+    "Critics say the plan does not address the poor state of the building's heating system.",
+]
+
+
+def article(title: str, paragraphs: list[str], charset: str | None = None) -> str:
+    meta = f'<meta charset="{charset}">' if charset else ""
+    body = "".join(f"<p>{p}</p>" for p in paragraphs)
+    return (f"<!DOCTYPE html><html><head>{meta}<title>{title}</title></head><body>"
+            f"<nav><a href='/'>Home</a> | <a href='/about'>About us</a></nav>"
+            f"<article><h1>{title}</h1>{body}</article>"
+            f"<footer>Copyright 2019 The Example Gazette. All rights reserved.</footer></body></html>")
+
+
+def story(i: int) -> bytes:
+    paragraphs = [f"Story number {i}. " + " ".join(SENTENCES[(i + k) % 5] for k in range(4)) for _ in range(3)]
+    return article(f"Story {i}", paragraphs).encode()
+
+
+def warc_record(url: str, body: bytes, status: str = "200 OK", content_type: str = "text/html; charset=utf-8",
+                gzipped: bool = True) -> bytes:
+    buffer = io.BytesIO()
+    writer = WARCWriter(buffer, gzip=gzipped)
+    http = StatusAndHeaders(status, [("Content-Type", content_type)], protocol="HTTP/1.1")
+    writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http))
+    return buffer.getvalue()
+
+
+def write_warc(path: Path, records: list[bytes]) -> list[int]:
+    """Concatenate records into a file; returns their offsets."""
+    offsets, position = [], 0
+    with open(path, "wb") as f:
+        for record in records:
+            offsets.append(position)
+            f.write(record)
+            position += len(record)
+    return offsets
+
+
+BAD_HTTP = gzip.compress(b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: http://e.com/bad-http\r\n"
+                         b"Content-Type: application/http; msgtype=response\r\nContent-Length: 17\r\n\r\n"
+                         b"NOT AN HTTP REPLY\r\n\r\n")
+
+
+def read_table(out: Path, stage: str, sub: str = "") -> pa.Table:
+    files = sorted((out / stage / sub).glob("*.parquet" if sub else "part-*.parquet"))
+    return pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table({})
+
+
+# --- reading WARC files ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_bad_records_are_reported_and_the_rest_is_read(gzipped):
+    good = [warc_record(f"http://e.com/{i}", story(i), gzipped=gzipped) for i in range(4)]
+    truncated = good[1][: len(good[1]) // 2]
+    parts = [good[0], truncated, good[2], b"garbage between records\r\n", good[3]]
+    if gzipped:
+        parts.insert(3, BAD_HTTP)
+    items = list(iter_responses(io.BytesIO(b"".join(parts)), 1 << 20))
+    kinds = [(type(x).__name__, getattr(x, "url", None)) for x in items]
+    responses = [u for k, u in kinds if k == "Response"]
+    assert {"http://e.com/0", "http://e.com/2", "http://e.com/3"} <= set(responses)
+    assert "http://e.com/1" not in responses
+    malformed = [x for x in items if isinstance(x, Malformed)]
+    assert len(malformed) == 2
+    assert malformed[0].offset == len(good[0])  # where the truncated record starts
+
+
+def test_response_offsets_point_at_records(tmp_path):
+    records = [warc_record(f"http://e.com/{i}", story(i)) for i in range(3)]
+    offsets = write_warc(tmp_path / "a.warc.gz", records)
+    with open(tmp_path / "a.warc.gz", "rb") as f:
+        assert [r.offset for r in iter_responses(f, 1 << 20)] == offsets
+
+
+def test_body_cap_marks_truncation():
+    item = next(iter_responses(io.BytesIO(warc_record("http://e.com/", story(1))), 100))
+    assert isinstance(item, Response) and item.truncated and len(item.body) == 100
+
+
+# --- charset ---------------------------------------------------------------------------------------------------
+
+
+def test_charset_from_header_then_meta_then_utf8():
+    text = "Gérard à Zürich — ça coûte 5 €"
+    page = article("t", [text], charset="windows-1252")
+    assert decode_html(page.encode("cp1252"), "text/html").count(text) == 1  # from <meta>
+    assert decode_html(page.encode("cp1252"), "text/html; charset=windows-1252").count(text) == 1
+    cyrillic = article("t", ["Привет, мир. Это проверка кодировки."], charset="windows-1251")
+    assert "Привет" in decode_html(cyrillic.encode("cp1251"), "text/html")
+    assert "Привет" in decode_html(cyrillic.replace("windows-1251", "utf-8").encode(), "text/html")
+    assert header_charset("text/html; charset=no-such-codec") is None
+    # a lying header: bytes that are not valid in it fall back to the next candidate
+    assert "Привет" in decode_html(cyrillic.replace("windows-1251", "utf-8").encode(), "text/html; charset=ascii")
+
+
+# --- extraction ------------------------------------------------------------------------------------------------
+
+
+def test_extractor_keeps_main_text_title_and_drops_boilerplate():
+    page = Extractor(ExtractConfig())(story(7).decode(), "http://e.com/7")
+    assert page.title == "Story 7"
+    assert "city council" in page.text and "Story number 7" in page.text
+    assert "All rights reserved" not in page.text and "About us" not in page.text
+
+
+def test_extractor_rejects_empty_pages():
+    with pytest.raises(Reject) as err:
+        Extractor(ExtractConfig())("<html><body><div></div></body></html>", None)
+    assert err.value.reason == "empty_text"
+
+
+def test_time_limit_stops_a_slow_page():
+    huge = article("big", [" ".join(SENTENCES) * 3] * 3000)
+    with pytest.raises(Reject) as err:
+        Extractor(ExtractConfig(timeout_s=0.01))(huge, None)
+    assert err.value.reason == "timeout"
+
+
+# --- the stage -------------------------------------------------------------------------------------------------
+
+
+def crawl_dir(root: Path) -> tuple[Path, dict]:
+    """A crawl-like directory: two WARC parts and their fetch logs, with every kind of bad record."""
+    crawl = root / "crawl"
+    crawl.mkdir(parents=True)
+    latin = article("Déjà vu", ["Un café à la française, s'il vous plaît, dit Gérard. " * 8], charset="iso-8859-1")
+    part0 = [
+        warc_record("http://e.com/0", story(0)),
+        warc_record("http://e.com/404", story(1), status="404 Not Found"),
+        warc_record("http://e.com/img.png", b"\x89PNG....", content_type="image/png"),
+        warc_record("http://e.com/empty", b"<html><body></body></html>"),
+        warc_record("http://fr.e.com/latin", latin.encode("latin-1"), content_type="text/html"),
+        BAD_HTTP,
+    ]
+    part1 = [warc_record("http://e.com/2", story(2)), warc_record("http://e.com/3", story(3))[:300],
+             warc_record("http://e.com/4", story(4))]
+    lineage = {}
+    for n, records in enumerate([part0, part1]):
+        name = f"part-{n:05d}.warc.gz"
+        offsets = write_warc(crawl / name, records)
+        urls = [f"http://e.com/{i}" for i in range(10)]
+        rows = {"url": [], "final_url": [], "status": [], "warc_file": [], "warc_offset": [], "score_max": [],
+                "subreddits": []}
+        for k, offset in enumerate(offsets):
+            rows["url"].append(urls[k])
+            rows["final_url"].append(urls[k])
+            rows["status"].append(200)
+            rows["warc_file"].append(name)
+            rows["warc_offset"].append(offset)
+            rows["score_max"].append(10 * n + k + 3)
+            rows["subreddits"].append([f"sub{n}{k}"])
+            lineage[(name, offset)] = (10 * n + k + 3, [f"sub{n}{k}"])
+        pq.write_table(pa.table(rows), crawl / f"fetch-{n:05d}.parquet")
+    return crawl, lineage
+
+
+def test_stage_extracts_rejects_with_reasons_and_joins_lineage(tmp_path):
+    crawl, lineage = crawl_dir(tmp_path)
+    out = tmp_path / "out"
+    result = run_stage(ExtractStage(ExtractConfig()), expand_inputs([str(crawl)]), str(out), LOCAL)
+    docs = read_table(out, "extract")
+    assert docs.schema.equals(DOC_SCHEMA)
+    by_url = {row["url"]: row for row in docs.to_pylist()}
+    assert set(by_url) == {"http://e.com/0", "http://fr.e.com/latin", "http://e.com/2", "http://e.com/4"}
+    for row in by_url.values():
+        assert (row["score"], row["subreddits"]) == lineage[(row["warc_file"].rsplit("/", 1)[-1], row["warc_offset"])]
+        assert row["n_chars"] == len(row["text"]) and row["doc_id"]
+    assert "Gérard" in by_url["http://fr.e.com/latin"]["text"]
+    assert by_url["http://fr.e.com/latin"]["lang"] == "fr"
+    assert by_url["http://e.com/0"]["lang"] == "en" and by_url["http://e.com/0"]["lang_score"] > 0.9
+    assert by_url["http://e.com/0"]["title"] == "Story 0" and by_url["http://e.com/0"]["host"] == "e.com"
+    rejected = read_table(out, "extract", "_rejected")
+    reasons = Counter(rejected["reason"].to_pylist())
+    assert reasons == {"http_status": 1, "not_html": 1, "empty_text": 1, "bad_http_headers": 1, "malformed_record": 1}
+    funnel = result.funnel
+    assert funnel["in"] == 9 and funnel["out"] == 4
+    assert funnel["in"] == funnel["out"] + sum(v for k, v in funnel.items() if k.startswith("rejected:"))
+    assert len(set(docs["doc_id"].to_pylist())) == 4
+
+
+def test_any_warc_without_a_fetch_log(tmp_path):
+    write_warc(tmp_path / "CC-MAIN-1.warc.gz", [warc_record(f"http://cc.org/{i}", story(i)) for i in range(3)])
+    out = tmp_path / "out"
+    run_stage(ExtractStage(ExtractConfig()), expand_inputs([str(tmp_path / "CC-MAIN-1.warc.gz")]), str(out), LOCAL)
+    docs = read_table(out, "extract").to_pylist()
+    assert len(docs) == 3 and all(d["score"] is None and d["subreddits"] is None for d in docs)
+
+
+def test_ray_gives_the_same_documents(tmp_path, ray_session):
+    crawl, _ = crawl_dir(tmp_path)
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    inputs = expand_inputs([str(crawl)])
+    run_stage(ExtractStage(ExtractConfig()), inputs, str(local), LOCAL)
+    run_stage(ExtractStage(ExtractConfig()), inputs, str(on_ray), RunOptions(executor="ray", quiet=True))
+    assert read_table(local, "extract").equals(read_table(on_ray, "extract"))
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    from jobs.cli import main
+
+    crawl, _ = crawl_dir(tmp_path)
+    out = tmp_path / "out"
+    assert main(["extract", "--warc", str(crawl), "--out", str(out), "--executor", "local",
+                 "--set", "with_metadata=false"]) == 0
+    printed = capsys.readouterr().out
+    assert "rejected:malformed_record" in printed and re.search(r"out\s+4\b", printed)
+    assert json.loads((out / "extract" / "_manifest.json").read_text())["config"]["with_metadata"] is False
+    assert main(["extract", "--warc", str(tmp_path / "nope"), "--out", str(out)]) == 2
+
+
+# --- real pages ------------------------------------------------------------------------------------------------
+
+
+def shingle_f1(pairs: list[tuple[str, str]]) -> tuple[float, float, float]:
+    """The scrapinghub benchmark's metric (its README): 4-gram multisets of \\w+ tokens, P and R averaged."""
+    precisions, recalls = [], []
+    for gold, predicted in pairs:
+        def grams(text):
+            tokens = re.findall(r"\w+", text)
+            return Counter(tuple(tokens[i : i + 4]) for i in range(max(0, len(tokens) - 3)))
+        g, p = grams(gold), grams(predicted)
+        tp = sum((g & p).values())
+        fp, fn = sum(p.values()) - tp, sum(g.values()) - tp
+        total = tp + fp + fn
+        if total == 0:
+            continue
+        tp, fp, fn = tp / total, fp / total, fn / total
+        if fp == 0 and fn == 0:
+            precisions.append(1.0), recalls.append(1.0)
+            continue
+        if tp + fp > 0:
+            precisions.append(tp / (tp + fp))
+        if tp + fn > 0:
+            recalls.append(tp / (tp + fn))
+    precision, recall = sum(precisions) / len(precisions), sum(recalls) / len(recalls)
+    return precision, recall, 2 * precision * recall / (precision + recall)
+
+
+def test_real_pages_quality_through_the_stage(tmp_path):
+    data = shared_data("extraction", "scrapinghub")
+    truth = json.loads((data / "ground-truth.json").read_text(encoding="utf-8"))
+    ids = sorted(truth)
+    records = [warc_record(truth[k]["url"], gzip.decompress((data / "html" / f"{k}.html.gz").read_bytes()),
+                           content_type="text/html") for k in ids]
+    write_warc(tmp_path / "pages.warc.gz", records)
+    out = tmp_path / "out"
+    run_stage(ExtractStage(ExtractConfig()), expand_inputs([str(tmp_path / "pages.warc.gz")]), str(out), LOCAL)
+    texts = {row["url"]: row["text"] for row in read_table(out, "extract").to_pylist()}
+    pairs = [(truth[k]["articleBody"], texts.get(truth[k]["url"], "")) for k in ids]
+    precision, recall, f1 = shingle_f1(pairs)
+    print(f"scrapinghub through the stage: P={precision:.3f} R={recall:.3f} F1={f1:.3f} on {len(pairs)} pages")
+    assert len(texts) >= 175
+    assert f1 >= 0.95
