@@ -15,6 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "urls": ("jobs.urls", "Reddit submission dumps -> Parquet table of outbound URLs with karma"),
     "extract": ("jobs.extract", "WARC files -> Parquet documents: main text, title, date, language, karma"),
+    "filter": ("jobs.filter", "documents -> documents passing language, 128-token and Gopher/C4 quality rules"),
 }
 
 

@@ -1,0 +1,164 @@
+"""The filter stage: each quality rule, language, GPT-2 length, the funnel, Ray, the CLI."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import ConfigError, load_config
+from pipeline.documents import DOC_SCHEMA
+from pipeline.filter import FilterConfig, FilterStage, gpt2_pretoken_counts, gpt2_token_counter
+from pipeline.quality import QualityConfig, TextStats, first_failure
+from pipeline.runner import RunOptions, run_stage
+from pipeline.storage import expand_inputs
+
+LOCAL = RunOptions(executor="local", quiet=True)
+PROSE = [
+    "The river had risen during the night, and by morning the low fields near the village were under water.",
+    "Farmers moved their animals to the higher ground while the children watched from the old stone bridge.",
+    "In the afternoon the mayor came down with two engineers to look at the damage to the road.",
+    "They agreed that the drainage channels had not been cleaned for years and that this was the cause.",
+    "Work to repair them will start next week, and the cost will be shared with the regional government.",
+    "Some residents said they had warned the council about the problem more than once in the past.",
+]
+
+
+def prose(n_sentences: int = 12, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    sentences = [rng.choice(PROSE) for _ in range(n_sentences)]
+    return "\n".join(" ".join(sentences[i : i + 2]) for i in range(0, n_sentences, 2))
+
+
+def doc_row(i: int, text: str, **fields) -> dict:
+    row = {"doc_id": f"d{i:05d}", "url": f"http://site{i % 7}.org/{i}", "host": f"site{i % 7}.org", "title": None,
+           "text": text, "date": None, "lang": "en", "lang_score": 0.99, "n_chars": len(text),
+           "n_words": len(text.split()), "score": 3, "subreddits": ["news"], "warc_file": "part-00000.warc.gz",
+           "warc_offset": i}
+    row.update(fields)
+    return row
+
+
+def write_docs(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=DOC_SCHEMA), path)
+    return path
+
+
+def rule_of(text: str, lang: str = "en", **config) -> str | None:
+    failure = first_failure(TextStats.of(text), QualityConfig(**config), lang)
+    return failure[0] if failure else None
+
+
+# --- rules -----------------------------------------------------------------------------------------------------
+
+
+def test_clean_prose_passes_every_rule():
+    assert rule_of(prose()) is None
+
+
+@pytest.mark.parametrize("text,rule", [
+    ("Too short to be an article.", "min_words"),
+    (" ".join(["a b c"] * 40), "min_mean_word_length"),
+    (" ".join(["incomprehensibilities"] * 60) + ".", "max_mean_word_length"),
+    (prose() + "\n" + " ".join(["#tag"] * 40), "max_symbol_word_ratio"),
+    ("\n".join(f"• item number {i} of the list of things to buy today." for i in range(30)), "max_bullet_lines"),
+    ("\n".join(f"Read the whole story number {i} and more about it here ..." for i in range(30)),
+     "max_ellipsis_lines"),
+    (prose() + "\n" + " ".join(["1234 5678 90 -- 42"] * 40), "min_alpha_words"),
+    (" ".join(["Apples bananas cherries dates elderberries figs grapes."] * 12), "min_stop_words"),
+    ("\n".join(f"Menu entry {i} for the shop and the page of the site with more" for i in range(30)),
+     "min_terminal_punctuation_lines"),
+    (prose(6) + "\n" + "\n".join(f"Please enable cookies and JavaScript in your browser {i}." for i in range(8)),
+     "max_boilerplate_lines"),
+    (prose() + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.", "lorem_ipsum"),
+    ("\n".join([PROSE[0]] * 6 + PROSE[1:4]), "max_duplicate_lines"),
+])
+def test_each_rule_names_itself(text, rule):
+    assert rule_of(text) == rule
+
+
+def test_rules_can_be_turned_off_and_reconfigured():
+    short = "Too short to be an article."
+    assert rule_of(short, min_words=None, min_terminal_punctuation_lines=None) is None
+    assert rule_of(prose(), min_words=10_000) == "min_words"
+    code = prose() + "\nfunction f() { return 1; }"
+    assert rule_of(code) is None and rule_of(code, drop_curly_brace=True) == "curly_brace"
+    stopless = " ".join(["Apples bananas cherries dates elderberries figs grapes."] * 12)
+    assert rule_of(stopless, lang="de") is None  # the stop-word rule is for English only
+
+
+def test_gpt2_length_fallback_is_a_lower_bound_named_as_such():
+    name, count = gpt2_token_counter()
+    assert name in ("gpt2_bpe", "gpt2_pretokens_lower_bound")
+    # pieces: Hello , world ! It 's 2024 . (8); GPT-2 BPE splits 2024 into 202 4 (9 tokens)
+    assert gpt2_pretoken_counts(["Hello, world! It's 2024."]) == [8]
+    assert count([prose()])[0] >= gpt2_pretoken_counts([prose()])[0] * 0.99
+
+
+def test_config_errors_name_the_key(tmp_path):
+    path = tmp_path / "f.yaml"
+    path.write_text("quality:\n  min_wordz: 3\n")
+    with pytest.raises(ConfigError, match="quality.min_wordz"):
+        load_config(FilterConfig, path)
+
+
+# --- the stage -------------------------------------------------------------------------------------------------
+
+
+def mixed_docs() -> list[dict]:
+    french = ("Le conseil municipal s'est réuni mardi soir pour discuter du budget de la bibliothèque. " * 10)
+    return [
+        doc_row(0, prose(12, 0)),
+        doc_row(1, prose(12, 1)),
+        doc_row(2, french, lang="fr", lang_score=0.98),
+        doc_row(3, prose(2, 2)),  # under 128 tokens
+        doc_row(4, prose(12, 4) + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit sed do eiusmod."),
+        doc_row(5, french, lang=None, lang_score=None),  # detected here
+        doc_row(6, prose(12, 6), lang=None, lang_score=None),
+    ]
+
+
+def test_stage_keeps_clean_documents_and_rejects_with_reasons(tmp_path):
+    docs = write_docs(tmp_path / "docs" / "part-00000.parquet", mixed_docs())
+    out = tmp_path / "out"
+    result = run_stage(FilterStage(FilterConfig()), expand_inputs([str(docs.parent)]), str(out), LOCAL)
+    kept = pq.read_table(out / "filter" / "part-00000.parquet")
+    assert kept.schema.equals(DOC_SCHEMA)
+    assert kept["doc_id"].to_pylist() == ["d00000", "d00001", "d00006"]
+    assert kept["lang"].to_pylist()[2] == "en"  # filled in
+    rejected = pa.concat_tables(pq.read_table(f) for f in (out / "filter" / "_rejected").glob("*.parquet"))
+    assert dict(zip(rejected["doc_id"].to_pylist(), rejected["reason"].to_pylist())) == {
+        "d00002": "lang", "d00003": "min_tokens", "d00004": "lorem_ipsum", "d00005": "lang"}
+    assert all(t for t in rejected["text"].to_pylist())  # the whole document is kept
+    assert result.funnel == {"in": 7, "out": 3, "rejected:lang": 2, "rejected:lorem_ipsum": 1,
+                             "rejected:min_tokens": 1}
+
+
+def test_any_language_when_none_listed(tmp_path):
+    docs = write_docs(tmp_path / "docs" / "part-00000.parquet", mixed_docs())
+    config = FilterConfig(languages=[], quality=QualityConfig(min_stop_words=None))
+    result = run_stage(FilterStage(config), expand_inputs([str(docs)]), str(tmp_path / "out"), LOCAL)
+    assert "rejected:lang" not in result.funnel and result.funnel["out"] == 5
+
+
+def test_ray_and_cli_give_the_same_parts(tmp_path, ray_session, capsys):
+    from jobs.cli import main
+
+    for p in range(2):
+        write_docs(tmp_path / "docs" / f"part-{p:05d}.parquet",
+                   [doc_row(10 * p + r["warc_offset"], r["text"], lang=r["lang"], lang_score=r["lang_score"])
+                    for r in mixed_docs()])
+    inputs = expand_inputs([str(tmp_path / "docs")])
+    run_stage(FilterStage(FilterConfig()), inputs, str(tmp_path / "ray"), RunOptions(executor="ray", quiet=True))
+    assert main(["filter", "--docs", str(tmp_path / "docs"), "--out", str(tmp_path / "cli"), "--executor", "local",
+                 "--set", "min_tokens=64"]) == 0
+    assert "rejected:lang" in capsys.readouterr().out
+    for p in range(2):
+        on_ray = pq.read_table(tmp_path / "ray" / "filter" / f"part-{p:05d}.parquet")
+        local = pq.read_table(tmp_path / "cli" / "filter" / f"part-{p:05d}.parquet")
+        assert on_ray.equals(local)
