@@ -262,11 +262,12 @@ def parse_flag(value: Any, field: str) -> bool:
         raise Reject("bad_field", f"{field}={value!r}") from None
 
 
-class RawSubmission(msgspec.Struct):
+class RawSubmission(msgspec.Struct, gc=False):
     """The fields of a dump record the stage reads; the others are skipped by the parser, unbuilt.
 
     Types are left open (`Any`): real dumps hold ints, floats and strings in the same field, and the rules
-    below judge them one by one with a reason, instead of failing the whole record on a type.
+    below judge them one by one with a reason, instead of failing the whole record on a type. Decoded JSON holds
+    no reference cycles, so the garbage collector need not track these (gc=False).
     """
 
     id: Any = None
