@@ -163,7 +163,7 @@ def expand_inputs(specs: list[str]) -> list[InputFile]:
     found: dict[str, InputFile] = {}
     for spec in specs:
         base, query = _split_uri(spec)
-        fs, path = filesystem(base)
+        fs, path = filesystem(spec)
         scheme = base[: base.index("://") + 3] if is_uri(base) else ""
         has_glob = any(ch in path for ch in "*?[")
         if has_glob:

@@ -1,0 +1,159 @@
+"""The stage runner: atomic writes, funnel checks, pruning, errors through Ray, and s3:// URIs like paths."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import Config
+from pipeline.runner import RunOptions, Stage, StageError, run_stage
+from pipeline.storage import Dir, expand_inputs, join
+from pipeline.urls import UrlsConfig, UrlsStage
+from jobs.dumpgen import encode, synthetic_records
+
+LOCAL = RunOptions(executor="local", quiet=True)
+
+
+class CountConfig(Config):
+    lose_one: bool = False
+
+
+class CountLines(Stage):
+    """Keeps lines with text, rejects blank ones; miscounts when told to."""
+
+    name = "count"
+
+    def tasks(self, phase, inputs):
+        return list(inputs)
+
+    def run_task(self, phase, index, file, ctx):
+        with file.open() as f:
+            lines = f.read().decode().splitlines()
+        ctx.count("in", len(lines) + (1 if self.config.lose_one else 0))
+        kept = [line for line in lines if line.strip()]
+        ctx.write_part(pa.table({"line": pa.array(kept, pa.string())}))
+        ctx.reject(pa.table({"reason": ["blank"] * (len(lines) - len(kept))}))
+
+
+class CountLinesFailingOnB(CountLines):
+    """The same stage (same name, config and so plan) but a task that fails on b.txt, like a crash would."""
+
+    def run_task(self, phase, index, file, ctx):
+        if file.uri.endswith("b.txt"):
+            raise StageError(f"{file.uri}: refused")
+        super().run_task(phase, index, file, ctx)
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a.txt").write_text("one\n\ntwo\n")
+    (root / "b.txt").write_text("three\n")
+    (root / "_ignored.txt").write_text("not an input\n")
+    return root
+
+
+def test_funnel_and_manifest(tmp_path, inputs):
+    result = run_stage(CountLines(CountConfig()), expand_inputs([str(inputs)]), str(tmp_path / "out"), LOCAL)
+    assert result.funnel == {"in": 4, "out": 3, "rejected:blank": 1}
+    assert [p["name"] for p in result.manifest["parts"]] == ["part-00000.parquet", "part-00001.parquet"]
+    assert [Path(i["uri"]).name for i in result.manifest["inputs"]] == ["a.txt", "b.txt"]
+
+
+def test_funnel_that_does_not_add_up_is_an_error(tmp_path, inputs):
+    with pytest.raises(StageError, match="funnel does not add up"):
+        run_stage(CountLines(CountConfig(lose_one=True)), expand_inputs([str(inputs)]), str(tmp_path / "o"), LOCAL)
+
+
+def test_failed_task_leaves_finished_tasks_and_reruns_only_itself(tmp_path, inputs):
+    files = expand_inputs([str(inputs)])
+    with pytest.raises(StageError, match="b.txt: refused"):
+        run_stage(CountLinesFailingOnB(CountConfig()), files, str(tmp_path / "out"), LOCAL)
+    stage_dir = tmp_path / "out" / "count"
+    done = stage_dir / "_tasks" / "parts-00000.json"
+    first_write = done.stat().st_mtime_ns
+    assert not (stage_dir / "_manifest.json").exists()
+    result = run_stage(CountLines(CountConfig()), files, str(tmp_path / "out"), LOCAL)
+    assert result.funnel["out"] == 3
+    assert done.stat().st_mtime_ns == first_write  # the finished task was not run again
+
+
+def test_error_inside_a_ray_task_keeps_its_type_and_message(tmp_path, inputs, ray_session):
+    with pytest.raises(StageError, match="b.txt: refused"):
+        run_stage(CountLinesFailingOnB(CountConfig()), expand_inputs([str(inputs)]), str(tmp_path / "out"),
+                  RunOptions(executor="ray", quiet=True))
+
+
+def test_prune_removes_files_no_marker_owns(tmp_path, inputs):
+    files = expand_inputs([str(inputs)])
+    run_stage(CountLines(CountConfig()), files, str(tmp_path / "out"), LOCAL)
+    stage_dir = tmp_path / "out" / "count"
+    (stage_dir / "part-00009.parquet").write_bytes(b"left by an older plan")
+    (stage_dir / ".tmp-1234-part-00000.parquet").write_bytes(b"a killed write")
+    run_stage(CountLines(CountConfig()), files, str(tmp_path / "out"), RunOptions(executor="local", quiet=True,
+                                                                                  force=True))
+    assert sorted(p.name for p in stage_dir.iterdir() if p.is_file()) == [
+        "_manifest.json", "part-00000.parquet", "part-00001.parquet"]
+
+
+def test_open_output_is_all_or_nothing(tmp_path):
+    from pipeline.runner import TaskContext
+
+    ctx = TaskContext(out=Dir(str(tmp_path)), phase="parts", index=0, is_final_phase=True)
+    with pytest.raises(RuntimeError):
+        with ctx.open_output("part-00000.bin") as stream:
+            stream.write(b"half")
+            raise RuntimeError("killed mid-write")
+    assert not (tmp_path / "part-00000.bin").exists()
+    with ctx.open_output("part-00000.bin") as stream:
+        stream.write(b"whole")
+    assert (tmp_path / "part-00000.bin").read_bytes() == b"whole"
+    assert ctx.files["part-00000.bin"] == {"bytes": 5}
+
+
+def test_join_keeps_uri_query():
+    assert join("s3://b/x?endpoint_override=h:1", "urls", "part-0.parquet") == \
+        "s3://b/x/urls/part-0.parquet?endpoint_override=h:1"
+    assert join("/data/out/", "urls") == "/data/out/urls"
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A local S3 (moto) on 127.0.0.1; yields a function making s3:// URIs that point at it."""
+    moto_server = pytest.importorskip("moto.server")
+    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(key, value)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = f"endpoint_override={host}:{port}&scheme=http&region=us-east-1&allow_bucket_creation=true"
+    yield lambda path: f"s3://{path}?{options}"
+    server.stop()
+
+
+def test_urls_stage_on_s3_equals_local(tmp_path, s3):
+    records = synthetic_records(3000, seed=5)
+    (tmp_path / "dumps").mkdir()
+    (tmp_path / "dumps" / "RS_a.ndjson").write_bytes(encode(records[:1500]))
+    (tmp_path / "dumps" / "RS_b.ndjson").write_bytes(encode(records[1500:]))
+    dumps = Dir(s3("webtext-test/dumps"))
+    dumps.fs.create_dir("webtext-test")
+    for name in ("RS_a.ndjson", "RS_b.ndjson"):
+        dumps.write_bytes(name, (tmp_path / "dumps" / name).read_bytes())
+
+    local = run_stage(UrlsStage(UrlsConfig()), expand_inputs([str(tmp_path / "dumps")]), str(tmp_path / "out"), LOCAL)
+    remote_inputs = expand_inputs([s3("webtext-test/dumps")])
+    assert [f.name for f in remote_inputs] == ["RS_a.ndjson", "RS_b.ndjson"]
+    remote = run_stage(UrlsStage(UrlsConfig()), remote_inputs, s3("webtext-test/out"), LOCAL)
+    assert remote.funnel == local.funnel
+    out = Dir(s3("webtext-test/out")).sub("urls")
+    for part in local.manifest["parts"]:
+        remote_table = pq.read_table(io.BytesIO(out.read_bytes(part["name"])))
+        assert remote_table.equals(pq.read_table(tmp_path / "out" / "urls" / part["name"]))
+    assert run_stage(UrlsStage(UrlsConfig()), remote_inputs, s3("webtext-test/out"), LOCAL).skipped
