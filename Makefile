@@ -24,7 +24,7 @@ test-fast: install
 	$(PY) -m pytest tests -m 'not slow'
 
 demo: install
-	$(PY) -m jobs.demo
+	$(PY) -m jobs.demo $(DEMO_ARGS)
 
 bench: install
 	@set -e; for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done

@@ -13,6 +13,7 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("jobs.demo", "the main job end to end on generated data, on an embedded loopback-only Ray"),
     "urls": ("jobs.urls", "Reddit submission dumps -> Parquet table of outbound URLs with karma"),
     "extract": ("jobs.extract", "WARC files -> Parquet documents: main text, title, date, language, karma"),
     "filter": ("jobs.filter", "documents -> documents passing language, 128-token and Gopher/C4 quality rules"),
