@@ -1,0 +1,156 @@
+"""The GPT-2 network: its design choices, checked one by one, and agreement with transformers' GPT-2 on real text."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tests.conftest import shared_data
+from tests.training_helpers import gpt2_encoding
+from training.hf import export_hf, import_hf
+from training.model import GPT, GPTConfig, IGNORE_INDEX, SIZES, mask_for_mlm
+
+
+def small(**kw) -> GPTConfig:
+    return GPTConfig(**{"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 64, "vocab_size": 300, **kw})
+
+
+def test_named_sizes_have_gpt2_parameter_counts():
+    # The paper's 117M/345M/762M/1542M, as counted without position embeddings, padded vocab excluded.
+    expected = {"gpt2": 124.4e6, "gpt2-medium": 354.8e6, "gpt2-large": 774.0e6, "gpt2-xl": 1557.6e6}
+    for size, total in expected.items():
+        n_layer, n_head, n_embd = SIZES[size]
+        per_block = 12 * n_embd * n_embd + 13 * n_embd
+        n = 50257 * n_embd + 1024 * n_embd + n_layer * per_block + 2 * n_embd
+        assert abs(n - total) / total < 0.001, size
+    model = GPT(GPTConfig.named("tiny", block_size=32, vocab_size=100))
+    assert model.num_params(non_embedding=False) == sum(p.numel() for p in model.parameters())
+
+
+def test_head_is_tied_and_padding_rows_are_never_emitted():
+    model = GPT(small(pad_vocab_to=64))
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert model.transformer.wte.weight.shape[0] == 320
+    logits, _ = model(torch.randint(0, 300, (2, 10)))
+    assert logits.shape == (2, 10, 300)
+
+
+def test_init_scales_residual_projections():
+    torch.manual_seed(0)
+    cfg = GPTConfig(n_layer=8, n_head=4, n_embd=256, block_size=64, vocab_size=1000)
+    model = GPT(cfg)
+    block = model.transformer.h[0]
+    assert block.attn.c_attn.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert block.mlp.c_fc.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    residual_std = 0.02 / math.sqrt(2 * cfg.n_layer)
+    assert block.attn.c_proj.weight.std().item() == pytest.approx(residual_std, rel=0.05)
+    assert block.mlp.c_proj.weight.std().item() == pytest.approx(residual_std, rel=0.05)
+    assert block.attn.c_attn.bias.abs().max().item() == 0.0
+    assert block.ln_1.weight.min().item() == 1.0
+
+
+def test_pre_layernorm_blocks_and_final_layernorm():
+    model = GPT(small())
+    names = [n for n, _ in model.named_modules()]
+    assert "transformer.h.0.ln_1" in names and "transformer.h.0.ln_2" in names and "transformer.ln_f" in names
+    # Pre-LN: a block whose sub-blocks output zero is the identity, whatever its LayerNorms do.
+    block = model.transformer.h[0]
+    for proj in (block.attn.c_proj, block.mlp.c_proj):
+        torch.nn.init.zeros_(proj.weight)
+        torch.nn.init.zeros_(proj.bias)
+    x = torch.randn(2, 5, 64)
+    torch.testing.assert_close(block(x), x)
+
+
+def test_causal_attention_ignores_the_future_and_mlm_does_not():
+    torch.manual_seed(0)
+    idx = torch.randint(0, 300, (1, 12))
+    changed = idx.clone()
+    changed[0, 8:] = (changed[0, 8:] + 1) % 300
+    clm = GPT(small()).eval()
+    torch.testing.assert_close(clm(idx)[0][:, :8], clm(changed)[0][:, :8])
+    mlm = GPT(small(objective="mlm")).eval()
+    assert not torch.allclose(mlm(idx)[0][:, :8], mlm(changed)[0][:, :8])
+
+
+def test_loss_at_init_is_near_uniform_and_training_lowers_it():
+    torch.manual_seed(0)
+    model = GPT(small())
+    idx = torch.randint(0, 300, (4, 32))
+    _, loss = model(idx[:, :-1], idx[:, 1:])
+    assert loss.item() == pytest.approx(math.log(300), abs=0.3)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        opt.zero_grad()
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+        loss.backward()
+        opt.step()
+    assert loss.item() < 1.0
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = GPT(small())
+    ckpt = GPT(small(activation_checkpointing=True))
+    ckpt.load_state_dict(plain.state_dict())
+    idx = torch.randint(0, 300, (2, 16))
+    for m in (plain, ckpt):
+        m(idx[:, :-1], idx[:, 1:])[1].backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), ckpt.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+def test_mlm_masking_follows_bert_proportions():
+    cfg = small(objective="mlm")
+    tokens = torch.randint(0, 300, (64, 64))
+    inputs, targets = mask_for_mlm(tokens, cfg, torch.Generator().manual_seed(0))
+    chosen = targets != IGNORE_INDEX
+    assert chosen.float().mean().item() == pytest.approx(0.15, abs=0.02)
+    assert torch.equal(targets[chosen], tokens[chosen])
+    assert torch.equal(inputs[~chosen], tokens[~chosen])
+    masked = (inputs == cfg.mask_token_id)
+    assert (masked & chosen).sum().item() / chosen.sum().item() == pytest.approx(0.8, abs=0.04)
+    assert not (masked & ~chosen).any()
+    model = GPT(cfg)
+    logits, loss = model(inputs, targets)
+    assert logits.shape[-1] == 300 and math.isfinite(loss.item())
+
+
+def test_generate_appends_tokens():
+    model = GPT(small()).eval()
+    out = model.generate(torch.zeros(1, 3, dtype=torch.long), 5, top_k=10, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 8) and int(out.max()) < 300
+
+
+def test_hf_export_loads_in_transformers_with_the_same_logits_on_real_text(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    gpt2_dir = shared_data("gpt2")
+    text = shared_data("prose", "hamlet_gut.txt").read_text(encoding="utf-8")[20_000:30_000]
+    enc = gpt2_encoding(gpt2_dir)
+    ids = torch.tensor([enc.encode_ordinary(text)[:256]] * 2)
+
+    torch.manual_seed(0)
+    cfg = GPTConfig.named("tiny", block_size=256, pad_vocab_to=64)
+    model = GPT(cfg).eval()
+    # Perturb biases and LayerNorms away from their init so every tensor's mapping is exercised.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "ln" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    export_hf(model, cfg, tmp_path / "hf", tokenizer_dir=gpt2_dir)
+
+    theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32).eval()
+    with torch.no_grad():
+        ours_logits, _ = model(ids)
+        their_logits = theirs(ids).logits
+    assert their_logits.shape == ours_logits.shape == (2, 256, 50257)
+    assert (ours_logits - their_logits).abs().max().item() <= 1e-4
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert tokenizer("Hello world")["input_ids"] == [15496, 995]
+
+    back = import_hf(tmp_path / "hf", pad_vocab_to=64).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids)[0], ours_logits, rtol=0, atol=0)

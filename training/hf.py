@@ -1,0 +1,146 @@
+"""Hugging Face GPT-2 format, both ways: export our model for `transformers.GPT2LMHeadModel`, import any GPT-2
+checkpoint in that format to start from.
+
+Our parameter names are Hugging Face's; the only difference is that their attention and MLP projections are
+`Conv1D` layers, which store the weight transposed (in_features, out_features). Padding rows of the embedding
+are dropped on export. Weights are written as safetensors and read from safetensors or, for older checkpoints,
+`pytorch_model.bin` with `torch.load(weights_only=True)`: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from training.model import GPT, GPTConfig
+
+CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# GPT-2 tokenizer files as OpenAI published them -> the names Hugging Face's GPT2Tokenizer reads.
+TOKENIZER_FILES = {"encoder.json": "vocab.json", "vocab.bpe": "merges.txt"}
+EOS_TOKEN_ID = 50256
+
+
+class HFFormatError(ValueError):
+    """A directory that is not a GPT-2 checkpoint we can read; the message names the file."""
+
+
+def hf_config(config: GPTConfig) -> dict:
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": config.vocab_size,
+        "n_positions": config.block_size,
+        "n_ctx": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5,
+        "resid_pdrop": config.dropout,
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "tie_word_embeddings": True,
+        "bos_token_id": EOS_TOKEN_ID,
+        "eos_token_id": EOS_TOKEN_ID,
+        "torch_dtype": "float32",
+    }
+
+
+def export_hf(model_or_state: GPT | dict, config: GPTConfig, out_dir: str | Path,
+              tokenizer_dir: str | Path | None = None) -> Path:
+    """Write `model.safetensors`, `config.json` and, given the directory holding OpenAI's `encoder.json` and
+    `vocab.bpe`, the tokenizer files. Takes a model or its (consolidated, full) state dict."""
+    if config.objective != "clm":
+        raise HFFormatError("only causal-LM (objective: clm) models export to GPT2LMHeadModel")
+    state = model_or_state.state_dict() if isinstance(model_or_state, GPT) else model_or_state
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for name, tensor in state.items():
+        if name == "lm_head.weight":
+            continue  # tied to transformer.wte.weight; transformers re-ties it on load
+        tensor = tensor.detach().to(torch.float32)
+        if name == "transformer.wte.weight":
+            tensor = tensor[: config.vocab_size]
+        if name.endswith(CONV1D_SUFFIXES):
+            tensor = tensor.t()
+        tensors[name] = tensor.contiguous()
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(hf_config(config), indent=2) + "\n")
+    (out / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": EOS_TOKEN_ID, "eos_token_id": EOS_TOKEN_ID}, indent=2) + "\n")
+    if tokenizer_dir is not None:
+        _copy_tokenizer(Path(tokenizer_dir), out, config.block_size)
+    return out
+
+
+def _copy_tokenizer(src: Path, out: Path, block_size: int) -> None:
+    for theirs, ours in TOKENIZER_FILES.items():
+        if not (src / theirs).is_file():
+            raise FileNotFoundError(f"{src / theirs}: GPT-2 tokenizer file not found")
+        shutil.copyfile(src / theirs, out / ours)
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "GPT2Tokenizer",
+        "model_max_length": block_size,
+        "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+        "add_prefix_space": False,
+    }, indent=2) + "\n")
+
+
+def _read_weights(src: Path) -> dict[str, torch.Tensor]:
+    if (src / "model.safetensors").is_file():
+        return load_file(str(src / "model.safetensors"))
+    index = src / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state = {}
+        for name in files:
+            state.update(load_file(str(src / name)))
+        return state
+    if (src / "pytorch_model.bin").is_file():
+        return torch.load(src / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise HFFormatError(f"{src}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+
+
+def import_hf(src_dir: str | Path, **overrides) -> GPT:
+    """Build our GPT from a Hugging Face GPT-2 directory (e.g. an export, or OpenAI's gpt2 weights)."""
+    src = Path(src_dir)
+    config_path = src / "config.json"
+    if not config_path.is_file():
+        raise HFFormatError(f"{config_path}: not found")
+    hf = json.loads(config_path.read_text())
+    if hf.get("model_type") != "gpt2":
+        raise HFFormatError(f"{config_path}: model_type {hf.get('model_type')!r} is not 'gpt2'")
+    if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise HFFormatError(f"{config_path}: activation {hf['activation_function']!r}; GPT-2 uses gelu_new")
+    if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
+        raise HFFormatError(f"{config_path}: n_inner {hf['n_inner']} is not 4 x n_embd")
+    config = GPTConfig(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
+                       block_size=hf["n_positions"], vocab_size=hf["vocab_size"], **overrides)
+    model = GPT(config)
+    state = {}
+    for name, tensor in _read_weights(src).items():
+        if not name.startswith(("transformer.", "lm_head.")):
+            name = "transformer." + name  # OpenAI's original upload has no "transformer." prefix
+        if name.endswith((".attn.bias", ".attn.masked_bias")) or name == "lm_head.weight":
+            continue  # causal-mask buffers of old transformers versions; the head is tied
+        if name.endswith(CONV1D_SUFFIXES):
+            tensor = tensor.t()
+        state[name] = tensor.to(torch.float32)
+    wte = model.transformer.wte.weight
+    if state["transformer.wte.weight"].shape[0] < wte.shape[0]:  # our padding rows keep their init
+        padded = wte.detach().clone()
+        padded[: config.vocab_size] = state["transformer.wte.weight"]
+        state["transformer.wte.weight"] = padded
+    state["lm_head.weight"] = state["transformer.wte.weight"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise HFFormatError(f"{src}: weights do not match GPT-2 (missing {missing}, unexpected {unexpected})")
+    return model

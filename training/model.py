@@ -1,0 +1,202 @@
+"""GPT-2, the whole network in one file: embeddings, pre-LayerNorm blocks, final LayerNorm, tied LM head.
+
+Follows the GPT-2 paper (Radford et al., 2019) and nanoGPT's layout. No parallelism lives here: the DeepSpeed
+engine (`training/engine.py`) wraps this module as it is. Parameter names match Hugging Face's `GPT2LMHeadModel`
+(`transformer.h.0.attn.c_attn.weight`, ...), so `training/hf.py` only transposes the Conv1D weights.
+
+Two objectives share the network: `clm` (next-token prediction with causal attention, GPT-2's) and `mlm`
+(masked-language modelling with bidirectional attention, BERT's recipe of 15 % of positions, 80/10/10).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+GPT2_VOCAB_SIZE = 50257
+IGNORE_INDEX = -100  # targets with this value carry no loss (F.cross_entropy's default ignore_index)
+
+# (n_layer, n_head, n_embd). The four GPT-2 sizes are the paper's; `tiny` is for CPU tests.
+SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (2, 4, 64),
+    "gpt2": (12, 12, 768),
+    "gpt2-medium": (24, 16, 1024),
+    "gpt2-large": (36, 20, 1280),
+    "gpt2-xl": (48, 25, 1600),
+}
+
+
+@dataclass
+class GPTConfig:
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    block_size: int = 1024
+    vocab_size: int = GPT2_VOCAB_SIZE  # tokens the model may emit
+    pad_vocab_to: int = 1  # embedding rows rounded up to a multiple of this (64 is faster on GPUs)
+    dropout: float = 0.0
+    objective: str = "clm"  # "clm" or "mlm"
+    activation_checkpointing: bool = False  # recompute each block in the backward pass to save memory
+
+    @classmethod
+    def named(cls, size: str, **overrides) -> "GPTConfig":
+        n_layer, n_head, n_embd = SIZES[size]
+        return cls(n_layer=n_layer, n_head=n_head, n_embd=n_embd, **overrides)
+
+    @property
+    def embedding_rows(self) -> int:
+        # mlm needs one extra row for its [MASK] input token, which is never a prediction target.
+        rows = self.vocab_size + (1 if self.objective == "mlm" else 0)
+        return math.ceil(rows / self.pad_vocab_to) * self.pad_vocab_to
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.vocab_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be a multiple of n_head"
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.causal = config.objective == "clm"
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # query, key, value in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        # GPT-2 used the tanh approximation of GELU; keeping it makes Hugging Face's weights give the same logits.
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: LayerNorm at the input of each sub-block, a residual around each."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        if config.objective not in ("clm", "mlm"):
+            raise ValueError(f"objective must be 'clm' or 'mlm', got {config.objective!r}")
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.embedding_rows, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd),  # GPT-2's extra LayerNorm after the last block
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.embedding_rows, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying: one matrix embeds and un-embeds
+
+        self.apply(self._init_weights)
+        # GPT-2 paper: scale the weights of residual layers at initialization by 1/sqrt(N), N = 2 per block.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; the tied matrix counts once, and position embeddings are left out by default."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """Logits over the `vocab_size` real tokens (padding rows are never emitted), and the loss if targets
+        are given. Targets equal to IGNORE_INDEX carry no loss."""
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            if self.config.activation_checkpointing and self.training:
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)[..., : self.config.vocab_size]
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                               ignore_index=IGNORE_INDEX)
+        return logits, loss
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward = 3x forward), attention included (PaLM appendix B)."""
+        c = self.config
+        n = self.num_params(non_embedding=True)
+        return 6 * n + 12 * c.n_layer * c.n_embd * seq_len
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample `max_new_tokens` continuations of `idx` (B, T) autoregressively."""
+        for _ in range(max_new_tokens):
+            logits, _ = self(idx[:, -self.config.block_size:])
+            logits = logits[:, -1, :] / max(temperature, 1e-8)
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            next_id = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            idx = torch.cat([idx, next_id], dim=1)
+        return idx
+
+
+def mask_for_mlm(tokens: torch.Tensor, config: GPTConfig, generator: torch.Generator,
+                 probability: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's corruption: choose `probability` of the positions as targets; of those, 80 % become [MASK],
+    10 % a random token, 10 % stay. Returns (inputs, targets) with IGNORE_INDEX where there is no target."""
+    chosen = torch.rand(tokens.shape, generator=generator) < probability
+    targets = torch.where(chosen, tokens, torch.full_like(tokens, IGNORE_INDEX))
+    roll = torch.rand(tokens.shape, generator=generator)
+    random_tokens = torch.randint(config.vocab_size, tokens.shape, generator=generator, dtype=tokens.dtype)
+    inputs = torch.where(chosen & (roll < 0.8), torch.full_like(tokens, config.mask_token_id), tokens)
+    inputs = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_tokens, inputs)
+    return inputs, targets
