@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 
 import psutil
 
-from pipeline.executor import run_tasks
+from pipeline.executor import LOOPBACK_ENV, run_tasks
 
 
 def square(x: int) -> int:
@@ -24,6 +25,12 @@ def is_loopback(address: str) -> bool:
 
 
 def test_embedded_ray_listens_on_loopback_only(ray_session):
+    # Inside a loopback-only namespace (CI) any Ray would; the first checks hold the mechanism that makes it so
+    # on a machine with routable interfaces, where the listener check below is the one that bites.
+    import ray._private.ray_constants as ray_constants
+
+    assert os.environ[LOOPBACK_ENV] == "0" and ray_constants.ENABLE_RAY_CLUSTER is False
+    assert {node["NodeManagerAddress"] for node in ray_session.nodes()} == {"127.0.0.1"}
     processes = psutil.Process().children(recursive=True)
     assert any("raylet" in " ".join(p.cmdline()) for p in processes)  # the fixture's Ray runs under this process
     listening = []
