@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "urls": ("jobs.urls", "Reddit submission dumps -> Parquet table of outbound URLs with karma"),
     "extract": ("jobs.extract", "WARC files -> Parquet documents: main text, title, date, language, karma"),
     "filter": ("jobs.filter", "documents -> documents passing language, 128-token and Gopher/C4 quality rules"),
+    "dedup": ("jobs.dedup", "documents -> documents without exact and MinHash near duplicates, with clusters"),
 }
 
 

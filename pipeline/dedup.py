@@ -1,0 +1,369 @@
+"""The `dedup` stage: documents -> one document per cluster of exact or near duplicates.
+
+Exact duplicates share a hash of the normalised text (lower case, words only). Near duplicates: datasketch-
+compatible MinHash over word 5-grams (pipeline/minhash.py, OpenWebText's shingles), LSH banding, every candidate
+pair verified by the exact Jaccard similarity of the two shingle sets, connected components over the verified
+edges, and one keeper per component: the highest karma (`score`), then the earliest `date`, then the smallest
+`doc_id`. The choice depends on the documents only, so 1 worker and N workers keep the same ones. Every dropped
+document goes to `_rejected/` with `duplicate_of` (the keeper's doc_id); `_clusters/` lists each cluster.
+
+Phases (P input parts, S shuffle buckets, B bands), each a list of independent runner tasks, on Ray or locally:
+1. `signatures` (P tasks): per document its exact key, shingle hashes and signature; writes a side table
+   (doc_key, doc_id, score, date, exact key, shingle hashes) and the shuffle: one row (band, band key, doc_key)
+   per band (band -1 holds the exact key) into S bucket files chosen by the band key: a shuffle on (band, hash).
+2. `candidates` (S tasks): gathers bucket s from every part, groups rows by (band, key), and emits candidate
+   pairs: the whole group when it has at most `max_group` members, else each member with its next `window`
+   members in doc_key order (so a band shared by boilerplate-only pages cannot explode quadratically); pairs are
+   written by the part of their first document.
+3. `verify` (P tasks): the distinct pairs whose first document lives in part p; loads the shingles of part p and
+   only the needed rows of the other parts, computes exact Jaccard, keeps pairs >= `threshold` (or exact).
+4. `components` (1 task): connected components of the verified edges by hook-and-compress label propagation in
+   numpy, the keeper of each, the `_clusters/` table and the drop list. Memory: O(E + V_dup) 8-byte integers for
+   E verified edges and V_dup documents with at least one edge, plus three small columns of those documents;
+   it does not grow with documents that have no duplicate.
+5. `write` (P tasks): part p minus its dropped documents; the dropped ones to `_rejected/`.
+
+How this handles 10^8 documents on a cluster (1 TB of text, ~2,000 parts of 50k documents):
+- `signatures` is embarrassingly parallel: ~3,000 docs/s per core here, so 10^8 documents take ~9 core-hours,
+  30 minutes on 20 nodes of 16 cores. The side tables hold the shingle hashes (4 bytes per word, ~40% of the
+  text), ~400 GB on shared storage; the shuffle is (B+1) rows of 18 bytes per document, ~40 GB for B = 21.
+- with S = 1 bucket per 256 MB of input (about 4,000), a `candidates` task holds 10 MB of shuffle rows; the
+  number of files is P x S (8M small files): at this scale raise `bucket_bytes` to keep S near sqrt(P x files)
+  the store handles well, or run the shuffle through Ray Data's hash shuffle instead of files.
+- a `verify` task holds its part's shingles (~200 MB) plus the rows it needs from others; pair counts grow with
+  the duplicate rate, not with N^2, because groups above `max_group` become chains.
+- `components` holds only documents that have a verified duplicate: with a 30 % duplicate rate, 3x10^7 nodes
+  and ~3x10^7 edges, about 1 GB in one task. Beyond one node's memory, the same step runs distributed as
+  iterated large-star / small-star label propagation over edge partitions (Kiveris et al. 2014), which this
+  single-task hook-and-compress mirrors; the keeper rule does not change.
+- `write` is parallel per part and reads its slice of the drop list by doc_key range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import xxhash
+from pydantic import Field, model_validator
+
+from pipeline.config import Config
+from pipeline.documents import DOC_SCHEMA, read_documents
+from pipeline.minhash import MinHasher, band_keys, word_shingles, words
+from pipeline.runner import Stage, StageError, TaskContext
+from pipeline.storage import InputFile
+
+EXACT_BAND = -1
+SIDE_SCHEMA = pa.schema([
+    ("doc_key", pa.int64()), ("doc_id", pa.string()), ("score", pa.int64()), ("date", pa.string()),
+    ("exact_key", pa.uint64()), ("shingles", pa.list_(pa.uint32())),
+])
+SHUFFLE_SCHEMA = pa.schema([("band", pa.int16()), ("key", pa.uint64()), ("doc_key", pa.int64())])
+PAIR_SCHEMA = pa.schema([("a", pa.int64()), ("b", pa.int64()), ("exact", pa.bool_())])
+EDGE_SCHEMA = pa.schema([("a", pa.int64()), ("b", pa.int64()), ("jaccard", pa.float32()), ("exact", pa.bool_())])
+DROP_SCHEMA = pa.schema([
+    ("doc_key", pa.int64()), ("reason", pa.string()), ("duplicate_of", pa.string()), ("cluster_size", pa.int64()),
+])
+CLUSTER_SCHEMA = pa.schema([
+    ("cluster_id", pa.string()), ("doc_id", pa.string()), ("keeper", pa.bool_()), ("score", pa.int64()),
+    ("date", pa.string()), ("cluster_size", pa.int64()),
+])
+REJECTED_SCHEMA = pa.schema([("reason", pa.string()), ("duplicate_of", pa.string()), ("cluster_size", pa.int64()),
+                             *DOC_SCHEMA])
+CLUSTERS_NAME = "_clusters/clusters.parquet"
+
+
+class DedupConfig(Config):
+    """Exact and near-duplicate removal; the defaults are measured in bench/dedup.py (see the report there)."""
+
+    exact: bool = True
+    near: bool = True
+    ngram: int = Field(5, ge=1, description="word n-gram shingles (OpenWebText: 5)")
+    num_perm: int = Field(128, ge=1)
+    bands: int = Field(32, ge=1, description="LSH bands")
+    rows: int = Field(4, ge=1, description="signature values per band; bands x rows <= num_perm")
+    seed: int = 1
+    scheme: Literal["affine32", "legacy"] = Field("affine32", description="datasketch's permutation scheme")
+    shingle_hash: Literal["xxh32", "sha1"] = Field("xxh32", description="sha1: datasketch's default, 5x slower")
+    threshold: float = Field(0.5, gt=0, le=1, description="a candidate pair is a duplicate at this Jaccard "
+                             "(OpenWebText's; a 5 % word edit gives about 0.6, a 10 % edit about 0.4)")
+    max_group: int = Field(64, ge=2, description="band groups up to this size give all their pairs")
+    window: int = Field(8, ge=1, description="larger groups: each member paired with its next `window` members")
+    num_buckets: int | None = Field(None, ge=1, description="shuffle buckets; None: one per `bucket_bytes`")
+    bucket_bytes: int = Field(256 << 20, ge=1, description="input bytes per automatic shuffle bucket")
+    batch_docs: int = Field(4096, ge=1, description="documents per signature batch")
+
+    @model_validator(mode="after")
+    def _bands_fit(self) -> DedupConfig:
+        if self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        return self
+
+
+def normalised_text(text: str) -> str:
+    return " ".join(words(text))
+
+
+def exact_keys(texts: list[str]) -> np.ndarray:
+    return np.fromiter((xxhash.xxh3_64_intdigest(normalised_text(t).encode()) for t in texts), dtype=np.uint64,
+                       count=len(texts))
+
+
+def doc_key(part: int, row: int) -> int:
+    """A document's place: its input part in the high 32 bits, its row in the low 32 (dense, sortable)."""
+    return (part << 32) | row
+
+
+def part_of(keys: np.ndarray) -> np.ndarray:
+    return keys >> 32
+
+
+def bucket_of(band: np.ndarray, key: np.ndarray, num_buckets: int) -> np.ndarray:
+    mixed = key ^ (band.astype(np.int64).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    return (mixed % np.uint64(num_buckets)).astype(np.int64)
+
+
+def _list_array(arrays: list[np.ndarray]) -> pa.Array:
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum([len(a) for a in arrays], out=offsets[1:])
+    values = np.concatenate(arrays) if arrays else np.zeros(0, np.uint32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(np.uint32), pa.uint32()))
+
+
+def group_pairs(members: list[int], max_group: int, window: int) -> Iterator[tuple[int, int]]:
+    """Candidate pairs (a, b), a < b, of one band group of sorted doc keys: all of them in a group of at most
+    `max_group`, else each member with its next `window` members (a chain, still connected, linear in size)."""
+    reach = len(members) if len(members) <= max_group else window + 1
+    for i, a in enumerate(members):
+        for b in members[i + 1 : i + reach]:
+            yield a, b
+
+
+def connected_components(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """Component label (the smallest node index in it) of each of n nodes, from edges a[i]-b[i].
+
+    Hook-and-compress: hook each edge's larger root under the smaller, then jump pointers to the root, until
+    every edge joins nodes of the same label. Deterministic; O(n + E) memory; a few rounds in practice.
+    """
+    label = np.arange(n, dtype=np.int64)
+    while True:
+        la, lb = label[a], label[b]
+        differ = la != lb
+        if not differ.any():
+            return label
+        lo, hi = np.minimum(la[differ], lb[differ]), np.maximum(la[differ], lb[differ])
+        np.minimum.at(label, hi, lo)
+        while True:
+            jumped = label[label]
+            if np.array_equal(jumped, label):
+                break
+            label = jumped
+
+
+class DedupStage(Stage):
+    name = "dedup"
+    version = 1
+    phases = ("signatures", "candidates", "verify", "components", "write")
+
+    config: DedupConfig
+
+    def num_buckets(self, inputs: list[InputFile]) -> int:
+        if self.config.num_buckets is not None:
+            return self.config.num_buckets
+        return max(1, -(-sum(f.size for f in inputs) // self.config.bucket_bytes))
+
+    def tasks(self, phase: str, inputs: list[InputFile]) -> list[Any]:
+        docs = [f for f in inputs if f.name.endswith(".parquet")]
+        if not docs:
+            raise StageError("dedup: no document Parquet files among the inputs")
+        if len(docs) >= 1 << 31:
+            raise StageError("dedup: too many input parts")
+        n_parts, n_buckets = len(docs), self.num_buckets(docs)
+        if phase == "signatures":
+            return [(file, n_buckets) for file in docs]
+        if phase == "candidates":
+            return [(bucket, n_parts) for bucket in range(n_buckets)]
+        if phase == "verify":
+            return [(part, n_parts, n_buckets) for part in range(n_parts)]
+        if phase == "components":
+            return [n_parts]
+        return [(file, part) for part, file in enumerate(docs)]
+
+    def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:
+        getattr(self, f"_{phase}")(index, payload, ctx)
+
+    # -- 1. signatures --------------------------------------------------------------------------------------------
+
+    def _signatures(self, part: int, payload: tuple[InputFile, int], ctx: TaskContext) -> None:
+        file, n_buckets = payload
+        c = self.config
+        table = read_documents(file).select(["doc_id", "score", "date", "text"])
+        hasher = MinHasher(c.num_perm, c.seed, c.scheme, c.shingle_hash)
+        side_batches, shuffle = [], []
+        for start in range(0, max(table.num_rows, 1), c.batch_docs):
+            batch = table.slice(start, c.batch_docs)
+            if batch.num_rows == 0:
+                break
+            texts = [t or "" for t in batch["text"].to_pylist()]
+            keys = np.array([doc_key(part, start + i) for i in range(batch.num_rows)], dtype=np.int64)
+            shingles = [np.unique(hasher.hash_shingles(word_shingles(t, c.ngram))) for t in texts]
+            exact = exact_keys(texts)
+            side_batches.append(pa.Table.from_arrays(
+                [pa.array(keys), batch["doc_id"], batch["score"], batch["date"], pa.array(exact, pa.uint64()),
+                 _list_array(shingles)], schema=SIDE_SCHEMA))
+            if c.exact:
+                shuffle.append((np.full(len(keys), EXACT_BAND, np.int16), exact, keys))
+            if c.near:
+                has_shingles = np.array([len(s) > 0 for s in shingles])
+                signatures = hasher.signatures([s for s, ok in zip(shingles, has_shingles) if ok])
+                bands = band_keys(signatures, c.bands, c.rows)  # (docs with shingles, bands)
+                near_keys = keys[has_shingles]
+                shuffle.append((np.tile(np.arange(c.bands, dtype=np.int16), len(near_keys)), bands.reshape(-1),
+                                np.repeat(near_keys, c.bands)))
+        side = pa.concat_tables(side_batches) if side_batches else SIDE_SCHEMA.empty_table()
+        ctx.write_table(ctx.work_name("docs.parquet"), side)
+        bands = np.concatenate([s[0] for s in shuffle]) if shuffle else np.zeros(0, np.int16)
+        band_keys_ = np.concatenate([s[1] for s in shuffle]) if shuffle else np.zeros(0, np.uint64)
+        owners = np.concatenate([s[2] for s in shuffle]) if shuffle else np.zeros(0, np.int64)
+        buckets = bucket_of(bands, band_keys_, n_buckets)
+        order = np.argsort(buckets, kind="stable")
+        bounds = np.searchsorted(buckets[order], np.arange(n_buckets + 1))
+        for bucket in range(n_buckets):
+            rows = order[bounds[bucket] : bounds[bucket + 1]]
+            ctx.write_table(ctx.work_name(f"bucket-{bucket:05d}.parquet"), pa.Table.from_arrays(
+                [pa.array(bands[rows]), pa.array(band_keys_[rows]), pa.array(owners[rows])], schema=SHUFFLE_SCHEMA))
+        ctx.count("signatures", len(side))
+
+    # -- 2. candidates --------------------------------------------------------------------------------------------
+
+    def _candidates(self, bucket: int, payload: tuple[int, int], ctx: TaskContext) -> None:
+        _, n_parts = payload
+        tables = [ctx.out.read_parquet(f"_work/signatures-{p:05d}/bucket-{bucket:05d}.parquet") for p in range(n_parts)]
+        rows = pa.concat_tables(tables).sort_by([("band", "ascending"), ("key", "ascending"), ("doc_key", "ascending")])
+        band, key, docs = (rows[c].to_numpy() for c in ("band", "key", "doc_key"))
+        boundary = np.ones(len(docs), dtype=bool)
+        boundary[1:] = (band[1:] != band[:-1]) | (key[1:] != key[:-1])
+        starts = np.flatnonzero(boundary)
+        sizes = np.diff(np.append(starts, len(docs)))
+        ends = np.append(starts[1:], len(docs))
+        pairs: dict[tuple[int, int], bool] = {}  # (a, b) -> joined by the exact key
+        for start, end in zip(starts[sizes > 1].tolist(), ends[sizes > 1].tolist()):
+            members = docs[start:end].tolist()
+            if band[start] == EXACT_BAND:  # identical normalised texts: a star joins them, nothing to verify
+                for other in members[1:]:
+                    pairs[(members[0], other)] = True
+            else:
+                for pair in group_pairs(members, self.config.max_group, self.config.window):
+                    pairs.setdefault(pair, False)
+        a = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
+        b = np.fromiter((p[1] for p in pairs), dtype=np.int64, count=len(pairs))
+        exact = np.fromiter(pairs.values(), dtype=bool, count=len(pairs))
+        owner = part_of(a)
+        for p in range(n_parts):
+            mine = owner == p
+            ctx.write_table(ctx.work_name(f"pairs-{p:05d}.parquet"), pa.Table.from_arrays(
+                [pa.array(a[mine]), pa.array(b[mine]), pa.array(exact[mine])], schema=PAIR_SCHEMA))
+        ctx.count("candidate_pairs", len(pairs))
+
+    # -- 3. verify ------------------------------------------------------------------------------------------------
+
+    def _verify(self, part: int, payload: tuple[int, int, int], ctx: TaskContext) -> None:
+        _, n_parts, n_buckets = payload
+        tables = [ctx.out.read_parquet(f"_work/candidates-{s:05d}/pairs-{part:05d}.parquet") for s in range(n_buckets)]
+        pairs = pa.concat_tables(tables)
+        if pairs.num_rows:
+            pairs = pairs.group_by(["a", "b"], use_threads=False).aggregate([("exact", "max")])
+            pairs = pairs.rename_columns(["a", "b", "exact"]).sort_by([("a", "ascending"), ("b", "ascending")])
+        a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
+        exact = pairs["exact"].to_numpy(zero_copy_only=False).astype(bool)
+        needed = np.unique(np.concatenate([a, b[~exact]]))
+        shingles: dict[int, np.ndarray] = {}
+        for q in np.unique(part_of(needed)).tolist():
+            side = ctx.out.read_parquet(f"_work/signatures-{q:05d}/docs.parquet").select(["doc_key", "shingles"])
+            side = side.filter(pc.is_in(side["doc_key"], value_set=pa.array(needed[part_of(needed) == q])))
+            values = side["shingles"].combine_chunks()
+            flat, offsets = values.values.to_numpy(), values.offsets.to_numpy()
+            for i, k in enumerate(side["doc_key"].to_pylist()):
+                shingles[k] = flat[offsets[i] : offsets[i + 1]]
+        similarity = np.ones(len(a), dtype=np.float32)
+        for i in np.flatnonzero(~exact).tolist():
+            x, y = shingles[int(a[i])], shingles[int(b[i])]
+            inter = len(np.intersect1d(x, y, assume_unique=True))
+            union = len(x) + len(y) - inter
+            similarity[i] = inter / union if union else 1.0
+        keep = exact | (similarity >= self.config.threshold)
+        ctx.write_table(ctx.work_name("edges.parquet"), pa.Table.from_arrays(
+            [pa.array(a[keep]), pa.array(b[keep]), pa.array(similarity[keep]), pa.array(exact[keep])],
+            schema=EDGE_SCHEMA))
+        ctx.count("verified_pairs", int(keep.sum()))
+        ctx.count("unverified_pairs", int((~keep).sum()))
+
+    # -- 4. components --------------------------------------------------------------------------------------------
+
+    def _components(self, _: int, n_parts: int, ctx: TaskContext) -> None:
+        edges = pa.concat_tables(
+            [ctx.out.read_parquet(f"_work/verify-{p:05d}/edges.parquet") for p in range(n_parts)]
+        ).select(["a", "b"])
+        ends = np.concatenate([edges["a"].to_numpy(), edges["b"].to_numpy()])
+        nodes = np.unique(ends)  # sorted doc keys of every document with a verified duplicate
+        a, b = np.searchsorted(nodes, edges["a"].to_numpy()), np.searchsorted(nodes, edges["b"].to_numpy())
+        del ends, edges
+        label = connected_components(a, b, len(nodes))
+        info = [ctx.out.read_parquet(f"_work/signatures-{q:05d}/docs.parquet").select(
+                    ["doc_key", "doc_id", "score", "date", "exact_key"])
+                for q in np.unique(part_of(nodes)).tolist()]
+        meta = pa.concat_tables(info) if info else SIDE_SCHEMA.empty_table().select(
+            ["doc_key", "doc_id", "score", "date", "exact_key"])
+        meta = meta.filter(pc.is_in(meta["doc_key"], value_set=pa.array(nodes))).sort_by("doc_key")
+        score = pc.fill_null(meta["score"], np.iinfo(np.int64).min + 1).to_numpy()  # no karma: lowest
+        date = meta["date"].to_pylist()
+        doc_id = meta["doc_id"].to_pylist()
+        exact_key = meta["exact_key"].to_numpy()
+        # the keeper rule: highest score, then earliest date (none: last), then smallest doc_id
+        no_date = np.array([d is None for d in date], dtype=bool)
+        order = np.lexsort((np.array(doc_id, dtype=str), np.array([d or "" for d in date], dtype=str), no_date,
+                            -score, label)) if len(nodes) else np.zeros(0, np.int64)
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = label[order][1:] != label[order][:-1]
+        keeper = np.empty(len(nodes), dtype=np.int64)
+        keeper[label[order][first]] = order[first]  # keeper[root label] = the node kept
+        sizes = np.bincount(label, minlength=len(nodes))
+        scores = meta["score"].to_pylist()
+        drop_rows, cluster_rows = [], []
+        for i in order.tolist():
+            k = int(keeper[label[i]])
+            size = int(sizes[label[i]])
+            cluster_rows.append((doc_id[k], doc_id[i], i == k, scores[i], date[i], size))
+            if i != k:
+                reason = "exact_duplicate" if exact_key[i] == exact_key[k] else "near_duplicate"
+                drop_rows.append((int(nodes[i]), reason, doc_id[k], size))
+        ctx.write_table(ctx.work_name("dropped.parquet"), _table(drop_rows, DROP_SCHEMA))
+        ctx.write_table(CLUSTERS_NAME, _table(cluster_rows, CLUSTER_SCHEMA))
+        ctx.count("clusters", int(first.sum()))
+
+    # -- 5. write -------------------------------------------------------------------------------------------------
+
+    def _write(self, part: int, payload: tuple[InputFile, int], ctx: TaskContext) -> None:
+        file, _ = payload
+        table = read_documents(file)
+        ctx.count("in", table.num_rows)
+        dropped = ctx.out.read_parquet("_work/components-00000/dropped.parquet")
+        keys = dropped["doc_key"].to_numpy()
+        mine = dropped.filter(pa.array(part_of(keys) == part)).sort_by("doc_key")
+        rows = (mine["doc_key"].to_numpy() & 0xFFFFFFFF).astype(np.int64)
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[rows] = False
+        ctx.write_part(table.filter(pa.array(keep)))
+        if len(rows):
+            gone = table.take(pa.array(rows))
+            ctx.reject(pa.Table.from_arrays(
+                [mine["reason"], mine["duplicate_of"], mine["cluster_size"], *gone.columns], schema=REJECTED_SCHEMA))
+
+
+def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+    columns = list(zip(*rows)) if rows else [[] for _ in schema]
+    return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema)], schema=schema)

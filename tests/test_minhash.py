@@ -1,0 +1,94 @@
+"""MinHash: bit-identical to datasketch for the same seed and permutations; band keys; components; pair rules."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import xxhash
+from datasketch import MinHash
+
+from pipeline.dedup import connected_components, group_pairs
+from pipeline.minhash import MinHasher, band_keys, candidate_probability, jaccard, sha1_hash32, word_shingles
+
+
+def random_texts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(3000)]
+    texts = [" ".join(rng.choices(vocab, k=rng.randint(1, 600))) for _ in range(n)]
+    return texts + ["", "one two", "Punctuation, only! Words?"]
+
+
+@pytest.mark.parametrize("scheme", ["affine32", "legacy"])
+@pytest.mark.parametrize("shingle_hash", ["xxh32", "sha1"])
+@pytest.mark.parametrize("seed,num_perm", [(1, 128), (7, 64)])
+def test_signatures_equal_datasketch(scheme, shingle_hash, seed, num_perm):
+    hashfunc = {"xxh32": xxhash.xxh32_intdigest, "sha1": sha1_hash32}[shingle_hash]
+    texts = random_texts(40, seed)
+    ours = MinHasher(num_perm, seed, scheme, shingle_hash).signatures_of_texts(texts)
+    for text, signature in zip(texts, ours):
+        reference = MinHash(num_perm=num_perm, seed=seed, scheme=scheme, hashfunc=hashfunc)
+        for shingle in word_shingles(text):  # the per-shingle loop, datasketch's reference path
+            reference.update(shingle)
+        assert np.array_equal(reference.hashvalues.astype(np.uint64), signature.astype(np.uint64))
+
+
+def test_sha1_default_is_datasketchs_own():
+    text = random_texts(1, 3)[0]
+    reference = MinHash()  # datasketch defaults: 128 permutations, seed 1, affine32, sha1_hash32
+    reference.update_batch(word_shingles(text))
+    assert np.array_equal(MinHasher(shingle_hash="sha1").signatures_of_texts([text])[0], reference.hashvalues)
+
+
+def test_a_document_larger_than_one_chunk():
+    text = " ".join(f"t{i}" for i in range(70_000))  # about 70k shingles: two permutation chunks
+    reference = MinHash(hashfunc=xxhash.xxh32_intdigest)
+    reference.update_batch(word_shingles(text))
+    assert np.array_equal(MinHasher().signatures_of_texts([text, "a b c"])[0], reference.hashvalues)
+
+
+def test_band_keys_match_iff_band_values_match():
+    rng = np.random.default_rng(0)
+    signatures = rng.integers(0, 2**32, size=(50, 128), dtype=np.uint64).astype(np.uint32)
+    signatures[1, :4] = signatures[0, :4]  # share band 0 only
+    keys = band_keys(signatures, 32, 4)
+    assert keys.shape == (50, 32)
+    assert keys[0, 0] == keys[1, 0] and (keys[0, 1:] != keys[1, 1:]).all()
+    assert len(np.unique(keys[:, 5])) == 50
+    with pytest.raises(ValueError):
+        band_keys(signatures, 33, 4)
+
+
+def test_estimated_similarity_tracks_jaccard():
+    hasher = MinHasher()
+    base = [f"w{i}" for i in range(400)]
+    edited = base[:360] + [f"x{i}" for i in range(40)]
+    a, b = (np.unique(hasher.hash_shingles(word_shingles(" ".join(t)))) for t in (base, edited))
+    true = jaccard(a, b)
+    signatures = hasher.signatures([a, b])
+    estimate = float((signatures[0] == signatures[1]).mean())
+    assert abs(estimate - true) < 0.12
+    assert candidate_probability(0.8, 32, 4) > 0.999 and candidate_probability(0.1, 32, 4) < 0.01
+
+
+def test_group_pairs_all_or_chain():
+    assert list(group_pairs([1, 2, 3], max_group=4, window=1)) == [(1, 2), (1, 3), (2, 3)]
+    chain = list(group_pairs(list(range(10)), max_group=4, window=2))
+    assert len(chain) == 17 and all(b - a in (1, 2) for a, b in chain)
+
+
+def test_connected_components_against_a_graph_search():
+    rng = random.Random(5)
+    n = 500
+    edges = [(rng.randrange(n), rng.randrange(n)) for _ in range(350)]
+    label = connected_components(np.array([e[0] for e in edges]), np.array([e[1] for e in edges]), n)
+    neighbours = {i: set() for i in range(n)}
+    for x, y in edges:
+        neighbours[x].add(y), neighbours[y].add(x)
+    for start in range(n):
+        seen, todo = {start}, [start]
+        while todo:
+            for nxt in neighbours[todo.pop()] - seen:
+                seen.add(nxt), todo.append(nxt)
+        assert label[start] == min(seen)
