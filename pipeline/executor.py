@@ -24,6 +24,10 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None
     if address is None:
         # Read by ray_constants at import and by every process Ray spawns: the node address becomes 127.0.0.1.
         os.environ[LOOPBACK_ENV] = "0"
+    elif "RAY_AUTH_MODE" not in os.environ and _has_auth_token():
+        # Ray 2.60 clusters use token authentication; a client finds the token but uses it only when told to,
+        # and reads the mode when ray is first imported.
+        os.environ["RAY_AUTH_MODE"] = "token"
     import ray
 
     if ray.is_initialized():
@@ -41,6 +45,11 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None
         _temp_dir=os.environ.get("WEBTEXT_RAY_TMP") or tempfile.mkdtemp(prefix="ray", dir="/tmp"),
         configure_logging=False,
     )
+
+
+def _has_auth_token() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or os.path.exists(os.path.expanduser("~/.ray/auth_token")))
 
 
 def run_local(fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:

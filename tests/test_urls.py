@@ -425,3 +425,28 @@ def test_cli_errors_are_one_line(tmp_path):
     proc = webtext("urls", "--dumps", str(tmp_path / "missing.zst"), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and "missing.zst: no such file" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_on_a_local_ray_head_through_address(tmp_path):
+    """`--address` joins an existing cluster: a real `ray start --head` on 127.0.0.1."""
+    import socket
+    import tempfile
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_bin = Path(sys.executable).parent / "ray"
+    temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                    "--num-cpus", "2", "--include-dashboard", "false", "--temp-dir", temp_dir, "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    try:
+        dump = write_dump(tmp_path / "RS_x.ndjson", synthetic_records(2000, seed=9))
+        proc = webtext("urls", "--dumps", str(dump), "--out", str(tmp_path / "out"), "--address", f"127.0.0.1:{port}")
+        assert proc.returncode == 0, proc.stderr
+        run_urls(dump, tmp_path / "local")
+        assert snapshot(tmp_path / "out") == snapshot(tmp_path / "local")
+    finally:
+        subprocess.run([str(ray_bin), "stop", "--force"], env=env, capture_output=True, timeout=120)
