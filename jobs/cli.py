@@ -15,6 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jobs.demo", "the main job end to end on generated data, on an embedded loopback-only Ray"),
     "urls": ("jobs.urls", "Reddit submission dumps -> Parquet table of outbound URLs with karma"),
+    "crawl": ("jobs.crawl", "URL table -> WARC files + fetch log: polite, SSRF-guarded, resumable crawl or WARC replay"),
     "extract": ("jobs.extract", "WARC files -> Parquet documents: main text, title, date, language, karma"),
     "filter": ("jobs.filter", "documents -> documents passing language, 128-token and Gopher/C4 quality rules"),
     "dedup": ("jobs.dedup", "documents -> documents without exact and MinHash near duplicates, with clusters"),

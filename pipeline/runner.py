@@ -7,6 +7,8 @@ that reads its inputs and writes through a `TaskContext`. The runner owns everyt
     <out>/<stage>/_rejected/*.parquet      every dropped record with a `reason` column
     <out>/<stage>/_work/                   intermediate files of earlier phases (e.g. a shuffle)
     <out>/<stage>/_tasks/<phase>-XXXXX.json a task's done marker: its plan hash, counters and files, written last
+    <out>/<stage>/_resume/<plan>/<task>/    checkpoints of a task not yet done (kept across a kill while the
+                                           plan holds, so a long task can continue; removed when the stage ends)
     <out>/<stage>/_manifest.json            inputs, config, code version, parts with checksums, funnel; written last
 
 A stage whose manifest carries the current plan hash (stage, version, config, inputs) is skipped. Otherwise tasks
@@ -39,6 +41,7 @@ MANIFEST = "_manifest.json"
 TASKS_DIR = "_tasks"
 REJECTED_DIR = "_rejected"
 WORK_DIR = "_work"
+RESUME_DIR = "_resume"
 
 
 class StageError(RuntimeError):
@@ -81,6 +84,7 @@ class TaskContext:
     phase: str
     index: int
     is_final_phase: bool
+    plan: str = ""
     files: dict[str, dict] = field(default_factory=dict)
     counters: Counter = field(default_factory=Counter)
     _rejected_writer: Any = None
@@ -103,6 +107,11 @@ class TaskContext:
         """A path for an intermediate file of this task under `_work/`."""
         return f"{WORK_DIR}/{self.task_id}/{name}"
 
+    def resume_name(self, name: str) -> str:
+        """A path for this task's own checkpoint files: kept if the task is killed, for its rerun under the same
+        plan, and never listed in the done marker (the stage's final output must not depend on them)."""
+        return f"{RESUME_DIR}/{self.plan}/{self.task_id}/{name}"
+
     def write_part(self, table: pa.Table) -> None:
         """Write this task's output part as Parquet; its rows count as the stage's `out`."""
         self.write_table(self.part_name(), table)
@@ -123,7 +132,7 @@ class TaskContext:
         parent, _, base = final.rpartition("/")
         fs.create_dir(parent, recursive=True)
         tmp = f"{parent}/{TMP_PREFIX}{base}"
-        with fs.open_output_stream(tmp) as stream:
+        with fs.open_output_stream(tmp, compression=None) as stream:
             yield stream
         fs.move(tmp, final)
         self._record(name)
@@ -139,7 +148,7 @@ class TaskContext:
             parent, _, base = self.out.path(name).rpartition("/")
             self.out.fs.create_dir(parent, recursive=True)
             self._rejected_tmp = f"{parent}/{TMP_PREFIX}{base}"
-            self._rejected_stream = self.out.fs.open_output_stream(self._rejected_tmp)
+            self._rejected_stream = self.out.fs.open_output_stream(self._rejected_tmp, compression=None)
             self._rejected_writer = pq.ParquetWriter(self._rejected_stream, table.schema, compression="zstd")
         self._rejected_writer.write_table(table.cast(self._rejected_writer.schema))
         for reason, n in Counter(table.column("reason").to_pylist()).items():
@@ -198,7 +207,7 @@ def plan_hash(stage: Stage, inputs: list[InputFile]) -> str:
 
 def _execute(stage: Stage, out: Dir, phase: str, is_final: bool, plan: str, index: int, payload: Any) -> dict:
     """One task, wherever it runs: run it, then write its done marker last."""
-    ctx = TaskContext(out=out, phase=phase, index=index, is_final_phase=is_final)
+    ctx = TaskContext(out=out, phase=phase, index=index, is_final_phase=is_final, plan=plan)
     stage.run_task(phase, index, payload, ctx)
     ctx.finish()
     marker = {"plan": plan, "counters": dict(ctx.counters), "files": ctx.files}
@@ -228,8 +237,12 @@ def _valid_markers(out: Dir, plan: str) -> dict[str, dict]:
     return markers
 
 
-def _prune(out: Dir, markers: dict[str, dict]) -> None:
-    """Delete every file that no current marker lists: stale plans, killed tasks, temporaries."""
+def _prune(out: Dir, markers: dict[str, dict], plan: str = "") -> None:
+    """Delete every file that no current marker lists: stale plans, killed tasks, temporaries.
+
+    Checkpoints of this plan's unfinished tasks (`_resume/<plan>/<task>/`) are kept for the tasks to continue.
+    """
+    resumable = f"{RESUME_DIR}/{plan}/" if plan else None
     keep = {f"{TASKS_DIR}/{task_id}.json" for task_id in markers}
     for marker in markers.values():
         keep.update(marker["files"])
@@ -237,6 +250,9 @@ def _prune(out: Dir, markers: dict[str, dict]) -> None:
         if info.type.name != "File":
             continue
         rel = info.path[len(out.path()) + 1 :]
+        if resumable and rel.startswith(resumable) and rel[len(resumable):].split("/", 1)[0] not in markers:
+            if not info.base_name.startswith(TMP_PREFIX):
+                continue
         if rel not in keep and rel != MANIFEST:
             out.fs.delete_file(info.path)
 
@@ -249,7 +265,7 @@ def _selector(out: Dir):
 
 def _sha256(out: Dir, name: str) -> str:
     digest = hashlib.sha256()
-    with out.fs.open_input_stream(out.path(name)) as f:
+    with out.fs.open_input_stream(out.path(name), compression=None) as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
@@ -282,7 +298,7 @@ def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: Run
     out.makedirs()
     out.delete(MANIFEST)
     markers = {} if options.force else _valid_markers(out, plan)
-    _prune(out, markers)
+    _prune(out, markers, plan)
     if options.executor == "ray":
         connect_ray(options.address, options.num_cpus)
     for phase in stage.phases:
@@ -294,6 +310,7 @@ def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: Run
         for marker in _progress(results, len(todo), f"{stage.name}:{phase}", len(payloads) - len(todo), options):
             pass
         markers = _valid_markers(out, plan)
+    out.delete(RESUME_DIR)
     task_markers = [m for task_id, m in sorted(markers.items())]
     manifest = _manifest(stage, inputs, out, plan, task_markers, time.time() - started)
     out.write_json(MANIFEST, manifest)

@@ -85,7 +85,7 @@ class Dir:
         parent, _, base = final.rpartition("/")
         self.fs.create_dir(parent, recursive=True)
         tmp = f"{parent}/{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{base}"
-        with self.fs.open_output_stream(tmp) as out:
+        with self.fs.open_output_stream(tmp, compression=None) as out:
             out.write(data)
         self.fs.move(tmp, final)
 
@@ -98,7 +98,7 @@ class Dir:
         self.write_bytes(name, sink.getvalue())
 
     def read_bytes(self, name: str) -> bytes:
-        with self.fs.open_input_stream(self.path(name)) as f:
+        with self.fs.open_input_stream(self.path(name), compression=None) as f:
             return f.read()
 
     def read_json(self, name: str):

@@ -1,0 +1,82 @@
+"""`webtext crawl`: the urls stage's table -> WARC files + fetch log, politely, or replayed from WARCs (stage `crawl`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+
+from jobs.cli import module_main
+from jobs.common import add_stage_arguments, run_options, stage_config
+from pipeline.crawl import CrawlConfig, CrawlStage, progress_of
+from pipeline.runner import format_funnel, run_stage
+from pipeline.storage import expand_inputs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--urls", nargs="+", required=True, metavar="PATH",
+                        help="the urls stage's output (e.g. out/urls) or Parquet files with a 'url' column")
+    parser.add_argument("--from-warc", nargs="+", default=[], metavar="PATH",
+                        help="replay: take responses from these WARC files (or directories) instead of the network")
+    add_stage_arguments(parser)
+
+
+class ProgressBar:
+    """Polls the fetch tasks' progress files under <out>/crawl/_resume/ and shows pages, bytes, errors, pages/s."""
+
+    def __init__(self, out: str, total: int, interval: float = 1.0):
+        self.out, self.total, self.interval = out, total, interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="crawl-progress", daemon=True)
+
+    def __enter__(self) -> ProgressBar:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=5)
+
+    def _run(self) -> None:
+        from tqdm import tqdm
+
+        bar, started = None, time.monotonic()
+        while not self.stopped.wait(self.interval):
+            progress = progress_of(self.out)
+            if not progress:
+                continue
+            if bar is None:
+                bar = tqdm(total=self.total, desc="crawl", unit="url", file=sys.stderr)
+            bar.n = progress.get("done", 0)
+            rate = progress.get("pages", 0) / max(time.monotonic() - started, 1e-9)
+            bar.set_postfix(pages=progress.get("pages", 0), MB=round(progress.get("bytes", 0) / 1e6, 1),
+                            errors=progress.get("errors", 0), pages_s=round(rate, 1), refresh=False)
+            bar.refresh()
+        if bar is not None:
+            bar.close()
+
+
+def outcome_table(funnel: dict[str, int]) -> str:
+    outcomes = sorted(((k.split(":", 1)[1], v) for k, v in funnel.items() if k.startswith("outcome:")),
+                      key=lambda kv: (-kv[1], kv[0]))
+    total = sum(v for _, v in outcomes) or 1
+    width = max([len(k) for k, _ in outcomes] + [7])
+    lines = [f"  {'outcome':<{width}}  {'urls':>10}  {'share':>7}"]
+    lines += [f"  {name:<{width}}  {n:>10,}  {100 * n / total:>6.2f}%" for name, n in outcomes]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    stage = CrawlStage(stage_config(CrawlConfig, args))
+    inputs = expand_inputs(args.urls + args.from_warc)
+    tables, _ = stage.split_inputs(inputs)
+    with ProgressBar(args.out, total=stage.count_urls(tables)):
+        result = run_stage(stage, inputs, args.out, run_options(args))
+    print(format_funnel(result))
+    print(outcome_table(result.funnel))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(module_main("jobs.crawl"))

@@ -1,0 +1,369 @@
+"""The `crawl` stage: the urls stage's table -> WARC files of the pages plus a fetch log with one outcome per URL.
+
+Two phases:
+- `partition`, one task per URL part: each row goes to a bucket by a hash of its host, so every URL of a host is
+  in one bucket, fetched by one task: per-host concurrency and delay then hold across a whole cluster (a redirect
+  to a host of another bucket is the one exception: that hop is polite within its own task only).
+- `fetch`, one task per bucket, with its own asyncio loop (`pipeline.fetch`): the bucket's URLs are taken in
+  round-robin order over hosts (each host's first URL, then each host's second, …), at most `window` URLs in
+  flight, so memory stays flat in the number of URLs and every host is busy from the start.
+  Output: `part-XXXXX.warc.gz` (request and response records of pages, redirect hops and robots.txt files) and
+  `part-XXXXX.parquet`, the fetch log, sorted by `url_norm`.
+
+The funnel: every input URL is one fetch-log row (`in` = `out`), whatever happened to it; failures are outcomes
+(`outcome` column, counted as `outcome:<name>`), not rejects, because a failed fetch is a fact about the web that
+later runs and audits need (what was disallowed, what timed out), and because one model is simpler to check:
+the fetch log holds every URL exactly once.
+
+Resume within a task: outcomes are checkpointed every `checkpoint_every` URLs (or `checkpoint_seconds`) as a
+segment, a WARC file then its log rows, under the runner's `_resume/<plan>/<task>/`; the log file is written
+last, so a segment whose log exists is complete. A task killed and rerun reads the finished segments, fetches
+only the URLs with no outcome, and at the end joins the segments into the part (offsets shifted). A rerun
+therefore gives the same fetch log as an uninterrupted crawl, up to timing (`elapsed`, record order and dates).
+
+Replay: WARC files among the inputs (`webtext crawl --from-warc`) replace the network: responses come from their
+records (robots.txt included, when the WARCs hold it), through the same redirect, robots and content rules;
+a URL with no record gets `not_in_warc`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import math
+import random
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import xxhash
+from pydantic import Field
+from yarl import URL
+
+from pipeline.fetch import FetchConfig, Fetcher, FetchResult, HttpTransport, ReplayTransport
+from pipeline.runner import RESUME_DIR, Stage, StageError, TaskContext
+from pipeline.storage import InputFile, filesystem
+from pipeline.warc import WarcSink, index_responses
+
+URL_COLUMNS = ("url", "url_norm", "host", "score_max", "subreddits")
+WARC_SUFFIXES = (".warc", ".warc.gz")
+
+FETCH_LOG_SCHEMA = pa.schema([
+    ("url", pa.string()), ("url_norm", pa.string()), ("host", pa.string()), ("score_max", pa.int64()),
+    ("subreddits", pa.list_(pa.string())), ("outcome", pa.string()), ("final_url", pa.string()),
+    ("status", pa.int32()), ("content_type", pa.string()), ("bytes", pa.int64()), ("elapsed", pa.float64()),
+    ("attempt", pa.int32()), ("error", pa.string()), ("warc_file", pa.string()), ("warc_offset", pa.int64()),
+])
+BUCKET_SCHEMA = pa.schema([f for f in FETCH_LOG_SCHEMA if f.name in URL_COLUMNS])
+
+
+class CrawlConfig(FetchConfig):
+    """The fetcher's settings (see `pipeline.fetch.FetchConfig`) plus how the stage splits and checkpoints."""
+
+    num_buckets: int | None = Field(None, ge=1, description="fetch tasks; None: one per urls_per_bucket URLs")
+    urls_per_bucket: int = Field(20_000, ge=1)
+    window: int = Field(2_000, ge=1, description="URLs of one task in flight at once (memory bound)")
+    checkpoint_every: int = Field(500, ge=1, description="URLs per checkpoint segment")
+    checkpoint_seconds: float = Field(30.0, gt=0)
+    seed: int = Field(0, description="seeds backoff jitter")
+
+
+def host_of(url: str) -> str:
+    try:
+        return (URL(url).host or "").lower()
+    except ValueError:
+        return ""
+
+
+def bucket_of(hosts: pa.Array, n_buckets: int) -> np.ndarray:
+    return np.fromiter((xxhash.xxh64_intdigest((h or "").encode()) % n_buckets for h in hosts.to_pylist()), np.int64, len(hosts))
+
+
+def read_url_table(file: InputFile) -> pa.Table:
+    """The columns the crawl needs from a urls-stage part; `url` alone is enough (the rest is derived or null)."""
+    fs, path = filesystem(file.uri)
+    try:
+        table = pq.read_table(path, filesystem=fs)
+    except (OSError, pa.ArrowInvalid) as err:
+        raise StageError(f"{file.uri}: not a readable Parquet URL table: {err}") from None
+    if "url" not in table.column_names:
+        raise StageError(f"{file.uri}: no 'url' column (columns: {', '.join(table.column_names)})")
+    columns = {}
+    for f in BUCKET_SCHEMA:
+        if f.name in table.column_names:
+            columns[f.name] = table[f.name].cast(f.type)
+        elif f.name == "url_norm":
+            columns[f.name] = table["url"].cast(pa.string())
+        elif f.name == "host":
+            columns[f.name] = pa.array([host_of(u) for u in table["url"].to_pylist()], pa.string())
+        else:
+            columns[f.name] = pa.nulls(table.num_rows, f.type)
+    return pa.table(columns, schema=BUCKET_SCHEMA)
+
+
+def round_robin(table: pa.Table) -> pa.Table:
+    """Rows ordered by their rank within their host, then host: every host's first URL, then every second, …"""
+    if table.num_rows == 0:
+        return table
+    table = table.sort_by([("host", "ascending"), ("url_norm", "ascending")])
+    hosts = table["host"].to_pylist()
+    index = np.arange(len(hosts))
+    first = np.array([i == 0 or hosts[i] != hosts[i - 1] for i in range(len(hosts))])
+    rank = index - np.maximum.accumulate(np.where(first, index, 0))
+    host_hash = np.fromiter((xxhash.xxh64_intdigest((h or "").encode()) for h in hosts), np.uint64, len(hosts))
+    return table.take(np.lexsort((host_hash, rank)))
+
+
+class Segment:
+    """The checkpoint being filled: a WARC in memory and its log rows."""
+
+    def __init__(self, number: int):
+        self.number = number
+        self.buffer = io.BytesIO()
+        self.warc = WarcSink(self.buffer)
+        self.rows: list[dict] = []
+        self.started = time.monotonic()
+
+
+class CrawlStage(Stage):
+    name = "crawl"
+    version = 1
+    phases = ("partition", "fetch")
+
+    config: CrawlConfig
+
+    # -- planning -------------------------------------------------------------------------------------------
+
+    def split_inputs(self, inputs: list[InputFile]) -> tuple[list[InputFile], list[InputFile]]:
+        warcs = [f for f in inputs if f.name.lower().endswith(WARC_SUFFIXES)]
+        tables = [f for f in inputs if f.name.lower().endswith(".parquet")]
+        others = [f.uri for f in inputs if f not in warcs and f not in tables]
+        if others:
+            raise StageError(f"crawl reads URL tables (Parquet) and WARC files; not these: {', '.join(others[:3])}")
+        if not tables:
+            raise StageError("crawl: no URL table (*.parquet) among the inputs")
+        return tables, warcs
+
+    @staticmethod
+    def count_urls(tables: list[InputFile]) -> int:
+        rows = 0
+        for file in tables:
+            fs, path = filesystem(file.uri)
+            try:
+                with fs.open_input_file(path) as f:
+                    rows += pq.ParquetFile(f).metadata.num_rows
+            except (OSError, pa.ArrowInvalid) as err:
+                raise StageError(f"{file.uri}: not a readable Parquet URL table: {err}") from None
+        return rows
+
+    def n_buckets(self, tables: list[InputFile]) -> int:
+        if self.config.num_buckets:
+            return self.config.num_buckets
+        return max(1, math.ceil(self.count_urls(tables) / self.config.urls_per_bucket))
+
+    def tasks(self, phase: str, inputs: list[InputFile]) -> list[Any]:
+        tables, warcs = self.split_inputs(inputs)
+        n_buckets = self.n_buckets(tables)
+        if phase == "partition":
+            return [(file, n_buckets) for file in tables]
+        return [(bucket, len(tables), warcs) for bucket in range(n_buckets)]
+
+    def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:
+        if phase == "partition":
+            self.partition(payload, ctx)
+        else:
+            self.fetch_bucket(payload, ctx)
+
+    # -- partition ------------------------------------------------------------------------------------------
+
+    def partition(self, payload: tuple[InputFile, int], ctx: TaskContext) -> None:
+        file, n_buckets = payload
+        table = read_url_table(file)
+        buckets = bucket_of(table["host"], n_buckets)
+        for bucket in np.unique(buckets):
+            part = table.filter(pa.array(buckets == bucket))
+            ctx.write_table(ctx.work_name(f"bucket-{int(bucket):05d}.parquet"), part)
+        ctx.count("partitioned", table.num_rows)
+
+    # -- fetch ----------------------------------------------------------------------------------------------
+
+    def fetch_bucket(self, payload: tuple[int, int, list[InputFile]], ctx: TaskContext) -> None:
+        bucket, n_partitions, warcs = payload
+        out = ctx.out
+        pieces = [out.read_parquet(name) for i in range(n_partitions)
+                  for name in out.list(f"_work/partition-{i:05d}", f"bucket-{bucket:05d}.parquet")]
+        table = pa.concat_tables(pieces).cast(BUCKET_SCHEMA) if pieces else BUCKET_SCHEMA.empty_table()
+        ctx.count("in", table.num_rows)
+
+        resume_dir = ctx.resume_name("").rstrip("/")
+        segments = self._finished_segments(ctx, resume_dir)
+        done = pa.concat_tables([out.read_parquet(name) for _, name in segments]) if segments else None
+        todo = round_robin(table)
+        if done is not None and done.num_rows:
+            todo = todo.filter(pc.invert(pc.is_in(todo["url_norm"], value_set=done["url_norm"])))
+        progress = {"urls": table.num_rows, "pages": 0, "bytes": 0, "errors": 0, "done": 0}
+        if done is not None:
+            for outcome, n_bytes in zip(done["outcome"].to_pylist(), done["bytes"].to_pylist()):
+                self._tally(progress, outcome, n_bytes or 0)
+        next_number = max((n for n, _ in segments), default=-1) + 1
+        asyncio.run(self._crawl(todo, warcs, ctx, resume_dir, next_number, progress))
+        self._assemble(ctx, resume_dir)
+
+    def _finished_segments(self, ctx: TaskContext, resume_dir: str) -> list[tuple[int, str]]:
+        """Segments whose log was written; a WARC without its log (killed in between) is removed."""
+        logs = ctx.out.list(resume_dir, "seg-*.parquet")
+        numbers = {int(name.rsplit("seg-", 1)[1].split(".")[0]) for name in logs}
+        for name in ctx.out.list(resume_dir, "seg-*.warc.gz"):
+            if int(name.rsplit("seg-", 1)[1].split(".")[0]) not in numbers:
+                ctx.out.delete(name)
+        return sorted((int(name.rsplit("seg-", 1)[1].split(".")[0]), name) for name in logs)
+
+    @staticmethod
+    def _tally(progress: dict, outcome: str, n_bytes: int) -> None:
+        progress["done"] += 1
+        if outcome == "ok":
+            progress["pages"] += 1
+            progress["bytes"] += n_bytes
+        else:
+            progress["errors"] += 1
+
+    def _transport(self, warcs: list[InputFile]):
+        if not warcs:
+            return HttpTransport(self.config), True
+        index: dict[str, tuple[str, int]] = {}
+        for file in warcs:
+            fs, path = filesystem(file.uri)
+            try:
+                with fs.open_input_file(path) as stream:
+                    for offset, url in index_responses(stream):
+                        index[url] = (file.uri, offset)
+            except Exception as err:  # warcio raises many types on a damaged file
+                raise StageError(f"{file.uri}: cannot read WARC: {type(err).__name__}: {err}") from None
+
+        def open_file(uri: str):
+            fs, path = filesystem(uri)
+            return fs.open_input_file(path)
+
+        return ReplayTransport(index, open_file), False
+
+    async def _crawl(self, todo: pa.Table, warcs: list[InputFile], ctx: TaskContext, resume_dir: str,
+                     number: int, progress: dict) -> None:
+        transport, live = self._transport(warcs)
+        fetcher = Fetcher(self.config, transport, todo.num_rows, polite=live,
+                          rng=random.Random(f"{self.config.seed}:{ctx.index}"))
+        window = asyncio.Semaphore(self.config.window)
+        segment = Segment(number)
+        last_progress = 0.0
+        out = ctx.out
+
+        def flush(force: bool = False) -> None:
+            nonlocal segment
+            if not (segment.rows or segment.buffer.tell()) and not force:
+                return
+            base = f"{resume_dir}/seg-{segment.number:06d}"
+            out.write_bytes(f"{base}.warc.gz", segment.buffer.getvalue())
+            rows = {f.name: [r.get(f.name) for r in segment.rows] for f in FETCH_LOG_SCHEMA}
+            out.write_parquet(f"{base}.parquet", pa.table(rows, schema=FETCH_LOG_SCHEMA))
+            segment = Segment(segment.number + 1)
+
+        def record(row: dict, result: FetchResult) -> None:
+            nonlocal last_progress
+            for exchange in fetcher.robots_exchanges:
+                segment.warc.write(exchange)
+            fetcher.robots_exchanges.clear()
+            offset = None
+            for exchange in result.exchanges:
+                offset = segment.warc.write(exchange)
+            ok = result.outcome == "ok"
+            segment.rows.append({
+                **row, "outcome": result.outcome, "final_url": result.final_url, "status": result.status,
+                "content_type": result.content_type, "bytes": result.bytes, "elapsed": result.elapsed,
+                "attempt": result.attempt, "error": result.error,
+                "warc_file": f"seg-{segment.number:06d}.warc.gz" if ok else None, "warc_offset": offset if ok else None,
+            })
+            self._tally(progress, result.outcome, result.bytes if ok else 0)
+            now = time.monotonic()
+            if len(segment.rows) >= self.config.checkpoint_every or now - segment.started >= self.config.checkpoint_seconds:
+                flush()
+            if now - last_progress >= 1.0:
+                last_progress = now
+                out.write_json(f"{resume_dir}/progress.json", progress)
+
+        async def one(row: dict) -> None:
+            try:
+                result = await fetcher.fetch(row["url"])
+            except Exception as err:  # a crawler bug must not lose the other URLs: recorded, named
+                result = FetchResult(row["url"], "crawler_error", error=f"{type(err).__name__}: {err}"[:500])
+            finally:
+                window.release()
+            record(row, result)
+
+        try:
+            running: set[asyncio.Task] = set()
+            for batch in todo.to_batches(max_chunksize=1024):
+                for row in batch.to_pylist():
+                    await window.acquire()
+                    task = asyncio.create_task(one(row))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+            while running:
+                await asyncio.gather(*list(running))
+            for exchange in fetcher.robots_exchanges:
+                segment.warc.write(exchange)
+            flush()
+        finally:
+            await transport.close()
+        out.write_json(f"{resume_dir}/progress.json", progress)
+
+    def _assemble(self, ctx: TaskContext, resume_dir: str) -> None:
+        """Join the segments into the part's WARC and fetch log; offsets shift by the bytes before each segment."""
+        out = ctx.out
+        segments = self._finished_segments(ctx, resume_dir)
+        warc_name = ctx.part_name(".warc.gz")
+        tables, shift = [], 0
+        with ctx.open_output(warc_name) as stream:
+            for _, log_name in segments:
+                data = out.read_bytes(log_name[: -len(".parquet")] + ".warc.gz")
+                stream.write(data)
+                log = out.read_parquet(log_name)
+                offsets = pc.add(log["warc_offset"], pa.scalar(shift, pa.int64()))
+                names = pc.if_else(pc.is_null(log["warc_file"]), pa.scalar(None, pa.string()), warc_name)
+                log = log.set_column(log.schema.get_field_index("warc_offset"), "warc_offset", offsets)
+                log = log.set_column(log.schema.get_field_index("warc_file"), "warc_file", names)
+                tables.append(log)
+                shift += len(data)
+        log = pa.concat_tables(tables) if tables else FETCH_LOG_SCHEMA.empty_table()
+        log = log.sort_by([("url_norm", "ascending")])
+        for outcome, n in Counter(log["outcome"].to_pylist()).items():
+            ctx.count(f"outcome:{outcome}", n)
+        ctx.count("pages", int(pc.sum(pc.equal(log["outcome"], "ok")).as_py() or 0))
+        ctx.write_part(log)
+
+
+def progress_of(out_location: str) -> dict[str, int]:
+    """Summed progress of the fetch tasks of a crawl under way (for the CLI's bar)."""
+    from pipeline.storage import Dir
+
+    stage = Dir(out_location).sub(CrawlStage.name)
+    total: Counter = Counter()
+    for plan in _subdirs(stage, RESUME_DIR):
+        for task in _subdirs(stage, f"{RESUME_DIR}/{plan}"):
+            try:
+                total.update(json.loads(stage.read_bytes(f"{RESUME_DIR}/{plan}/{task}/progress.json")))
+            except (OSError, ValueError):
+                continue
+    return dict(total)
+
+
+def _subdirs(directory, name: str) -> list[str]:
+    import pyarrow.fs as pafs
+
+    base = directory.path(name)
+    if directory.fs.get_file_info(base).type != pafs.FileType.Directory:
+        return []
+    return [i.base_name for i in directory.fs.get_file_info(pafs.FileSelector(base)) if i.type == pafs.FileType.Directory]

@@ -1,0 +1,469 @@
+"""Fetching one URL politely and safely, with one outcome: the crawl's core, independent of Ray and of storage.
+
+`Fetcher.fetch(url)` follows redirects by hand (each hop re-checked: scheme, SSRF guard, robots.txt, politeness
+of the hop's host), retries timeouts, connection errors and 5xx with exponential backoff and full jitter, waits
+out `Retry-After` on 429 / 503 (pausing the whole host), and spends retries from a budget shared by the task.
+Politeness per host: at most `per_host_concurrency` requests in flight, and no request starts sooner than
+`min_delay_s` (or robots.txt's `Crawl-delay`, capped) after the start or the end of another request to the host;
+globally at most `global_concurrency` requests in flight.
+
+Where responses come from is a `Transport`: `HttpTransport` (aiohttp, through the SSRF-guarded resolver, with
+timeouts and caps on wire and decoded size) for a live crawl, `ReplayTransport` (records of existing WARC files)
+for `--from-warc`. Everything else (redirects, robots, content checks, outcomes) is the same code for both, so
+a replay gives the outcomes the live crawl gave for whatever the WARCs hold.
+
+Outcomes: ok, http_status, robots_disallowed, timeout, connect_error, read_error, dns_error, blocked_address,
+bad_scheme, bad_url, too_large, decoded_too_large, decode_error, bad_content_type, binary_content,
+too_many_redirects, bad_response, not_in_warc (replay only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import random
+import time
+import zlib
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import brotli
+from pydantic import Field
+from yarl import URL
+
+from pipeline.config import Config
+from pipeline.robots import RobotsRules, robots_url, user_agent_token
+from pipeline.ssrf import ALLOWED_SCHEMES, AddressGuard, BlockedAddress, DNSFailure, GuardedResolver
+from pipeline.warc import Exchange
+
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+BINARY_MAGIC = (b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"%PDF", b"PK\x03\x04", b"\x1f\x8b", b"\x7fELF", b"RIFF")
+
+
+class FetchConfig(Config):
+    """How the crawler behaves on the network; every limit has a default suited to crawling strangers' sites."""
+
+    user_agent: str = "webtext-crawler/0.1 (+https://github.com/webtext/webtext#crawler)"
+    obey_robots: bool = True
+    robots_max_bytes: int = Field(512 << 10, ge=500 << 10, description="RFC 9309: parse at least 500 KiB")
+    per_host_concurrency: int = Field(1, ge=1)
+    min_delay_s: float = Field(1.0, ge=0, description="between the starts of two requests to one host")
+    max_crawl_delay_s: float = Field(30.0, ge=0, description="cap on robots.txt Crawl-delay")
+    global_concurrency: int = Field(64, ge=1)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(20.0, gt=0, description="longest silence while reading")
+    total_timeout_s: float = Field(60.0, gt=0, description="one request, body included")
+    max_body_bytes: int = Field(5 << 20, ge=1, description="bytes on the wire; beyond: too_large")
+    max_decoded_bytes: int = Field(20 << 20, ge=1, description="after gzip/deflate/br; beyond: decoded_too_large")
+    content_types: list[str] = ["text/html", "application/xhtml+xml"]
+    max_redirects: int = Field(5, ge=0)
+    max_attempts: int = Field(3, ge=1, description="tries per request (timeouts, connection errors, 5xx, 429)")
+    backoff_base_s: float = Field(1.0, ge=0)
+    backoff_max_s: float = Field(60.0, ge=0)
+    max_retry_after_s: float = Field(120.0, ge=0, description="a longer Retry-After ends the URL instead")
+    retry_budget: float = Field(0.2, ge=0, description="retries a task may spend, as a share of its URLs")
+    retry_budget_min: int = Field(10, ge=0)
+    ssrf_guard: bool = True
+    allow: list[str] = Field([], description="networks or host patterns the SSRF guard lets through")
+    resolve: dict[str, str] = Field({}, description='curl --resolve: {"*.example": "127.0.0.1:8080"}')
+
+
+class FetchError(Exception):
+    """A request that produced no usable response: `outcome` names the kind."""
+
+    def __init__(self, outcome: str, detail: str, retryable: bool = False, status: int | None = None):
+        super().__init__(detail)
+        self.outcome, self.detail, self.retryable, self.status = outcome, detail, retryable, status
+
+
+@dataclass
+class FetchResult:
+    """The final outcome of one input URL, and the exchanges to archive (redirect hops, then the page)."""
+
+    url: str
+    outcome: str
+    final_url: str | None = None
+    status: int | None = None
+    content_type: str | None = None
+    bytes: int = 0
+    elapsed: float = 0.0
+    attempt: int = 0
+    error: str | None = None
+    exchanges: list[Exchange] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decoding with a cap
+
+
+class BoundedDecoder:
+    """Undoes a Content-Encoding chunk by chunk and stops as soon as the output would pass `limit` bytes."""
+
+    def __init__(self, encoding: str | None, limit: int):
+        self.encoding = (encoding or "identity").strip().lower()
+        self.limit, self.size = limit, 0
+        if self.encoding in ("gzip", "x-gzip"):
+            self.state = zlib.decompressobj(wbits=31)
+        elif self.encoding == "deflate":
+            self.state, self.raw_deflate_tried = zlib.decompressobj(wbits=15), False
+        elif self.encoding == "br":
+            self.state = brotli.Decompressor()
+        elif self.encoding == "identity":
+            self.state = None
+        else:
+            raise FetchError("decode_error", f"unsupported Content-Encoding {self.encoding!r}")
+
+    def feed(self, data: bytes) -> bytes:
+        try:
+            return self._check(self._decode(data))
+        except (zlib.error, brotli.error) as err:
+            raise FetchError("decode_error", f"{self.encoding}: {err}") from None
+
+    def _decode(self, data: bytes) -> bytes:
+        room = self.limit - self.size + 1
+        if self.state is None:
+            return data
+        if isinstance(self.state, brotli.Decompressor):
+            out = [self.state.process(data, output_buffer_limit=room)]
+            while not self.state.can_accept_more_data() and sum(map(len, out)) < room:
+                out.append(self.state.process(b"", output_buffer_limit=room))
+            return b"".join(out)
+        try:
+            out = self.state.decompress(data, room)
+        except zlib.error:
+            if self.encoding != "deflate" or self.raw_deflate_tried or self.size:
+                raise
+            # "deflate" is often sent as a raw deflate stream without the zlib header.
+            self.raw_deflate_tried, self.state = True, zlib.decompressobj(wbits=-15)
+            out = self.state.decompress(data, room)
+        return out
+
+    def _check(self, out: bytes) -> bytes:
+        self.size += len(out)
+        if self.size > self.limit or (self.state is not None and getattr(self.state, "unconsumed_tail", b"")):
+            raise FetchError("decoded_too_large", f"decoded body over {self.limit} bytes ({self.encoding})")
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Transports
+
+
+class HttpTransport:
+    """GET over aiohttp: no automatic redirects or decompression, SSRF-guarded resolution, timeouts and caps."""
+
+    def __init__(self, config: FetchConfig):
+        import aiohttp
+
+        self.config = config
+        self.guard = AddressGuard(config.ssrf_guard, config.allow)
+        self.resolver = GuardedResolver(self.guard, config.resolve)
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(resolver=self.resolver, limit=config.global_concurrency, limit_per_host=0,
+                                           ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(total=None, connect=config.connect_timeout_s,
+                                          sock_connect=config.connect_timeout_s, sock_read=config.read_timeout_s),
+            auto_decompress=False,
+            trust_env=False,  # no proxies from the environment: the guard must see the real destination
+            cookie_jar=aiohttp.DummyCookieJar(),
+            headers={"User-Agent": config.user_agent, "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
+                     "Accept-Encoding": "gzip, deflate, br"},
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def get(self, url: str, body_limit: int, decoded_limit: int, truncate: bool = False) -> Exchange:
+        import aiohttp
+
+        try:
+            async with asyncio.timeout(self.config.total_timeout_s):
+                async with self.session.get(url, allow_redirects=False) as resp:
+                    peer = resp.connection.transport.get_extra_info("peername") if resp.connection else None
+                    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
+                    if resp.status in REDIRECT_STATUSES:
+                        body_limit = decoded_limit = min(body_limit, 64 << 10)
+                        truncate = True
+                    body = await self._read(resp, body_limit, decoded_limit, truncate)
+                    return Exchange(url, list(resp.request_info.headers.items()), resp.status, resp.reason or "",
+                                    headers, body, ip=peer[0] if peer else None)
+        except TimeoutError:
+            raise FetchError("timeout", f"no complete response in time (total {self.config.total_timeout_s}s, "
+                                        f"read {self.config.read_timeout_s}s)", retryable=True) from None
+        except aiohttp.ClientConnectorDNSError as err:
+            cause = err.os_error
+            if isinstance(cause, BlockedAddress):
+                raise FetchError("blocked_address", str(cause)) from None
+            raise FetchError("dns_error", str(cause) if isinstance(cause, DNSFailure) else str(err)) from None
+        except aiohttp.ClientConnectorError as err:
+            raise FetchError("connect_error", str(err), retryable=True) from None
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as err:
+            raise FetchError("read_error", f"{type(err).__name__}: {err}", retryable=True) from None
+        except aiohttp.ClientResponseError as err:  # unparsable status line or headers
+            raise FetchError("bad_response", f"{type(err).__name__}: {err.message}") from None
+        except (aiohttp.InvalidURL, ValueError) as err:
+            raise FetchError("bad_url", f"{type(err).__name__}: {err}") from None
+
+    async def _read(self, resp, body_limit: int, decoded_limit: int, truncate: bool) -> bytes:
+        declared = resp.content_length
+        if declared is not None and declared > body_limit and not truncate:
+            raise FetchError("too_large", f"Content-Length {declared} over {body_limit} bytes", status=resp.status)
+        decoder = BoundedDecoder(resp.headers.get("Content-Encoding"), decoded_limit)
+        chunks, wire = [], 0
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            wire += len(chunk)
+            if wire > body_limit:
+                if truncate:
+                    break
+                raise FetchError("too_large", f"body over {body_limit} bytes", status=resp.status)
+            try:
+                chunks.append(decoder.feed(chunk))
+            except FetchError as err:
+                if truncate and err.outcome == "decoded_too_large":
+                    break
+                err.status = resp.status
+                raise
+        return b"".join(chunks)
+
+
+class ReplayTransport:
+    """Responses from existing WARC files: `index` maps a URL to (file, offset) of its response record."""
+
+    def __init__(self, index: dict[str, tuple[str, int]], open_file: Callable[[str], object]):
+        from pipeline.warc import read_exchanges
+
+        self.index, self.open_file, self.read_exchanges = index, open_file, read_exchanges
+        self.guard = AddressGuard(enabled=True)
+        self.files: dict[str, object] = {}
+
+    async def get(self, url: str, body_limit: int, decoded_limit: int, truncate: bool = False) -> Exchange:
+        where = self.index.get(url)
+        if where is None:
+            raise FetchError("not_in_warc", "no response record for this URL in the WARC files")
+        name, offset = where
+        stream = self.files.get(name) or self.files.setdefault(name, self.open_file(name))
+        stream.seek(offset)
+        _, exchange = next(self.read_exchanges(stream))
+        if len(exchange.body) > decoded_limit:
+            if not truncate:
+                raise FetchError("decoded_too_large", f"decoded body over {decoded_limit} bytes", status=exchange.status)
+            exchange.body = exchange.body[:decoded_limit]
+        return exchange
+
+    async def close(self) -> None:
+        for stream in self.files.values():
+            stream.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The fetcher
+
+
+class HostState:
+    """Politeness bookkeeping for one host: in-flight requests, the earliest next start, its robots.txt."""
+
+    def __init__(self, concurrency: int, delay: float):
+        self.slots = asyncio.Semaphore(concurrency)
+        self.start_lock = asyncio.Lock()
+        self.next_start = 0.0
+        self.delay = delay
+        self.robots: RobotsRules | None = None
+        self.robots_lock = asyncio.Lock()
+
+
+class Fetcher:
+    """Fetches URLs through a transport with redirects, robots.txt, politeness, retries and content checks."""
+
+    def __init__(self, config: FetchConfig, transport, n_urls: int, polite: bool = True, rng: random.Random | None = None):
+        self.config, self.transport, self.polite = config, transport, polite
+        self.guard = AddressGuard(config.ssrf_guard, config.allow)
+        self.hosts: dict[str, HostState] = {}
+        self.global_slots = asyncio.Semaphore(config.global_concurrency)
+        self.retries_left = max(config.retry_budget_min, math.ceil(config.retry_budget * n_urls))
+        self.agent = user_agent_token(config.user_agent)
+        self.rng = rng or random.Random()
+        self.robots_exchanges: list[Exchange] = []  # robots.txt responses to archive, drained by the caller
+
+    def host(self, url: URL) -> HostState:
+        key = f"{url.host}:{url.port}"
+        state = self.hosts.get(key)
+        if state is None:
+            state = self.hosts[key] = HostState(self.config.per_host_concurrency, self.config.min_delay_s)
+        return state
+
+    @asynccontextmanager
+    async def slot(self, host: HostState):
+        """Hold a request slot of `host` and of the crawl, started no sooner than the host's delay allows."""
+        if not self.polite:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        async with host.slots:
+            async with host.start_lock:
+                wait = host.next_start - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await self.global_slots.acquire()
+                host.next_start = loop.time() + host.delay
+            try:
+                yield
+            finally:
+                # Counted from the end too: the server sees the gap even when one request took longer to arrive.
+                host.next_start = max(host.next_start, loop.time() + host.delay)
+                self.global_slots.release()
+
+    async def fetch(self, url: str) -> FetchResult:
+        started = time.monotonic()
+        result = await self._follow(url)
+        result.elapsed = round(time.monotonic() - started, 4)
+        return result
+
+    async def _follow(self, url: str) -> FetchResult:
+        current, seen, exchanges, attempt = url, {url}, [], 0
+        for _hop in range(self.config.max_redirects + 1):
+            try:
+                parsed = self._check_url(current)
+                if self.config.obey_robots:
+                    rules = await self.robots(parsed)
+                    if not rules.allowed(current, self.agent):
+                        return FetchResult(url, "robots_disallowed", final_url=current, error=rules.why_disallowed(),
+                                           exchanges=exchanges)
+                exchange, attempt = await self.request(parsed, self.config.max_body_bytes, self.config.max_decoded_bytes)
+            except FetchError as err:
+                return FetchResult(url, err.outcome, final_url=current, status=err.status, error=err.detail[:500],
+                                   attempt=max(attempt, getattr(err, "attempt", 0)), exchanges=exchanges)
+            location = exchange.header("Location")
+            if exchange.status in REDIRECT_STATUSES and location:
+                exchanges.append(exchange)
+                try:
+                    target = str(URL(current).join(URL(location.strip())).with_fragment(None))
+                except ValueError as err:
+                    return FetchResult(url, "bad_url", final_url=current, status=exchange.status,
+                                       error=f"bad Location {location!r}: {err}", attempt=attempt, exchanges=exchanges)
+                if target in seen:
+                    return FetchResult(url, "too_many_redirects", final_url=target, status=exchange.status,
+                                       error="redirect loop", attempt=attempt, exchanges=exchanges)
+                seen.add(target)
+                current = target
+                continue
+            return self._final(url, current, exchange, attempt, exchanges)
+        return FetchResult(url, "too_many_redirects", final_url=current, attempt=attempt,
+                           error=f"more than {self.config.max_redirects} redirects", exchanges=exchanges)
+
+    def _check_url(self, url: str) -> URL:
+        try:
+            parsed = URL(url)
+        except ValueError as err:
+            raise FetchError("bad_url", f"{type(err).__name__}: {err}") from None
+        if parsed.scheme not in ALLOWED_SCHEMES:
+            raise FetchError("bad_scheme", f"scheme {parsed.scheme!r} is not http or https")
+        if not parsed.host:
+            raise FetchError("bad_url", "no host")
+        try:
+            self.guard.check_literal(parsed.host)
+        except BlockedAddress as err:
+            raise FetchError("blocked_address", str(err)) from None
+        return parsed
+
+    def _final(self, url: str, final_url: str, exchange: Exchange, attempt: int, exchanges: list) -> FetchResult:
+        content_type = exchange.header("Content-Type")
+        result = FetchResult(url, "ok", final_url=final_url, status=exchange.status, content_type=content_type,
+                             bytes=len(exchange.body), attempt=attempt, exchanges=exchanges)
+        mime = (content_type or "").split(";", 1)[0].strip().lower()
+        if not 200 <= exchange.status < 300:
+            result.outcome, result.error = "http_status", f"HTTP {exchange.status}"
+        elif mime not in self.config.content_types:
+            result.outcome, result.error = "bad_content_type", f"Content-Type {content_type!r}"
+        elif exchange.body.startswith(BINARY_MAGIC) or b"\x00" in exchange.body[:2048]:
+            result.outcome, result.error = "binary_content", f"binary bytes served as {mime}"
+        else:
+            exchanges.append(exchange)
+        return result
+
+    async def request(self, url: URL, body_limit: int, decoded_limit: int, truncate: bool = False) -> tuple[Exchange, int]:
+        """One GET with retries; returns the response and the attempt that gave it."""
+        host = self.host(url)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self.slot(host):
+                    exchange = await self.transport.get(str(url), body_limit, decoded_limit, truncate)
+            except FetchError as err:
+                if err.retryable and attempt < self.config.max_attempts and self._take_retry():
+                    await asyncio.sleep(self._backoff(attempt))
+                    continue
+                err.attempt = attempt
+                raise
+            if exchange.status == 429 or exchange.status >= 500:
+                retry_after = parse_retry_after(exchange.header("Retry-After"))
+                if retry_after is not None and retry_after > self.config.max_retry_after_s:
+                    return exchange, attempt
+                if attempt < self.config.max_attempts and self._take_retry():
+                    if retry_after is not None and self.polite:
+                        # The host asked everyone to wait: no request to it starts before then.
+                        loop = asyncio.get_running_loop()
+                        host.next_start = max(host.next_start, loop.time() + retry_after)
+                    await asyncio.sleep(retry_after if retry_after is not None else self._backoff(attempt))
+                    continue
+            return exchange, attempt
+
+    def _take_retry(self) -> bool:
+        if self.retries_left <= 0:
+            return False
+        self.retries_left -= 1
+        return True
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter: uniform in [0, min(max, base * 2^(attempt-1))]."""
+        if not self.polite:
+            return 0.0
+        return self.rng.uniform(0, min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (attempt - 1)))
+
+    async def robots(self, url: URL) -> RobotsRules:
+        """The robots.txt rules of `url`'s host, fetched once (redirects followed) and cached."""
+        host = self.host(url)
+        if host.robots is not None:
+            return host.robots
+        async with host.robots_lock:
+            if host.robots is None:
+                host.robots = await self._fetch_robots(url)
+                delay = host.robots.crawl_delay(self.agent)
+                if delay is not None:
+                    host.delay = max(self.config.min_delay_s, min(delay, self.config.max_crawl_delay_s))
+        return host.robots
+
+    async def _fetch_robots(self, url: URL) -> RobotsRules:
+        current = robots_url(str(url))
+        for _hop in range(self.config.max_redirects + 1):
+            try:
+                parsed = self._check_url(current)
+                exchange, _ = await self.request(parsed, self.config.robots_max_bytes, self.config.robots_max_bytes,
+                                                 truncate=True)
+            except FetchError as err:
+                if err.outcome == "not_in_warc":  # replay: the archive's crawler already obeyed robots.txt
+                    return RobotsRules("unavailable", detail="no robots.txt in the WARC files")
+                return RobotsRules.from_response(None, detail=f"{err.outcome}: {err.detail}"[:300])
+            self.robots_exchanges.append(exchange)
+            location = exchange.header("Location")
+            if exchange.status in REDIRECT_STATUSES and location:
+                current = str(URL(current).join(URL(location.strip())))
+                continue
+            return RobotsRules.from_response(exchange.status, exchange.body)
+        return RobotsRules.from_response(None, detail="robots.txt: too many redirects")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: a number of seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
