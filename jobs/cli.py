@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("jobs.extract", "WARC files -> Parquet documents: main text, title, date, language, karma"),
     "filter": ("jobs.filter", "documents -> documents passing language, 128-token and Gopher/C4 quality rules"),
     "dedup": ("jobs.dedup", "documents -> documents without exact and MinHash near duplicates, with clusters"),
+    "tokenize": ("jobs.tokenize", "documents -> GPT-2 BPE token shards (llm.c layout), train/val split, index.json"),
 }
 
 

@@ -117,14 +117,18 @@ class TokenizeStage(Stage):
         tok = self.config.tokenizer
         key = (tok.kind, tok.path, ctx.out.location)
         if key not in _TOKENIZERS:
-            if tok.kind == "gpt2":
-                tokenizer = gpt2_tokenizer(tok.path)
-            elif tok.path is not None:
-                tokenizer = bpe_tokenizer(tok.path)
-            else:
-                tokenizer = bpe_from_json(ctx.out.read_bytes(TOKENIZER_NAME).decode(), ctx.out.uri(TOKENIZER_NAME))
+            try:
+                if tok.kind == "gpt2":
+                    tokenizer = gpt2_tokenizer(tok.path)
+                elif tok.path is not None:
+                    tokenizer = bpe_tokenizer(tok.path)
+                else:
+                    tokenizer = bpe_from_json(ctx.out.read_bytes(TOKENIZER_NAME).decode(),
+                                              ctx.out.uri(TOKENIZER_NAME))
+            except TokenizerError as err:
+                raise StageError(f"tokenize: {err}") from None
             if tokenizer.n_vocab > MAX_UINT16_VOCAB:
-                raise TokenizerError(f"{tokenizer.name}: {tokenizer.n_vocab} ids do not fit uint16 shards")
+                raise StageError(f"tokenize: {tokenizer.name} has {tokenizer.n_vocab} ids, more than uint16 shards hold")
             _TOKENIZERS[key] = tokenizer
         return _TOKENIZERS[key]
 
