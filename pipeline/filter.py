@@ -3,14 +3,13 @@
 One task per document part, rules in this order, the first broken one named in the reject reason:
 1. `lang`: the language (from extract, or detected here with pycld2 when missing; see pipeline/langid.py) must be
    in `languages` with a score of at least `min_lang_score`;
-2. `min_tokens`: at least 128 GPT-2 tokens, OpenWebText's rule;
+2. `min_tokens`: at least 128 GPT-2 BPE tokens (pipeline/tokenizer.py, tiktoken offline), OpenWebText's rule;
 3. the quality rules of pipeline/quality.py (Gopher / C4 style), each its own reason.
 Every dropped document is kept whole in `_rejected/` with `reason` and `detail` (the measured value and limit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -22,6 +21,7 @@ from pipeline.langid import detect_language
 from pipeline.quality import QualityConfig, TextStats, first_failure
 from pipeline.runner import Stage, StageError, TaskContext
 from pipeline.storage import InputFile
+from pipeline.tokenizer import count_tokens
 
 REJECTED_SCHEMA = pa.schema([("reason", pa.string()), ("detail", pa.string()), *DOC_SCHEMA])
 
@@ -33,31 +33,6 @@ class FilterConfig(Config):
     min_lang_score: float = Field(0.5, ge=0, le=1, description="share of the text in the detected language")
     min_tokens: int | None = Field(128, ge=1, description="OpenWebText: documents under 128 GPT-2 tokens dropped")
     quality: QualityConfig = QualityConfig()
-
-
-def gpt2_token_counter() -> tuple[str, Callable[[list[str]], list[int]]]:
-    """(name, counter of GPT-2 tokens per text).
-
-    The real BPE count when `pipeline.tokenizer` provides `count_tokens(texts)`; until then a clearly named
-    fallback: the number of GPT-2 pre-tokenizer pieces (GPT-2's own split regex), a lower bound of the BPE
-    count, 0.92 of it on English prose (0.73..0.99 over paragraphs of Hamlet).
-    """
-    try:
-        from pipeline.tokenizer import count_tokens  # type: ignore[attr-defined]
-
-        return "gpt2_bpe", count_tokens
-    except ImportError:
-        return "gpt2_pretokens_lower_bound", gpt2_pretoken_counts
-
-
-_GPT2_SPLIT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-
-
-def gpt2_pretoken_counts(texts: list[str]) -> list[int]:
-    import regex
-
-    pattern = regex.compile(_GPT2_SPLIT)
-    return [sum(1 for _ in pattern.finditer(text)) for text in texts]
 
 
 class FilterStage(Stage):
@@ -104,10 +79,9 @@ class FilterStage(Stage):
         ]
         if c.min_tokens is not None:
             todo = [i for i, v in enumerate(verdicts) if v is None]
-            name, count = gpt2_token_counter()
-            for i, n in zip(todo, count([texts[i] for i in todo])):
+            for i, n in zip(todo, count_tokens([texts[i] for i in todo])):
                 if n < c.min_tokens:
-                    verdicts[i] = ("min_tokens", f"{name}={n}<{c.min_tokens}")
+                    verdicts[i] = ("min_tokens", f"gpt2_tokens={n}<{c.min_tokens}")
         boilerplate = tuple(c.quality.boilerplate_phrases)
         for i, text in enumerate(texts):
             if verdicts[i] is None:

@@ -12,7 +12,8 @@ import pytest
 
 from pipeline.config import ConfigError, load_config
 from pipeline.documents import DOC_SCHEMA
-from pipeline.filter import FilterConfig, FilterStage, gpt2_pretoken_counts, gpt2_token_counter
+from pipeline.filter import FilterConfig, FilterStage
+from pipeline.tokenizer import count_tokens
 from pipeline.quality import QualityConfig, TextStats, first_failure
 from pipeline.runner import RunOptions, run_stage
 from pipeline.storage import expand_inputs
@@ -92,12 +93,17 @@ def test_rules_can_be_turned_off_and_reconfigured():
     assert rule_of(stopless, lang="de") is None  # the stop-word rule is for English only
 
 
-def test_gpt2_length_fallback_is_a_lower_bound_named_as_such():
-    name, count = gpt2_token_counter()
-    assert name in ("gpt2_bpe", "gpt2_pretokens_lower_bound")
-    # pieces: Hello , world ! It 's 2024 . (8); GPT-2 BPE splits 2024 into 202 4 (9 tokens)
-    assert gpt2_pretoken_counts(["Hello, world! It's 2024."]) == [8]
-    assert count([prose()])[0] >= gpt2_pretoken_counts([prose()])[0] * 0.99
+def test_length_is_counted_in_gpt2_tokens(tmp_path):
+    text = prose(12, 0)
+    n = count_tokens([text])[0]
+    assert n > len(text.split())  # BPE tokens, not words
+    docs = write_docs(tmp_path / "docs" / "part-00000.parquet", [doc_row(0, text)])
+    for minimum, kept in ((n, 1), (n + 1, 0)):
+        result = run_stage(FilterStage(FilterConfig(min_tokens=minimum)), expand_inputs([str(docs)]),
+                           str(tmp_path / f"out{minimum}"), LOCAL)
+        assert result.funnel["out"] == kept
+    rejected = pq.read_table(next((tmp_path / f"out{n + 1}" / "filter" / "_rejected").glob("*.parquet")))
+    assert rejected["detail"].to_pylist() == [f"gpt2_tokens={n}<{n + 1}"]
 
 
 def test_config_errors_name_the_key(tmp_path):
