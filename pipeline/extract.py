@@ -311,6 +311,13 @@ class Lineage:
         return self.by_offset.get(offset) or self.by_url.get(url) or (None, None)
 
 
+def _stem(name: str) -> str:
+    for suffix in (*WARC_SUFFIXES, FETCH_LOG_SUFFIX):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def _basename(path: str) -> str:
     return path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
 
@@ -369,7 +376,9 @@ class ExtractStage(Stage):
             raise StageError(f"extract reads WARC files and fetch-log Parquet; not these: {', '.join(others[:3])}")
         if not warcs:
             raise StageError("extract: no WARC files (*.warc, *.warc.gz) among the inputs")
-        return [(warc, logs) for warc in warcs]
+        # the crawl writes part-XXXXX.warc.gz next to its log part-XXXXX.parquet: a task reads its own log only
+        stems = {_stem(log.name): log for log in logs}
+        return [(warc, [stems[_stem(warc.name)]] if _stem(warc.name) in stems else logs) for warc in warcs]
 
     def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:
         warc, logs = payload

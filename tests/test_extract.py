@@ -166,22 +166,24 @@ def crawl_dir(root: Path) -> tuple[Path, dict]:
     part1 = [warc_record("http://e.com/2", story(2)), warc_record("http://e.com/3", story(3))[:300],
              warc_record("http://e.com/4", story(4))]
     lineage = {}
+    # part 0's log is named like the crawl's (part-00000.parquet) and joins by offset; part 1's has no offsets
+    # (another crawler's log) and joins by URL
+    urls = [["http://e.com/0", "http://e.com/404", "http://e.com/img.png", "http://e.com/empty",
+             "http://fr.e.com/latin", "http://e.com/bad-http"], ["http://e.com/2", "http://e.com/3", "http://e.com/4"]]
     for n, records in enumerate([part0, part1]):
         name = f"part-{n:05d}.warc.gz"
         offsets = write_warc(crawl / name, records)
-        urls = [f"http://e.com/{i}" for i in range(10)]
-        rows = {"url": [], "final_url": [], "status": [], "warc_file": [], "warc_offset": [], "score_max": [],
-                "subreddits": []}
+        rows = {"url": [], "final_url": [], "status": [], "score_max": [], "subreddits": []}
         for k, offset in enumerate(offsets):
-            rows["url"].append(urls[k])
-            rows["final_url"].append(urls[k])
+            rows["url"].append(urls[n][k].replace("http://", "HTTP://") if n else urls[n][k])  # url as submitted
+            rows["final_url"].append(urls[n][k])
             rows["status"].append(200)
-            rows["warc_file"].append(name)
-            rows["warc_offset"].append(offset)
             rows["score_max"].append(10 * n + k + 3)
             rows["subreddits"].append([f"sub{n}{k}"])
             lineage[(name, offset)] = (10 * n + k + 3, [f"sub{n}{k}"])
-        pq.write_table(pa.table(rows), crawl / f"fetch-{n:05d}.parquet")
+        if n == 0:
+            rows["warc_file"], rows["warc_offset"] = [name] * len(offsets), offsets
+        pq.write_table(pa.table(rows), crawl / (f"part-{n:05d}.parquet" if n == 0 else "other-log.parquet"))
     return crawl, lineage
 
 
