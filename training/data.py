@@ -1,0 +1,155 @@
+"""The training data loader: (B, T) batches of token windows from memory-mapped shards, deterministic per rank.
+
+A split's shards (from the tokenize stage's `index.json`, or a list of shard files) are one token stream of N
+tokens. Window w is tokens [w*T, w*T + T + 1): x is its first T tokens and y the last T, so consecutive windows
+share one token and every token of the stream except the first is a target exactly once per epoch. There are
+(N - 1) // T windows; the few tokens after the last full window are not served.
+
+Epoch e visits the windows in a permutation drawn from (seed, e), without replacement. The permutation is cut into
+global steps of B*W windows (W ranks, batch B each); at step s, rank r takes windows [s*B*W + r*B, s*B*W + (r+1)*B)
+of it. An epoch therefore serves floor(n_windows / (B*W)) steps; the fewer than B*W windows left at its end are not
+served in that epoch (they are in others: each epoch's permutation differs).
+
+The cursor (`state_dict()`) is global: the epoch and how many windows of its permutation have been served. It is
+the same on every rank, so any rank's state resumes all of them, with exactly the next batch. Resuming with a
+different world size or batch size is allowed: the new ranks continue from the same position in the same
+permutation, so within the epoch no window is served twice and none is skipped (except the end-of-epoch remainder
+above, which depends on B*W). A different sequence length, seed or data is refused: the windows would differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.shards import ShardError, read_index, read_shard
+
+
+class TokenStream:
+    """The shards of one split as one random-access token sequence (memory-mapped, nothing loaded up front)."""
+
+    def __init__(self, source: str | Path | list, split: str = "train"):
+        self.paths = _shard_paths(source, split)
+        self.shards = [read_shard(p) for p in self.paths]
+        sizes = np.array([s.size for s in self.shards], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(sizes)])
+        self.n_tokens = int(self.starts[-1])
+        # Identifies the data for the cursor: shard names and sizes (cheap, and what changes when shards do).
+        spec = ";".join(f"{Path(p).name}:{n}" for p, n in zip(self.paths, sizes))
+        self.fingerprint = hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+    def read_into(self, out: np.ndarray, begin: int) -> None:
+        """Fill `out` (any integer dtype) with tokens [begin, begin + len(out))."""
+        k = int(np.searchsorted(self.starts, begin, side="right")) - 1
+        local, filled = begin - int(self.starts[k]), 0
+        while filled < out.size:
+            take = min(out.size - filled, self.shards[k].size - local)
+            out[filled : filled + take] = self.shards[k][local : local + take]
+            filled += take
+            k, local = k + 1, 0
+
+    def read(self, begin: int, length: int) -> np.ndarray:
+        """Tokens [begin, begin + length) as a uint16 array (a copy)."""
+        out = np.empty(length, dtype=np.uint16)
+        self.read_into(out, begin)
+        return out
+
+
+class TokenWindows:
+    """Shuffled (B, T) training batches for rank `rank` of `world_size`, resumable with `state_dict()`."""
+
+    def __init__(self, source: str | Path | list, batch_size: int, seq_len: int, rank: int = 0,
+                 world_size: int = 1, seed: int = 0, split: str = "train"):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in a world of size {world_size}")
+        if batch_size < 1 or seq_len < 1:
+            raise ValueError(f"batch_size and seq_len must be positive (got {batch_size}, {seq_len})")
+        self.stream = source if isinstance(source, TokenStream) else TokenStream(source, split)
+        self.batch_size, self.seq_len, self.rank, self.world_size, self.seed = (
+            batch_size, seq_len, rank, world_size, seed)
+        self.n_windows = max(0, (self.stream.n_tokens - 1) // seq_len)
+        if self.n_windows < batch_size * world_size:
+            raise ValueError(f"{self.n_windows} windows of {seq_len + 1} tokens in {self.stream.n_tokens} tokens: "
+                             f"fewer than one global batch ({batch_size} x {world_size} ranks)")
+        self.epoch, self.position = 0, 0
+        self._order = self._permutation(0)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n_windows // (self.batch_size * self.world_size)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+
+    def next_windows(self) -> np.ndarray:
+        """This rank's next batch as a (B, T + 1) int64 array; all ranks advance the global cursor together."""
+        global_batch = self.batch_size * self.world_size
+        if self.position + global_batch > self.n_windows:
+            self.epoch, self.position = self.epoch + 1, 0
+            self._order = self._permutation(self.epoch)
+        mine = self._order[self.position + self.rank * self.batch_size:][: self.batch_size]
+        self.position += global_batch
+        return self.windows(mine)
+
+    def windows(self, window_ids) -> np.ndarray:
+        """Windows by id as a (len, T + 1) int64 array."""
+        span = self.seq_len + 1
+        batch = np.empty((len(window_ids), span), dtype=np.int64)
+        for row, w in enumerate(window_ids):
+            self.stream.read_into(batch[row], int(w) * self.seq_len)
+        return batch
+
+    def next_batch(self):
+        """(x, y) int64 torch tensors of shape (B, T): y is x shifted by one token."""
+        import torch
+
+        windows = torch.from_numpy(self.next_windows())
+        return windows[:, :-1], windows[:, 1:]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "seq_len": self.seq_len,
+                "n_windows": self.n_windows, "data": self.stream.fingerprint,
+                "batch_size": self.batch_size, "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state` (any rank's); batch size and world size may differ from the saving run's."""
+        current = {"seed": self.seed, "seq_len": self.seq_len, "n_windows": self.n_windows,
+                   "data": self.stream.fingerprint}
+        for key, mine in current.items():
+            if state[key] != mine:
+                raise ValueError(f"data loader state: {key} was {state[key]!r}, this loader has {mine!r}")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._order = self._permutation(self.epoch)
+
+
+def validation_batches(source: str | Path | list, batch_size: int, seq_len: int, rank: int = 0,
+                       world_size: int = 1, max_batches: int | None = None, split: str = "val"):
+    """A fixed list of (x, y) batches of the split, the same on every call: windows in stream order, rank r taking
+    every W-th batch-sized slice; every rank gets the same number of batches (a remainder is left out)."""
+    import torch
+
+    loader = TokenWindows(source, batch_size, seq_len, rank=0, world_size=1, split=split)
+    n_batches = loader.n_windows // (batch_size * world_size)
+    if max_batches is not None:
+        n_batches = min(n_batches, max_batches)
+    batches = []
+    for b in range(n_batches):
+        first = (b * world_size + rank) * batch_size
+        windows = torch.from_numpy(loader.windows(range(first, first + batch_size)))
+        batches.append((windows[:, :-1], windows[:, 1:]))
+    return batches
+
+
+def _shard_paths(source, split: str) -> list[Path]:
+    if isinstance(source, (list, tuple)):
+        paths = [Path(p) for p in source]
+    else:
+        index, directory = read_index(source)
+        if split not in index["splits"]:
+            raise ShardError(f"{directory}: no split {split!r} in the index (has {', '.join(index['splits'])})")
+        paths = [directory / shard["name"] for shard in index["splits"][split]["shards"]]
+    if not paths:
+        raise ShardError(f"{source}: split {split!r} has no shards")
+    return paths
