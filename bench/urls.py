@@ -1,7 +1,9 @@
 """Records/s of the urls stage on a generated 1M-record .zst dump vs a bare zstandard + json.loads loop.
 
-Both run on one core over the same file in the same run. Peak memory of the stage is measured in child
-processes on a dump of 1M and one of 250k records: flat in file size means the two are close.
+Both run on one core over the same file in the same run. The records have the size and shape of 2020s
+submissions (about 110 keys, 3.3 kB), the bulk of Reddit's volume; a 2005-era dump (56 keys, 1.3 kB, where
+parsing is cheaper and our per-record work weighs more) is measured once for reference. Peak memory of the stage
+is measured in child processes on dumps of 1M and 250k records: flat in file size means the two are close.
 Ends with RESULT lines (see DESIGN.md).
 """
 
@@ -64,8 +66,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-urls-") as tmp:
         tmp = Path(tmp)
-        big = write_large_zst(tmp / "RS_big.zst", N_RECORDS, seed=1)
-        small = write_large_zst(tmp / "RS_small.zst", N_RECORDS // 4, seed=2)
+        big = write_large_zst(tmp / "RS_big.zst", N_RECORDS, seed=1, era="2020s")
+        small = write_large_zst(tmp / "RS_small.zst", N_RECORDS // 4, seed=2, era="2020s")
         print(f"dump: {N_RECORDS:,} records, {big.stat().st_size / 1e6:.0f} MB zst")
         bare_rates, stage_rates = [], []
         for _ in range(REPEATS):
@@ -78,6 +80,11 @@ def main() -> None:
             print(f"  bare {bare_rates[-1]:,.0f} rec/s   stage {stage_rates[-1]:,.0f} rec/s   "
                   f"peak {run['peak_mb']:.0f} MB")
         small_run = stage_in_child(small, tmp / "out_small")
+        old = write_large_zst(tmp / "RS_2005.zst", N_RECORDS // 2, seed=3, era="2005")
+        t = time.perf_counter()
+        n_old = bare_loop(old)
+        old_ratio = (time.perf_counter() - t) / stage_in_child(old, tmp / "out_2005")["elapsed"]
+        print(f"2005-era records ({n_old:,}): stage / bare = {old_ratio:.2f}")
         bare, ours = statistics.median(bare_rates), statistics.median(stage_rates)
         print(f"funnel: {run['funnel']}")
         print(f"peak RSS: {run['peak_mb']:.0f} MB at {N_RECORDS:,} records, "

@@ -61,8 +61,9 @@ def synthetic_records(n: int, seed: int = 0, n_hosts: int = 500, id_prefix: str 
     return records
 
 
-# The other fields of a 2005-era Pushshift record, so generated lines have a real dump's size (about 1.3 kB).
-_FILLER = {
+# The other fields of a Pushshift record, so generated lines have a real dump's size: 2005 records carry about 56
+# keys (1.3 kB a line), 2020s records about 110 (2.5-10 kB, most of Reddit's volume).
+_FILLER_2005 = {
     "archived": True, "author_flair_background_color": None, "author_flair_css_class": None,
     "author_flair_richtext": [], "author_flair_text": None, "author_flair_text_color": None,
     "author_flair_type": "text", "brand_safe": True, "can_gild": True, "contest_mode": False,
@@ -75,14 +76,37 @@ _FILLER = {
     "subreddit_type": "archived", "suggested_sort": None, "thumbnail": "default", "thumbnail_height": None,
     "thumbnail_width": None, "whitelist_status": "all_ads",
 }
+_FILLER_2020S = {
+    **_FILLER_2005,
+    "_meta": {"retrieved_2nd_on": 1706875209}, "all_awardings": [], "allow_live_comments": False,
+    "approved_at_utc": None, "approved_by": None, "author_flair_template_id": None, "author_fullname": "t2_6e2k1y0k",
+    "author_is_blocked": False, "author_patreon_flair": False, "author_premium": False, "awarders": [],
+    "banned_at_utc": None, "banned_by": None, "can_mod_post": False, "category": None, "clicked": False,
+    "content_categories": None, "created": 1706745600.0, "discussion_type": None, "downs": 0, "gildings": {},
+    "is_created_from_ads_ui": False, "is_meta": False, "is_original_content": False, "is_robot_indexable": True,
+    "likes": None, "link_flair_background_color": "#d3d6da", "link_flair_template_id":
+    "1fb4f62c-40d8-11ee-90d3-0ebaca49d01a", "media_only": False, "mod_note": None, "mod_reason_by": None,
+    "mod_reason_title": None, "mod_reports": [], "name": "t3_1afwvv8", "num_reports": 0, "pinned": False,
+    "preview": {"enabled": False, "images": [{"id": "sY0KabKBfGX1bB1IJMqbQ2uVGR8YGeFaRCkpwuSQc80", "resolutions": [
+        {"height": h, "url": f"https://preview.redd.it/3AaqtMW3S2tWA6KTKe2XhM1WHVEdVap3ZH7vvc6l0aA.jpg?width={w}"
+         "&crop=smart&auto=webp&s=3e2fdc8f6741028a5bf278d18cfd187e", "width": w}
+        for w, h in ((108, 60), (216, 121), (320, 180))],
+        "source": {"height": 720, "url": "https://external-preview.redd.it/3AaqtMW3S2tWA6KTKe2XhM1WHVE.jpg?"
+                   "auto=webp&s=42ede1f6317643a1eeef675eef594d35", "width": 1280}, "variants": {}}]},
+    "pwls": 6, "quarantine": False, "removal_reason": None, "removed_by": None, "removed_by_category": None,
+    "report_reasons": [], "retrieved_on": 1706745615, "saved": False, "subreddit_name_prefixed": "r/news",
+    "subreddit_subscribers": 5940, "top_awarded_type": None, "total_awards_received": 0, "treatment_tags": [],
+    "updated_on": 1706745630, "ups": 1, "upvote_ratio": 1.0, "user_reports": [], "view_count": None,
+    "visited": False, "wls": 6,
+}
+FILLERS = {"2005": _FILLER_2005, "2020s": _FILLER_2020S}
 
 
-def write_large_zst(path: Path, n: int, seed: int = 0, chunk: int = 20000) -> Path:
-    """A Pushshift-like .zst dump of `n` full-size records, written in chunks (memory flat in `n`)."""
-    filler = json.dumps(_FILLER)[1:-1]
+def write_large_zst(path: Path, n: int, seed: int = 0, era: str = "2020s", chunk: int = 20000) -> Path:
+    """A Pushshift-like .zst dump of `n` full-size records of an era, written in chunks (memory flat in `n`)."""
+    filler = json.dumps(FILLERS[era])[1:-1].encode()
     with open(path, "wb") as raw, zstandard.ZstdCompressor(level=3).stream_writer(raw) as out:
         for start in range(0, n, chunk):
             records = synthetic_records(min(chunk, n - start), seed=seed * 1_000_003 + start, id_prefix=f"{start}_")
-            out.write(b"".join(
-                b"{" + json.dumps(r)[1:-1].encode() + b", " + filler.encode() + b"}\n" for r in records))
+            out.write(b"".join(b"{" + json.dumps(r)[1:-1].encode() + b", " + filler + b"}\n" for r in records))
     return path
