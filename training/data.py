@@ -96,9 +96,16 @@ class TokenWindows:
     def windows(self, window_ids) -> np.ndarray:
         """Windows by id as a (len, T + 1) int64 array."""
         span = self.seq_len + 1
-        batch = np.empty((len(window_ids), span), dtype=np.int64)
-        for row, w in enumerate(window_ids):
-            self.stream.read_into(batch[row], int(w) * self.seq_len)
+        begins = np.asarray(window_ids, dtype=np.int64) * self.seq_len
+        shard_ids = np.searchsorted(self.stream.starts, begins, side="right") - 1
+        locals_ = begins - self.stream.starts[shard_ids]
+        batch = np.empty((len(begins), span), dtype=np.int64)
+        for row, (k, local) in enumerate(zip(shard_ids.tolist(), locals_.tolist())):
+            shard = self.stream.shards[k]
+            if local + span <= shard.size:
+                batch[row] = shard[local : local + span]
+            else:  # the window runs into the next shard
+                self.stream.read_into(batch[row], int(begins[row]))
         return batch
 
     def next_batch(self):
