@@ -172,3 +172,13 @@ def test_ray_with_two_workers_matches_one_process_and_the_cli(corpus, tmp_path, 
     assert kept_ids(tmp_path / "cli") == kept_ids(tmp_path / "local")
     manifest = json.loads((tmp_path / "cli" / "dedup" / "_manifest.json").read_text())
     assert manifest["config"]["num_buckets"] == 2
+
+
+def test_no_duplicates_and_an_empty_part(tmp_path):
+    rows = planted_corpus(n_families=0, n_singletons=30, seed=9)
+    write_parts(rows, tmp_path / "docs", 2)
+    pq.write_table(DOC_SCHEMA.empty_table(), tmp_path / "docs" / "part-00002.parquet")
+    result = run_dedup(tmp_path / "docs", tmp_path / "out")
+    assert sorted(kept_ids(tmp_path / "out")) == sorted(r["doc_id"] for r in rows)
+    assert clusters(tmp_path / "out") == [] and result.funnel["in"] == result.funnel["out"] == 30
+    assert not (tmp_path / "out" / "dedup" / "_rejected").exists() or not list((tmp_path / "out" / "dedup" / "_rejected").glob("*"))
