@@ -7,8 +7,10 @@ Two phases:
 - `fetch`, one task per bucket, with its own asyncio loop (`pipeline.fetch`): the bucket's URLs are taken in
   round-robin order over hosts (each host's first URL, then each host's second, …), at most `window` URLs in
   flight, so memory stays flat in the number of URLs and every host is busy from the start.
-  Output: `part-XXXXX.warc.gz` (request and response records of pages, redirect hops and robots.txt files) and
-  `part-XXXXX.parquet`, the fetch log, sorted by `url_norm`.
+  Output: `part-XXXXX.warc.gz` (response and request records of every complete response: pages, redirect hops,
+  robots.txt files, and final responses that are not pages such as 404s) and `part-XXXXX.parquet`, the fetch
+  log, sorted by `url_norm`; `warc_file` / `warc_offset` point at the URL's final response when it was archived
+  (always for `ok`).
 
 The funnel: every input URL is one fetch-log row (`in` = `out`), whatever happened to it; failures are outcomes
 (`outcome` column, counted as `outcome:<name>`), not rejects, because a failed fetch is a fact about the web that
@@ -280,11 +282,13 @@ class CrawlStage(Stage):
             for exchange in result.exchanges:
                 offset = segment.warc.write(exchange)
             ok = result.outcome == "ok"
+            archived = result.final_archived
             segment.rows.append({
                 **row, "outcome": result.outcome, "final_url": result.final_url, "status": result.status,
                 "content_type": result.content_type, "bytes": result.bytes, "elapsed": result.elapsed,
                 "attempt": result.attempt, "error": result.error,
-                "warc_file": f"seg-{segment.number:06d}.warc.gz" if ok else None, "warc_offset": offset if ok else None,
+                "warc_file": f"seg-{segment.number:06d}.warc.gz" if archived else None,
+                "warc_offset": offset if archived else None,
             })
             self._tally(progress, result.outcome, result.bytes if ok else 0)
             now = time.monotonic()

@@ -92,6 +92,7 @@ class FetchResult:
     attempt: int = 0
     error: str | None = None
     exchanges: list[Exchange] = field(default_factory=list)
+    final_archived: bool = False  # the last exchange is the final response (its offset goes in the fetch log)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -181,14 +182,14 @@ class HttpTransport:
         try:
             async with asyncio.timeout(self.config.total_timeout_s):
                 async with self.session.get(url, allow_redirects=False) as resp:
-                    peer = resp.connection.transport.get_extra_info("peername") if resp.connection else None
+                    peer = self._peer(resp)
                     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
                     if resp.status in REDIRECT_STATUSES:
                         body_limit = decoded_limit = min(body_limit, 64 << 10)
                         truncate = True
                     body = await self._read(resp, body_limit, decoded_limit, truncate)
                     return Exchange(url, list(resp.request_info.headers.items()), resp.status, resp.reason or "",
-                                    headers, body, ip=peer[0] if peer else None)
+                                    headers, body, ip=peer)
         except TimeoutError:
             raise FetchError("timeout", f"no complete response in time (total {self.config.total_timeout_s}s, "
                                         f"read {self.config.read_timeout_s}s)", retryable=True) from None
@@ -205,6 +206,17 @@ class HttpTransport:
             raise FetchError("bad_response", f"{type(err).__name__}: {err.message}") from None
         except (aiohttp.InvalidURL, ValueError) as err:
             raise FetchError("bad_url", f"{type(err).__name__}: {err}") from None
+
+    def _peer(self, resp) -> str | None:
+        """The address connected to: the socket's peer while the connection is held, else the (only) checked
+        address of the host (aiohttp releases a connection as soon as a short body has arrived)."""
+        transport = resp.connection.transport if resp.connection else None
+        peer = transport.get_extra_info("peername") if transport else None
+        if peer:
+            return peer[0]
+        host = resp.url.host or ""
+        checked = self.resolver.addresses.get(host)
+        return checked[0] if checked else host.strip("[]") or None
 
     async def _read(self, resp, body_limit: int, decoded_limit: int, truncate: bool) -> bytes:
         declared = resp.content_length
@@ -369,17 +381,18 @@ class Fetcher:
 
     def _final(self, url: str, final_url: str, exchange: Exchange, attempt: int, exchanges: list) -> FetchResult:
         content_type = exchange.header("Content-Type")
+        # Every complete final response is archived, as Common Crawl does for 404s: a replay then gives the
+        # same outcome. Extract rejects the ones that are not pages, with their reason.
+        exchanges.append(exchange)
         result = FetchResult(url, "ok", final_url=final_url, status=exchange.status, content_type=content_type,
-                             bytes=len(exchange.body), attempt=attempt, exchanges=exchanges)
+                             bytes=len(exchange.body), attempt=attempt, exchanges=exchanges, final_archived=True)
         mime = (content_type or "").split(";", 1)[0].strip().lower()
         if not 200 <= exchange.status < 300:
             result.outcome, result.error = "http_status", f"HTTP {exchange.status}"
         elif mime not in self.config.content_types:
             result.outcome, result.error = "bad_content_type", f"Content-Type {content_type!r}"
-        elif exchange.body.startswith(BINARY_MAGIC) or b"\x00" in exchange.body[:2048]:
+        elif _textual(mime) and (exchange.body.startswith(BINARY_MAGIC) or b"\x00" in exchange.body[:2048]):
             result.outcome, result.error = "binary_content", f"binary bytes served as {mime}"
-        else:
-            exchanges.append(exchange)
         return result
 
     async def request(self, url: URL, body_limit: int, decoded_limit: int, truncate: bool = False) -> tuple[Exchange, int]:
@@ -433,6 +446,8 @@ class Fetcher:
                 delay = host.robots.crawl_delay(self.agent)
                 if delay is not None:
                     host.delay = max(self.config.min_delay_s, min(delay, self.config.max_crawl_delay_s))
+                    if self.polite:  # the robots.txt request itself counts: the next one waits the new delay
+                        host.next_start = max(host.next_start, asyncio.get_running_loop().time() + host.delay)
         return host.robots
 
     async def _fetch_robots(self, url: URL) -> RobotsRules:
@@ -453,6 +468,10 @@ class Fetcher:
                 continue
             return RobotsRules.from_response(exchange.status, exchange.body)
         return RobotsRules.from_response(None, detail="robots.txt: too many redirects")
+
+
+def _textual(mime: str) -> bool:
+    return mime.startswith("text/") or mime.endswith(("+xml", "/xml"))
 
 
 def parse_retry_after(value: str | None) -> float | None:

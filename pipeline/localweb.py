@@ -140,6 +140,8 @@ class LocalWeb:
         self.retry_after_s, self.bomb_mb, self.faults_per_host = retry_after_s, bomb_mb, faults_per_host
         self.port: int | None = None
         self._stats: dict[str, HostStats] = {}
+        self._in_flight = 0
+        self.max_in_flight = 0  # over all hosts: the crawler's global concurrency, seen from here
         self._attempts: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -251,6 +253,7 @@ class LocalWeb:
         with self._lock:
             self._stats.clear()
             self._attempts.clear()
+            self.max_in_flight = 0
 
     def _enter(self, host: str, path: str) -> None:
         with self._lock:
@@ -258,10 +261,13 @@ class LocalWeb:
             stats.requests.append((time.monotonic(), path))
             stats.in_flight += 1
             stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
 
     def _leave(self, host: str) -> None:
         with self._lock:
             self._stats[host].in_flight -= 1
+            self._in_flight -= 1
 
     def _attempt(self, host: str, path: str) -> int:
         with self._lock:

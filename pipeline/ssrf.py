@@ -52,8 +52,8 @@ def address_class(ip: IPAddress) -> str | None:
         ("link_local", ip.is_link_local),
         ("multicast", ip.is_multicast),
         ("shared", isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10")),
-        ("private", ip.is_private),
         ("reserved", ip.is_reserved),
+        ("private", ip.is_private),
     ):
         if test:
             return reason
@@ -145,6 +145,7 @@ class GuardedResolver(AbstractResolver):
         self.guard = guard
         self.rules = parse_resolve(resolve or {})
         self.refused: dict[str, str] = {}  # host -> why its addresses were refused (for the fetch log)
+        self.addresses: dict[str, list[str]] = {}  # host -> the checked addresses handed to the connector
 
     def override(self, host: str) -> tuple[str, int | None] | None:
         host = host.lower().rstrip(".")
@@ -181,6 +182,7 @@ class GuardedResolver(AbstractResolver):
             detail = f"{host} resolves only to refused addresses: {', '.join(reasons)}"
             self.refused[host] = detail
             raise BlockedAddress(detail)
+        self.addresses[host] = [r["host"] for r in results]
         return results
 
     async def close(self) -> None:

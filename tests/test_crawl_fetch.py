@@ -1,0 +1,179 @@
+"""The fetcher against the local web: every fault's outcome, politeness proved from the server's side, retries,
+robots.txt semantics, and the decoders' caps."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+import zlib
+
+import brotli
+import pytest
+
+from pipeline.fetch import BoundedDecoder, FetchConfig, FetchError, Fetcher, HttpTransport, parse_retry_after
+from pipeline.localweb import LocalWeb
+from pipeline.robots import RobotsRules, robots_url, user_agent_token
+
+FAST = dict(allow=["127.0.0.0/8"], total_timeout_s=1.5, read_timeout_s=1.0, connect_timeout_s=1.0,
+            backoff_base_s=0.05, max_body_bytes=1 << 20, max_decoded_bytes=4 << 20)
+
+
+def crawl(config: FetchConfig, urls: list[str]):
+    async def go():
+        transport = HttpTransport(config)
+        fetcher = Fetcher(config, transport, len(urls))
+        try:
+            return await asyncio.gather(*(fetcher.fetch(u) for u in urls))
+        finally:
+            await transport.close()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def web():
+    site = LocalWeb(seed=11, n_hosts=14, pages_per_host=3, faults_per_host=len(__import__("pipeline.localweb").localweb.FAULT_KINDS) // 7 + 1, hang_s=10)
+    site.start()
+    yield site
+    site.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Units
+
+
+def test_bounded_decoder_stops_bombs():
+    bomb = gzip.compress(b"\0" * (50 << 20))
+    decoder = BoundedDecoder("gzip", 1 << 20)
+    with pytest.raises(FetchError) as err:
+        for i in range(0, len(bomb), 4096):
+            decoder.feed(bomb[i:i + 4096])
+    assert err.value.outcome == "decoded_too_large" and decoder.size <= (1 << 20) + 1
+
+    decoder = BoundedDecoder("br", 1 << 20)
+    with pytest.raises(FetchError, match="decoded body over"):
+        decoder.feed(brotli.compress(b"\0" * (50 << 20)))
+
+    text = b"<html>" + b"hello world " * 1000
+    assert BoundedDecoder("gzip", 1 << 20).feed(gzip.compress(text)) == text
+    assert BoundedDecoder("deflate", 1 << 20).feed(zlib.compress(text)) == text
+    raw = zlib.compressobj(wbits=-15)
+    assert BoundedDecoder("deflate", 1 << 20).feed(raw.compress(text) + raw.flush()) == text  # headerless deflate
+    assert BoundedDecoder("br", 1 << 20).feed(brotli.compress(text)) == text
+    assert BoundedDecoder(None, 1 << 20).feed(text) == text
+    with pytest.raises(FetchError) as err:
+        BoundedDecoder("gzip", 1 << 20).feed(b"not gzip at all")
+    assert err.value.outcome == "decode_error"
+    with pytest.raises(FetchError):
+        BoundedDecoder("compress", 100)
+
+
+def test_retry_after_forms():
+    assert parse_retry_after("5") == 5.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
+    assert 25 <= parse_retry_after(date) <= 31
+
+
+def test_robots_semantics_rfc9309():
+    rules = RobotsRules.from_response(200, b"User-agent: *\nDisallow: /private/\nAllow: /private/ok$\n"
+                                           b"Disallow: /*.pdf$\nCrawl-delay: 2\n")
+    agent = user_agent_token("webtext-crawler/0.1 (+https://x)")
+    assert agent == "webtext-crawler"
+    assert rules.allowed("http://h/public", agent)
+    assert not rules.allowed("http://h/private/x", agent)
+    assert rules.allowed("http://h/private/ok", agent)  # longest match wins
+    assert not rules.allowed("http://h/a/b.pdf", agent)  # wildcard and end anchor
+    assert rules.crawl_delay(agent) == 2.0
+    assert RobotsRules.from_response(404).allowed("http://h/x", agent)  # unavailable: allowed
+    assert RobotsRules.from_response(401).allowed("http://h/x", agent)
+    assert not RobotsRules.from_response(503).allowed("http://h/x", agent)  # unreachable: disallowed
+    assert not RobotsRules.from_response(None, detail="timeout").allowed("http://h/x", agent)
+    assert robots_url("https://h:8080/a/b?q=1#f") == "https://h:8080/robots.txt"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Against the local web
+
+
+def test_every_fault_has_its_outcome_and_politeness_holds(web):
+    """One crawl of everything the web lists: each URL's outcome is the one planted; the server saw at most one
+    request in flight per host, the delay between requests to a host, and no request to a disallowed path."""
+    pages = web.pages()
+    assert {p.kind for p in pages} >= {"article", "private", "hang", "gzip_bomb", "endless", "reset", "busy"}
+    config = FetchConfig(**FAST, resolve=web.resolve(), min_delay_s=0.1, global_concurrency=8)
+    web.reset_stats()
+    results = crawl(config, [p.url for p in pages])
+    mismatches = [(p.kind, p.url, p.expected, r.outcome, r.error) for p, r in zip(pages, results) if r.outcome != p.expected]
+    assert not mismatches
+    stats = web.stats()
+    for host, seen in stats.items():
+        assert seen.max_in_flight == 1, host
+        if len(seen.requests) > 1:
+            assert seen.min_gap() >= 0.1 - 0.005, host
+        variant = web.robots_variant(host)
+        if variant == "rules":
+            assert not any(path.startswith("/private/") for path in seen.paths), host
+        if variant == "unreachable":
+            assert seen.paths == ["/robots.txt"] * 3, host  # 503 retried, then nothing else asked of the host
+        assert seen.paths.count("/robots.txt") == (3 if variant == "unreachable" else 1), host
+    assert web.max_in_flight <= 8
+    ok = [r for p, r in zip(pages, results) if r.outcome == "ok" and p.kind == "article"]
+    assert ok and all(r.content_type.startswith("text/html") and r.bytes > 1000 for r in ok)
+
+
+def test_retry_after_pauses_the_host_and_budget_limits_retries(web):
+    config = FetchConfig(**FAST, resolve=web.resolve(), min_delay_s=0)
+    web.reset_stats()
+    busy, throttled = crawl(config, [web.url(1, "/busy/7"), web.url(2, "/throttle/7")])
+    assert (busy.outcome, busy.attempt, throttled.outcome, throttled.attempt) == ("ok", 2, "ok", 2)
+    for host, path in ((web.host_name(1), "/busy/7"), (web.host_name(2), "/throttle/7")):
+        times = [t for t, p in web.stats()[host].requests if p == path]
+        assert len(times) == 2 and times[1] - times[0] >= web.retry_after_s - 0.01
+
+    no_budget = FetchConfig(**{**FAST, "retry_budget": 0, "retry_budget_min": 0}, resolve=web.resolve(), min_delay_s=0)
+    [flaky] = crawl(no_budget, [web.url(3, "/flaky/7")])
+    assert (flaky.outcome, flaky.status, flaky.attempt) == ("http_status", 500, 1)
+    [error] = crawl(config, [web.url(3, "/error/7")])
+    assert (error.outcome, error.status, error.attempt) == ("http_status", 500, 3)  # 5xx retried to the limit
+    too_long = FetchConfig(**{**FAST, "max_retry_after_s": 0.5}, resolve=web.resolve(), min_delay_s=0)
+    [gave_up] = crawl(too_long, [web.url(4, "/busy/8")])
+    assert (gave_up.outcome, gave_up.status, gave_up.attempt) == ("http_status", 503, 1)
+
+
+def test_crawl_delay_concurrency_and_global_limits():
+    site = LocalWeb(seed=2, n_hosts=6, pages_per_host=4, crawl_delay=0.3, slow_s=0.2)
+    site.start()
+    try:
+        delayed = FetchConfig(**FAST, resolve=site.resolve(), min_delay_s=0)
+        urls = [site.url(h, f"/article/{k}") for h in (0, 1) for k in range(4)]
+        assert all(r.outcome == "ok" for r in crawl(delayed, urls))
+        for host in (site.host_name(0), site.host_name(1)):
+            assert site.stats()[host].min_gap() >= 0.3 - 0.005  # robots.txt Crawl-delay honoured
+
+        site.crawl_delay = None
+        site.reset_stats()
+        two_per_host = FetchConfig(**FAST, resolve=site.resolve(), min_delay_s=0, per_host_concurrency=2,
+                                   global_concurrency=3)
+        urls = [site.url(h, f"/slow/{k}") for h in (1, 2) for k in range(6)]
+        outcomes = [r.outcome for r in crawl(two_per_host, urls)]
+        assert outcomes == ["ok"] * len(urls), outcomes
+        stats = site.stats()
+        assert max(stats[site.host_name(h)].max_in_flight for h in (1, 2)) == 2
+        assert site.max_in_flight == 3  # the global limit, reached and never passed
+    finally:
+        site.stop()
+
+
+def test_caps_and_robots_off(web):
+    small = FetchConfig(**{**FAST, "max_body_bytes": 2000}, resolve=web.resolve(), min_delay_s=0, obey_robots=False)
+    big, private = crawl(small, [web.url(8, "/article/0"), web.url(8, "/private/1")])
+    assert big.outcome == "too_large" and "2000" in big.error
+    assert private.outcome == "too_large"  # requested: robots.txt not consulted when switched off
+    only_pdf = FetchConfig(**FAST, resolve=web.resolve(), min_delay_s=0, content_types=["application/pdf"])
+    pdf, page = crawl(only_pdf, [web.url(9, "/file/1.pdf"), web.url(9, "/article/1")])
+    assert (pdf.outcome, page.outcome) == ("ok", "bad_content_type")
+    no_redirects = FetchConfig(**FAST, resolve=web.resolve(), min_delay_s=0, max_redirects=0)
+    [hop] = crawl(no_redirects, [web.url(9, "/redirect/1")])
+    assert hop.outcome == "too_many_redirects"

@@ -1,0 +1,94 @@
+"""The local faulty web: deterministic from its seed, serves hosts by the Host header, records what it saw."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+
+import pytest
+
+from pipeline.localweb import FAULT_KINDS, LocalWeb
+
+
+@pytest.fixture(scope="module")
+def web():
+    site = LocalWeb(seed=7, n_hosts=8, pages_per_host=3, crawl_delay=0.25, hang_s=2)
+    site.start()
+    yield site
+    site.stop()
+
+
+def get(web: LocalWeb, host: str, path: str, headers: dict | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=5)
+    conn.request("GET", path, headers={"Host": f"{host}:{web.port}", **(headers or {})})
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp, body
+
+
+def test_same_seed_same_web_other_seed_other_text():
+    a, b, c = LocalWeb(seed=1), LocalWeb(seed=1), LocalWeb(seed=2)
+    assert [(p.url, p.kind, p.expected, p.text) for p in a.pages()] == [(p.url, p.kind, p.expected, p.text) for p in b.pages()]
+    assert a.article("site000.web.test", 0) != c.article("site000.web.test", 0)
+    assert a.article_html("site001.web.test", 2) == b.article_html("site001.web.test", 2)
+
+
+def test_pages_cover_hosts_and_kinds():
+    site = LocalWeb(seed=0, n_hosts=24, pages_per_host=10, faults_per_host=3)
+    pages = site.pages()
+    assert len({p.host for p in pages}) == 24
+    assert sum(p.kind == "article" for p in pages) == 240
+    assert len({p.url for p in pages}) == len(pages)
+    assert {p.kind for p in pages if p.kind not in ("article", "private")} <= {k for k, _, _ in FAULT_KINDS}
+    # Planted text is unique per article.
+    markers = [p.text.rsplit("\n\n", 1)[1] for p in pages if p.kind == "article"]
+    assert len(set(markers)) == len(markers)
+
+
+def test_article_has_boilerplate_around_the_text(web):
+    resp, body = get(web, "site001.web.test", "/article/1")
+    assert resp.status == 200 and resp.getheader("Content-Type") == "text/html; charset=utf-8"
+    page = body.decode()
+    title, text = web.article("site001.web.test", 1)
+    for part in ("cookie-banner", "<nav", "<aside", "<footer", 'id="comments"'):
+        assert part in page
+    assert text.split("\n\n")[0][:60] in page
+
+
+def test_robots_and_host_variants(web):
+    resp, body = get(web, "site000.web.test", "/robots.txt")
+    assert resp.status == 200 and b"Disallow: /private/" in body and b"Crawl-delay: 0.25" in body
+    assert get(web, "site005.web.test", "/robots.txt")[0].status == 503
+    assert get(web, "site006.web.test", "/robots.txt")[0].status == 404
+    assert get(web, "unknown.example", "/article/0")[0].status == 421
+
+
+def test_faults_as_served(web):
+    resp, body = get(web, "site002.web.test", "/bomb/0", {"Accept-Encoding": "gzip"})
+    assert resp.getheader("Content-Encoding") == "gzip" and len(body) < 1 << 20
+    assert len(gzip.decompress(body)) == 100 << 20
+    resp, _ = get(web, "site002.web.test", "/busy/3")
+    assert resp.status == 503 and resp.getheader("Retry-After") == "1"
+    assert get(web, "site002.web.test", "/busy/3")[0].status == 200  # then it recovers
+    resp, _ = get(web, "site002.web.test", "/xredirect/1")
+    assert resp.status == 302 and resp.getheader("Location") == web.url(3, "/article/1")
+    resp, body = get(web, "site002.web.test", "/binary/0")
+    assert resp.getheader("Content-Type") == "text/html" and body.startswith(b"\x89PNG")
+    resp, body = get(web, "site002.web.test", "/latin1/0")
+    with pytest.raises(UnicodeDecodeError):
+        body.decode("utf-8")  # declared utf-8, is cp1252
+    with pytest.raises(http.client.IncompleteRead):
+        get(web, "site002.web.test", "/reset/0")
+
+
+def test_records_concurrency_and_arrivals(web):
+    import concurrent.futures
+
+    web.reset_stats()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: get(web, "site004.web.test", "/slow/0"), range(4)))
+    stats = web.stats()["site004.web.test"]
+    assert stats.paths == ["/slow/0"] * 4
+    assert stats.max_in_flight >= 2  # four clients at once, each held 0.5 s
+    assert web.max_in_flight >= 2
