@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "filter": ("jobs.filter", "documents -> documents passing language, 128-token and Gopher/C4 quality rules"),
     "dedup": ("jobs.dedup", "documents -> documents without exact and MinHash near duplicates, with clusters"),
     "tokenize": ("jobs.tokenize", "documents -> GPT-2 BPE token shards (llm.c layout), train/val split, index.json"),
+    "pretrain": ("jobs.pretrain", "token shards -> GPT-2 trained with DeepSpeed ZeRO on Ray Train or torchrun; resumable"),
+    "eval": ("jobs.evaluate", "checkpoint -> validation loss and perplexity on the run's fixed validation windows"),
 }
 
 

@@ -52,3 +52,72 @@ def gpt2_encoding(shared_dir: Path):
                                             encoder_json_file=str(shared_dir / "encoder.json"))
     pat = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
     return tiktoken.Encoding("gpt2", pat_str=pat, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
+
+
+class ShardWindows:
+    """A token-window loader for tests with the interface training/loop.py uses (the project's loader is
+    `training.data.TokenWindows`): windows of seq_len + 1 tokens at multiples of seq_len, shuffled per epoch by
+    the seed, dealt round-robin to ranks; the cursor is (epoch, position)."""
+
+    def __init__(self, shard_paths, batch_size, seq_len, rank=0, world_size=1, seed=0):
+        self.shards = []
+        for path in shard_paths:
+            header = np.fromfile(path, dtype=np.int32, count=HEADER_INTS)
+            assert header[0] == SHARD_MAGIC and header[1] == SHARD_VERSION, path
+            self.shards.append(np.memmap(path, dtype=np.uint16, mode="r", offset=HEADER_INTS * 4,
+                                         shape=(int(header[2]),)))
+        self.windows = [(s, start) for s, tokens in enumerate(self.shards)
+                        for start in range(0, len(tokens) - seq_len, seq_len)]
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.epoch, self.position = 0, 0
+        self._order = self._shuffle()
+
+    def _shuffle(self):
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.windows))
+
+    def next_batch(self):
+        import torch
+
+        rows = []
+        for _ in range(self.batch_size):
+            index = self.position * self.world_size + self.rank
+            if index >= len(self._order):
+                self.epoch, self.position = self.epoch + 1, 0
+                self._order = self._shuffle()
+                index = self.rank
+            shard, start = self.windows[self._order[index]]
+            rows.append(np.asarray(self.shards[shard][start:start + self.seq_len + 1], dtype=np.int64))
+            self.position += 1
+        batch = torch.from_numpy(np.stack(rows))
+        return batch[:, :-1], batch[:, 1:]
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state):
+        self.epoch, self.position = state["epoch"], state["position"]
+        self._order = self._shuffle()
+
+
+def tiny_config(data: dict[str, list[str]], out_dir, **overrides) -> dict:
+    """A TrainConfig dict for a 2-layer, 64-wide model on a 512-token vocabulary: a step takes milliseconds."""
+    config = {
+        "out_dir": str(out_dir), "max_steps": 8, "seed": 7, "precision": "fp32",
+        "model": {"size": "tiny", "block_size": 32, "vocab_size": 512, "pad_vocab_to": 64},
+        "data": {"train": data["train"], "val": data["val"], "loader": "tests.training_helpers:ShardWindows"},
+        "batch": {"seq_len": 32, "micro_batch_size": 4, "grad_accum_steps": 1},
+        "optim": {"lr": 3e-3, "warmup_steps": 2, "weight_decay": 0.1, "grad_clip": 1.0},
+        "zero": {"stage": 0},
+        "checkpoint": {"every": 4, "keep_last": 2},
+        "eval": {"every": 4, "batches": 2},
+        "log": {"every": 1, "tensorboard": False},
+        "launch": {"launcher": "local", "num_workers": 1},
+    }
+    for key, value in overrides.items():
+        node = config
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return config

@@ -1,0 +1,56 @@
+"""`webtext pretrain`: train a GPT-2 model on token shards with DeepSpeed ZeRO, launched by Ray Train (default),
+torchrun or in-process, from one typed config (YAML + --set). Resumes from the newest checkpoint in out_dir.
+
+Also the entry point for `ray job submit -- python -m jobs.pretrain --config FILE`, and for ranks started by
+`torchrun`/`deepspeed` (`torchrun --nproc_per_node 2 -m jobs.pretrain --config FILE`): with RANK and WORLD_SIZE
+set, this process is one rank and trains directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from jobs.cli import UserError, module_main
+from pipeline.config import load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML training config (configs/pretrain_*.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (repeatable), e.g. --set zero.stage=2")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the config and print the DeepSpeed JSON and model size; train nothing")
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.config import TrainConfig
+    from training.launch import LaunchError, launch
+    from training.loop import TrainingDiverged, train_worker
+
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    if args.dry_run:
+        from training.model import GPT
+
+        world = cfg.launch.num_workers
+        model = GPT(cfg.model.gpt_config())
+        print(json.dumps({"parameters": model.num_params(non_embedding=False),
+                          "flops_per_token": model.flops_per_token(cfg.batch.seq_len),
+                          "deepspeed": cfg.deepspeed_config(world)}, indent=2))
+        return 0
+    try:
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # one rank of torchrun / deepspeed
+            summary = train_worker(cfg.model_dump(mode="json"))
+        else:
+            summary = launch(cfg)
+    except (LaunchError, TrainingDiverged) as err:
+        raise UserError(str(err)) from None
+    if summary.get("rank", 0) == 0:
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(module_main("jobs.pretrain"))

@@ -1,0 +1,78 @@
+"""The typed training config: batch arithmetic, unknown keys, the DeepSpeed JSON it generates, the schedule."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobs.cli import main as cli_main
+from pipeline.config import ConfigError, load_config
+from training.config import BatchConfig, TrainConfig
+
+
+def test_batch_arithmetic_micro_times_accumulation_times_world_is_global():
+    assert BatchConfig(micro_batch_size=4, global_batch_size=32).resolve(2) == (4, 4, 32)
+    assert BatchConfig(micro_batch_size=4, grad_accum_steps=3).resolve(2) == (4, 3, 24)
+    assert BatchConfig(micro_batch_size=4).resolve(8) == (4, 1, 32)
+    assert BatchConfig(micro_batch_size=4, grad_accum_steps=4, global_batch_size=32).resolve(2) == (4, 4, 32)
+    with pytest.raises(ConfigError, match="global_batch_size 30 is not a multiple of .* 8"):
+        BatchConfig(micro_batch_size=4, global_batch_size=30).resolve(2)
+    with pytest.raises(ConfigError, match="grad_accum_steps 3 x world size 2 = 24, not global_batch_size 32"):
+        BatchConfig(micro_batch_size=4, grad_accum_steps=3, global_batch_size=32).resolve(2)
+
+
+def test_unknown_and_invalid_keys_are_errors_naming_the_key(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("max_steps: 10\nzero:\n  stage: 2\n  offload_optimiser: true\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'zero.offload_optimiser'"):
+        load_config(TrainConfig, path)
+    with pytest.raises(ConfigError, match=r"key 'zero.stage'"):
+        load_config(TrainConfig, None, ["zero.stage=4"])
+    with pytest.raises(ConfigError, match=r"offload_params needs ZeRO stage 3"):
+        load_config(TrainConfig, None, ["zero.stage=2", "zero.offload_params=true"])
+    with pytest.raises(ConfigError, match=r"seq_len 2048 exceeds model.block_size 1024"):
+        load_config(TrainConfig, None, ["batch.seq_len=2048"])
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_deepspeed_json_follows_the_config(stage, precision):
+    cfg = load_config(TrainConfig, None, [f"zero.stage={stage}", f"precision={precision}", "batch.micro_batch_size=2",
+                                          "batch.global_batch_size=16", "optim.grad_clip=0.5", "optim.lr=1e-3"])
+    ds = cfg.deepspeed_config(world_size=4)
+    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (16, 2, 2)
+    assert ds["zero_optimization"]["stage"] == stage
+    assert ds["bf16"]["enabled"] == (precision == "bf16") and ds["fp16"]["enabled"] == (precision == "fp16")
+    assert ds["gradient_clipping"] == 0.5
+    assert ds["optimizer"]["type"] == "AdamW" and ds["optimizer"]["params"]["lr"] == 1e-3
+    assert ds["optimizer"]["params"]["torch_adam"] is True  # CPU: no fused_adam JIT build
+    json.dumps(ds)
+
+
+def test_offload_sections():
+    cfg = load_config(TrainConfig, None, ["zero.stage=3", "zero.offload_optimizer=true", "zero.offload_params=true"])
+    zero = cfg.deepspeed_config(1)["zero_optimization"]
+    assert zero["offload_optimizer"]["device"] == "cpu" and zero["offload_param"]["device"] == "cpu"
+    assert "offload_param" not in load_config(TrainConfig, None, ["zero.stage=2"]).deepspeed_config(1)["zero_optimization"]
+
+
+def test_schedule_warms_up_linearly_then_follows_a_cosine_to_the_floor():
+    cfg = load_config(TrainConfig, None, ["max_steps=110", "optim.warmup_steps=10", "optim.lr=1e-3",
+                                          "optim.min_lr_ratio=0.1"])
+    assert cfg.lr_at(0) == pytest.approx(1e-4)
+    assert cfg.lr_at(9) == pytest.approx(1e-3)
+    assert cfg.lr_at(60) == pytest.approx(0.55e-3)
+    assert cfg.lr_at(110) == pytest.approx(1e-4)
+    lrs = [cfg.lr_at(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_example_configs_load_and_dry_run(capsys):
+    for name in ("configs/pretrain_tiny.yaml", "configs/pretrain_gpt2.yaml"):
+        assert cli_main(["pretrain", "--config", name, "--dry-run"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["deepspeed"]["train_batch_size"] in (16, 512)
+    assert cli_main(["pretrain", "--config", "configs/pretrain_tiny.yaml", "--set", "batch.global_batch_size=20",
+                     "--dry-run"]) == 2
+    assert "global_batch_size 20" in capsys.readouterr().err

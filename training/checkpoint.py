@@ -1,0 +1,176 @@
+"""Checkpoints that resume exactly: DeepSpeed's sharded model/optimizer/schedule state plus, per rank, the data
+cursor, every RNG state and the loop's counters; the newest K kept; a consolidated fp32 export on request.
+
+Layout under `<out_dir>/checkpoints/`: one directory per step (`step_00000100/`) holding DeepSpeed's files,
+`trainer_rank<R>.pt` for each rank and, written last after a barrier, `COMPLETE`. A run killed mid-save leaves a
+directory without `COMPLETE`, which resume ignores.
+
+Loading never unpickles arbitrary objects: our files and DeepSpeed's are read with `torch.load(weights_only=True)`
+(DeepSpeed's own calls are redirected to it for the duration, with its few plain classes allow-listed), and fp32
+exports are safetensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+COMPLETE = "COMPLETE"
+FP32_EXPORT = "model_fp32.safetensors"
+
+
+def tag_for(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def complete_tags(ckpt_root: Path) -> list[str]:
+    """Tags of complete checkpoints, oldest first."""
+    if not ckpt_root.is_dir():
+        return []
+    return sorted(p.name for p in ckpt_root.glob("step_*") if (p / COMPLETE).is_file())
+
+
+def _deepspeed_safe_globals() -> list:
+    """The plain (non-tensor) classes DeepSpeed puts in its checkpoint files."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address, set]
+
+
+@contextlib.contextmanager
+def weights_only_loading():
+    """Within the block, every `torch.load` (DeepSpeed's included) reads with weights_only=True."""
+    original = torch.load
+
+    def load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return original(*args, **kwargs)
+
+    with torch.serialization.safe_globals(_deepspeed_safe_globals()):
+        torch.load = load
+        try:
+            yield
+        finally:
+            torch.load = original
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(_tuples(state["python"]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(x):
+    return tuple(_tuples(i) for i in x) if isinstance(x, (list, tuple)) else x
+
+
+def save(engine, ckpt_root: Path, step: int, trainer_state: dict, keep_last: int,
+         export_fp32: bool = False) -> Path:
+    """Collective: every rank calls it. Returns the checkpoint directory."""
+    tag = tag_for(step)
+    rank = dist.get_rank()
+    engine.save_checkpoint(str(ckpt_root), tag=tag)
+    path = ckpt_root / tag
+    torch.save({**trainer_state, "rng": rng_state(), "world_size": dist.get_world_size()},
+               path / f"trainer_rank{rank}.pt")
+    if export_fp32:
+        save_fp32(engine, path / FP32_EXPORT)
+    dist.barrier()
+    if rank == 0:
+        (path / COMPLETE).write_text(json.dumps({"step": step}) + "\n")
+        for old in complete_tags(ckpt_root)[:-keep_last]:
+            shutil.rmtree(ckpt_root / old, ignore_errors=True)
+    dist.barrier()
+    return path
+
+
+def load(engine, ckpt_root: Path, tag: str) -> dict:
+    """Collective: restore engine (model, optimizer, schedule) and return this rank's trainer state."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    path = ckpt_root / tag
+    trainer_file = path / f"trainer_rank{rank}.pt"
+    if not trainer_file.is_file():
+        raise FileNotFoundError(f"{trainer_file}: checkpoint {tag} has no state for rank {rank} "
+                                f"(was it written by a run with another number of workers?)")
+    with weights_only_loading():
+        state = torch.load(trainer_file, map_location="cpu")
+        if state["world_size"] != world:
+            raise ValueError(f"{path}: written by {state['world_size']} workers, resuming with {world}; "
+                             "resume with the same launch.num_workers")
+        load_path, _ = engine.load_checkpoint(str(ckpt_root), tag=tag, load_optimizer_states=True,
+                                              load_lr_scheduler_states=True)
+    if load_path is None:
+        raise FileNotFoundError(f"{path}: DeepSpeed could not load this checkpoint")
+    set_rng_state(state["rng"])
+    return state
+
+
+def full_fp32_state_dict(engine) -> dict[str, torch.Tensor]:
+    """Collective: the full fp32 parameters (ZeRO's master copy where there is one), on every rank."""
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    state = {}
+    for name, param in engine.module.named_parameters():
+        full = safe_get_full_fp32_param(param) if engine.zero_optimization_stage() > 0 else None
+        if full is None:
+            full = param.detach()
+        state[name] = full.detach().to("cpu", torch.float32).clone()
+    return state
+
+
+def save_fp32(engine, path: Path) -> None:
+    """Collective: rank 0 writes the consolidated fp32 weights as safetensors (tied head written once)."""
+    state = full_fp32_state_dict(engine)
+    if dist.get_rank() == 0:
+        state.pop("lm_head.weight", None)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+
+
+def load_fp32(path: Path) -> dict[str, torch.Tensor]:
+    """A consolidated export, with the tied head restored: ready for `GPT.load_state_dict`."""
+    state = load_file(str(path))
+    state["lm_head.weight"] = state["transformer.wte.weight"]
+    return state
+
+
+def consolidate(ckpt_root: Path, tag: str) -> dict[str, torch.Tensor]:
+    """fp32 weights from a DeepSpeed checkpoint directory, without processes: the export if the run wrote one,
+    else DeepSpeed's zero_to_fp32 (stages 1-3) or the stage-0 model file, read with weights_only=True."""
+    path = ckpt_root / tag
+    if (path / FP32_EXPORT).is_file():
+        return load_fp32(path / FP32_EXPORT)
+    with weights_only_loading():
+        if list(path.glob("*optim_states.pt")) and list(path.glob("zero_pp_rank_*")):
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+            state = dict(get_fp32_state_dict_from_zero_checkpoint(str(ckpt_root), tag=tag))
+        else:
+            state = torch.load(path / "mp_rank_00_model_states.pt", map_location="cpu")["module"]
+    state = {k: v.float() for k, v in state.items()}
+    state.setdefault("lm_head.weight", state["transformer.wte.weight"])
+    return state

@@ -1,0 +1,93 @@
+"""The distributed side of training: join the process group whichever launcher started us, pick the device, and
+wrap the model in a DeepSpeed engine (ZeRO stage, offload, precision, AdamW with weight-decay groups, schedule)
+from the typed config.
+
+Process groups: under Ray Train the group already exists (training/launch.py made it); under torchrun or the
+deepspeed launcher the environment (`RANK`, `WORLD_SIZE`, `MASTER_ADDR`) says where to meet; a lone process
+meets itself through a FileStore, which opens no port.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.optim.lr_scheduler import LambdaLR
+
+from training.config import TrainConfig
+
+
+@dataclass
+class Dist:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+
+def init_distributed(cfg: TrainConfig) -> Dist:
+    import deepspeed
+
+    use_gpu = cfg.launch.use_gpu and torch.cuda.is_available()
+    if cfg.launch.use_gpu and not use_gpu:
+        raise RuntimeError("launch.use_gpu is set but torch sees no CUDA device")
+    backend = "nccl" if use_gpu else "gloo"
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if dist.is_initialized():
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+    elif "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, init_method="env://")
+    else:
+        store = tempfile.mkdtemp(prefix="webtext-pg-")
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")  # DeepSpeed reads them
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
+                                   init_method=f"file://{store}/store", rank=0, world_size=1)
+    if use_gpu:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))
+        torch.set_num_threads(cfg.launch.threads_per_worker or max(1, (os.cpu_count() or 1) // local_world))
+    return Dist(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices (linear weights, embeddings); none on biases and LayerNorm gains."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_engine(model: torch.nn.Module, cfg: TrainConfig, world_size: int):
+    import deepspeed
+
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        model_parameters=param_groups(model, cfg.optim.weight_decay),
+        config=cfg.deepspeed_config(world_size),
+        lr_scheduler=lambda optimizer: LambdaLR(optimizer, lambda step: cfg.lr_at(step) / cfg.optim.lr),
+        dist_init_required=False,
+    )
+    return engine
+
+
+def local_grad_norm(engine) -> float | None:
+    """Without ZeRO, DeepSpeed keeps no norm: measure the (already all-reduced) gradients before the step."""
+    if engine.zero_optimization_stage() > 0 or engine.bfloat16_enabled() or engine.fp16_enabled():
+        return None
+    norms = [p.grad.detach().norm() for p in engine.module.parameters() if p.grad is not None]
+    return torch.stack(norms).norm().item() if norms else None
+
+
+def grad_norm(engine, measured: float | None = None) -> float | None:
+    """The global gradient norm of the last step (before clipping), as DeepSpeed measured it for clipping."""
+    if measured is not None:
+        return measured
+    norm = engine.get_global_grad_norm()
+    if norm is None:
+        return None
+    return float(norm.item() if torch.is_tensor(norm) else norm)

@@ -1,0 +1,157 @@
+"""Launchers: run `training.loop.train_worker` on N ranks through Ray Train (default), torchrun, or in this
+process alone. The function and the config are the same whichever is used.
+
+Ray Train: embedded Ray (loopback only) or the cluster at `launch.address` / `RAY_ADDRESS`; CPU workers use gloo,
+GPU workers NCCL. On one machine the process group meets through a FileStore under the run directory, so no
+port is opened (torch's TCPStore, which Ray Train and torchrun use by default, listens on every interface);
+on a cluster it is Ray's usual TCP rendezvous.
+
+torchrun: `python -m torch.distributed.run --standalone` on this machine (its rendezvous store is a TCPStore; run
+it in a loopback-only network namespace or behind a firewall). Under torchrun or `deepspeed` started by the
+user, `jobs.pretrain` sees RANK/WORLD_SIZE and runs the worker directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.config import TrainConfig
+from training.loop import train_worker
+
+
+class LaunchError(RuntimeError):
+    """The training run failed; the message carries the worker's error."""
+
+
+def launch(cfg: TrainConfig) -> dict:
+    cfg.check_batch()  # a batch that does not add up fails here, before any process starts
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.out_dir) / "summary.json").unlink(missing_ok=True)
+    (Path(cfg.out_dir) / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
+    if cfg.launch.launcher == "ray":
+        return launch_ray(cfg)
+    if cfg.launch.launcher == "torchrun":
+        return launch_torchrun(cfg)
+    if cfg.launch.num_workers != 1:
+        raise LaunchError("launch.launcher=local runs one process; use ray or torchrun for num_workers > 1")
+    return train_worker(cfg.model_dump(mode="json"))
+
+
+def _ray_train_fn(config: dict) -> None:
+    train_worker(config)
+
+
+def _file_store_torch_config(store_path: str, backend: str):
+    """A Ray Train TorchConfig whose process group meets through a FileStore: nothing listens on a port.
+    Ray's own backend is kept for everything else (environment variables, shutdown)."""
+    from ray.train.torch.config import (
+        TorchConfig,
+        _set_torch_distributed_env_vars,
+        _setup_torch_process_group,
+        _TorchBackend,
+    )
+    import ray
+
+    class FileStoreBackend(_TorchBackend):
+        def on_start(self, worker_group, backend_config):
+            worker_group.execute(_set_torch_distributed_env_vars)
+            world = len(worker_group)
+            ray.get([
+                worker_group.execute_single_async(
+                    rank, _setup_torch_process_group, backend=backend, world_rank=rank, world_size=world,
+                    init_method=f"file://{store_path}", timeout_s=backend_config.timeout_s)
+                for rank in range(world)
+            ])
+
+    @dataclass
+    class FileStoreTorchConfig(TorchConfig):
+        @property
+        def backend_cls(self):
+            return FileStoreBackend
+
+    return FileStoreTorchConfig(backend=backend)
+
+
+def launch_ray(cfg: TrainConfig) -> dict:
+    from pipeline.executor import connect_ray
+
+    address = cfg.launch.address or os.environ.get("RAY_ADDRESS")
+    connect_ray(address=address)
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    backend = "nccl" if cfg.launch.use_gpu else "gloo"
+    out_dir = Path(cfg.out_dir).resolve()
+    rendezvous = cfg.launch.rendezvous
+    if rendezvous == "auto":
+        rendezvous = "tcp" if address else "file"
+    if rendezvous == "file":
+        store = out_dir / f".pg-{uuid.uuid4().hex[:12]}"
+        torch_config = _file_store_torch_config(str(store), backend)
+    else:
+        torch_config = TorchConfig(backend=backend)
+    config = cfg.model_dump(mode="json")
+    config["out_dir"] = str(out_dir)  # workers may start in another working directory
+    trainer = TorchTrainer(
+        _ray_train_fn,
+        train_loop_config=config,
+        torch_config=torch_config,
+        scaling_config=ScalingConfig(num_workers=cfg.launch.num_workers, use_gpu=cfg.launch.use_gpu,
+                                     resources_per_worker={"CPU": cfg.launch.cpus_per_worker}),
+        run_config=RunConfig(name=f"pretrain-{uuid.uuid4().hex[:8]}", storage_path=str(out_dir / "ray"),
+                             failure_config=FailureConfig(max_failures=0)),
+    )
+    try:
+        trainer.fit()
+    except Exception as err:  # Ray wraps the worker's exception; keep its message, drop Ray's traceback
+        raise LaunchError(f"training failed: {_root_message(err)}") from None
+    finally:
+        if rendezvous == "file":
+            store.unlink(missing_ok=True)
+    return read_summary(out_dir)
+
+
+def _root_message(err: BaseException) -> str:
+    seen = err
+    while seen.__cause__ is not None:
+        seen = seen.__cause__
+    text = str(seen).strip().splitlines()
+    return next((line for line in reversed(text) if line.strip() and not line.startswith(" ")), repr(seen))
+
+
+def launch_torchrun(cfg: TrainConfig) -> dict:
+    out_dir = Path(cfg.out_dir).resolve()
+    config_file = out_dir / "config.json"
+    config = cfg.model_dump(mode="json")
+    config["out_dir"] = str(out_dir)
+    config_file.write_text(json.dumps(config, indent=2) + "\n")
+    env = dict(os.environ)
+    if not cfg.launch.use_gpu and cfg.launch.threads_per_worker:
+        env["OMP_NUM_THREADS"] = str(cfg.launch.threads_per_worker)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={cfg.launch.num_workers}", "-m", "training.launch", str(config_file)]
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0:
+        raise LaunchError(f"torchrun exited with code {proc.returncode}; see the worker output above")
+    return read_summary(out_dir)
+
+
+def read_summary(out_dir: Path) -> dict:
+    """What rank 0 wrote at the end of the run (training/loop.py)."""
+    path = out_dir / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def worker_main(config_file: str) -> None:
+    """Entry point of each torchrun rank: `python -m training.launch CONFIG.json`."""
+    train_worker(json.loads(Path(config_file).read_text()))
+
+
+if __name__ == "__main__":
+    worker_main(sys.argv[1])

@@ -1,0 +1,226 @@
+"""The training function: one per rank, the same under every launcher (Ray Train, torchrun, deepspeed, local).
+
+`train_worker(config_dict)` builds the model and the DeepSpeed engine, resumes from the newest complete
+checkpoint, then runs steps of `grad_accum_steps` micro-batches: forward, a loss check agreed by all ranks,
+backward, optimizer step; it logs, evaluates and checkpoints on schedule. A step whose loss is NaN or inf on any
+rank is skipped (no weight changes) and counted; `max_bad_steps` of them in a row stop the run with `TrainingDiverged`.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import json
+import math
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from training import checkpoint
+from training.config import TrainConfig
+from training.engine import build_engine, grad_norm, init_distributed, local_grad_norm
+from training.metrics import MetricsLog, device_name, mfu, peak_flops
+from training.model import GPT, mask_for_mlm
+
+# Test hook for exact-resume checks: rank 0 SIGKILLs its own process after this step (a real, uncatchable kill).
+KILL_AT_STEP_ENV = "WEBTEXT_KILL_AT_STEP"
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive steps with a non-finite loss."""
+
+
+def expand_shards(specs: list[str], what: str) -> list[str]:
+    """Shard files from files, directories (their *.bin) and globs, in a stable order."""
+    paths: list[str] = []
+    for spec in specs:
+        if os.path.isdir(spec):
+            found = sorted(glob.glob(os.path.join(spec, "*.bin")))
+        elif any(c in spec for c in "*?["):
+            found = sorted(glob.glob(spec))
+        else:
+            found = [spec] if os.path.isfile(spec) else []
+        if not found:
+            raise FileNotFoundError(f"data.{what}: no token shards at {spec!r}")
+        paths.extend(found)
+    return paths
+
+
+def loader_class(spec: str):
+    module_name, _, class_name = spec.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def make_loader(cfg: TrainConfig, split: str, rank: int, world_size: int, seed: int):
+    specs = cfg.data.train if split == "train" else cfg.data.val
+    return loader_class(cfg.data.loader)(expand_shards(specs, split), cfg.batch.micro_batch_size,
+                                         cfg.batch.seq_len, rank, world_size, seed)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: TrainConfig) -> GPT:
+    if cfg.model.init_from:
+        from training.hf import import_hf
+
+        m = cfg.model
+        return import_hf(m.init_from, pad_vocab_to=m.pad_vocab_to, dropout=m.dropout, objective=m.objective,
+                         activation_checkpointing=m.activation_checkpointing)
+    return GPT(cfg.model.gpt_config())
+
+
+def mlm_generator(seed: int, step: int, rank: int, micro: int) -> torch.Generator:
+    # Derived from the position in the run, not carried state: resume masks exactly as an uninterrupted run.
+    return torch.Generator().manual_seed(hash((seed, step, rank, micro)) % 2**63)
+
+
+def prepare_batch(cfg: TrainConfig, model_cfg, x, y, seed: int, step: int, rank: int, micro: int):
+    if cfg.model.objective == "mlm":
+        return mask_for_mlm(x, model_cfg, mlm_generator(seed, step, rank, micro), cfg.model.mlm_probability)
+    return x, y
+
+
+@torch.no_grad()
+def evaluate(engine, cfg: TrainConfig, rank: int, world_size: int, device) -> dict:
+    """Mean loss over the fixed validation windows (the same every time: a fresh loader with the run's seed)."""
+    loader = make_loader(cfg, "val", rank, world_size, cfg.seed)
+    engine.eval()
+    total = torch.zeros(2, dtype=torch.float64)
+    for i in range(cfg.eval.batches):
+        x, y = loader.next_batch()
+        x, y = prepare_batch(cfg, engine.module.config, x, y, cfg.seed + 1, -1, rank, i)
+        _, loss = engine(x.to(device), y.to(device))
+        if torch.isfinite(loss):
+            total += torch.tensor([loss.item(), 1.0], dtype=torch.float64)
+    engine.train()
+    dist.all_reduce(total)
+    val_loss = (total[0] / total[1]).item() if total[1] > 0 else float("nan")
+    return {"val_loss": val_loss, "val_ppl": math.exp(val_loss) if val_loss < 50 else float("inf")}
+
+
+def train_worker(config: dict) -> dict:
+    """Train per `config` (a TrainConfig as a dict). Returns a summary (rank 0's view) when done."""
+    cfg = TrainConfig.model_validate(config)
+    d = init_distributed(cfg)
+    micro, accum, global_batch = cfg.batch.resolve(d.world_size)
+    out_dir = Path(cfg.out_dir)
+    ckpt_root = out_dir / "checkpoints"
+
+    seed_everything(cfg.seed)  # same on every rank: identical initial weights
+    model = build_model(cfg)
+    flops_per_token = model.flops_per_token(cfg.batch.seq_len)
+    engine = build_engine(model, cfg, d.world_size)
+    seed_everything(cfg.seed + d.rank)  # dropout differs per rank from here on
+
+    loader = make_loader(cfg, "train", d.rank, d.world_size, cfg.seed)
+    step, bad_steps, bad_in_a_row = 0, 0, 0
+    tags = checkpoint.complete_tags(ckpt_root) if cfg.checkpoint.resume else []
+    if tags:
+        state = checkpoint.load(engine, ckpt_root, tags[-1])
+        loader.load_state_dict(state["loader"])
+        step, bad_steps, bad_in_a_row = state["step"], state["bad_steps"], state["bad_in_a_row"]
+
+    log = MetricsLog(out_dir, enabled=d.rank == 0, tensorboard=cfg.log.tensorboard)
+    if d.rank == 0:  # what `webtext eval` reads to rebuild the model and the validation windows
+        (out_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
+    peak = peak_flops(device_name(), cfg.precision)
+    kill_at = int(os.environ.get(KILL_AT_STEP_ENV, "-1"))
+    tokens_per_step = global_batch * cfg.batch.seq_len
+    fallback = None  # a finite batch to back-propagate a zero loss through when a micro-batch is bad
+    summary: dict = {"resumed_from": tags[-1] if tags else None}
+    t_last, tokens_since = time.perf_counter(), 0
+
+    def save_checkpoint():
+        trainer_state = {"step": step, "loader": loader.state_dict(), "bad_steps": bad_steps,
+                         "bad_in_a_row": bad_in_a_row}
+        checkpoint.save(engine, ckpt_root, step, trainer_state, cfg.checkpoint.keep_last, cfg.checkpoint.export_fp32)
+
+    try:
+        while step < cfg.max_steps:
+            loss_sum, step_bad = 0.0, False
+            for m in range(accum):
+                x, y = loader.next_batch()
+                x, y = prepare_batch(cfg, engine.module.config, x, y, cfg.seed, step, d.rank, m)
+                x, y = x.to(d.device), y.to(d.device)
+                _, loss = engine(x, y)
+                # All ranks must agree, since the backward pass below is collective under ZeRO.
+                check = torch.tensor([loss.item(), 0.0 if torch.isfinite(loss) else 1.0], dtype=torch.float64)
+                dist.all_reduce(check)
+                if check[1] > 0:
+                    step_bad = True
+                if step_bad:
+                    # Keep DeepSpeed's micro-step count and collectives in lockstep with a zero gradient.
+                    fx, fy = fallback if fallback is not None else (torch.zeros_like(x), torch.zeros_like(x))
+                    loss = engine(fx, fy)[1] * 0.0
+                else:
+                    fallback = (x, y)
+                    loss_sum += check[0].item() / d.world_size
+                engine.backward(loss)
+                if m == accum - 1:
+                    lr = engine.get_lr()[0]
+                    measured_norm = local_grad_norm(engine)
+                    if step_bad:
+                        _zero_lr(engine)  # the optimizer step below then changes no weight
+                engine.step()
+            if step_bad:
+                bad_steps += 1
+                bad_in_a_row += 1
+            else:
+                bad_in_a_row = 0
+            step += 1
+            tokens_since += tokens_per_step
+            if step_bad and bad_in_a_row >= cfg.max_bad_steps:
+                raise TrainingDiverged(
+                    f"loss was NaN/inf in {bad_in_a_row} consecutive steps (up to step {step}); stopping. "
+                    f"Lower optim.lr, check the data, or use bf16/fp32 instead of fp16.")
+            if step % cfg.log.every == 0 or step == cfg.max_steps or step_bad:
+                elapsed = time.perf_counter() - t_last
+                tokens_per_s = tokens_since / elapsed if elapsed > 0 else 0.0
+                log.log(step, loss=float("nan") if step_bad else loss_sum / accum, lr=lr,
+                        grad_norm=None if step_bad else grad_norm(engine, measured_norm), tokens_per_s=tokens_per_s,
+                        mfu=mfu(tokens_per_s, flops_per_token, peak, d.world_size), bad_steps=bad_steps,
+                        tokens=step * tokens_per_step)
+                t_last, tokens_since = time.perf_counter(), 0
+            if cfg.data.val and ((cfg.eval.every and step % cfg.eval.every == 0) or step == cfg.max_steps):
+                metrics = evaluate(engine, cfg, d.rank, d.world_size, d.device)
+                log.log(step, **metrics)
+                summary.update(metrics)
+                t_last = time.perf_counter()
+            if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or step == cfg.max_steps:
+                save_checkpoint()
+                t_last = time.perf_counter()
+            if step == kill_at and d.rank == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+    finally:
+        log.close()
+
+    if cfg.checkpoint.export_hf:
+        state = checkpoint.full_fp32_state_dict(engine)
+        if d.rank == 0:
+            from training.hf import export_hf
+
+            export_hf(state, engine.module.config, out_dir / "hf", cfg.checkpoint.tokenizer_dir)
+    summary.update(step=step, bad_steps=bad_steps, rank=d.rank, world_size=d.world_size)
+    if d.rank == 0:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    dist.barrier()
+    return summary
+
+
+def _zero_lr(engine) -> None:
+    """Learning rate 0 for this optimizer step only (the schedule sets the next step's rate after it): AdamW's
+    update and its decoupled weight decay are both multiplied by the rate, so no weight changes. The moment
+    estimates still decay by one step, the one trace a skipped step leaves."""
+    optimizer = engine.lr_scheduler.optimizer if engine.lr_scheduler is not None else engine.optimizer
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
