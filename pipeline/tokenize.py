@@ -171,7 +171,7 @@ class TokenizeStage(Stage):
                     doc_ids, texts = [doc_ids[i] for i in good], [texts[i] for i in good]
                 splits = np.array(split_of(doc_ids, self.config.val_fraction))
                 keys = order_keys(doc_ids, self.config.seed)
-                token_arrays = encode_texts(tokenizer, texts, pool)
+                token_arrays = tokenizer.encode_arrays(texts, pool)
                 for split in SPLITS:
                     members = np.flatnonzero(splits == split)
                     if members.size == 0:
@@ -223,19 +223,6 @@ def _batches(part: InputFile, columns: list[str], batch_rows: int):
         if missing:
             raise StageError(f"{part.uri}: not a document table: missing columns {', '.join(missing)}")
         yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
-
-
-def encode_texts(tokenizer: Tokenizer, texts: list[str], pool: ThreadPoolExecutor | None = None) -> list[np.ndarray]:
-    """One integer array per text, ordinary encoding (special-token strings are plain text); GPT-2 on `pool`'s
-    threads when given (tiktoken releases the GIL while encoding)."""
-    if tokenizer.name != "gpt2":
-        return [np.asarray(ids, dtype=np.uint32) for ids in tokenizer.encode_batch(texts)]
-    encoding = tokenizer._impl
-
-    def one(text: str) -> np.ndarray:
-        return encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
-
-    return [one(t) for t in texts] if pool is None else list(pool.map(one, texts))
 
 
 def _with_eot(arrays: list[np.ndarray], eot: int) -> tuple[np.ndarray, np.ndarray]:
