@@ -9,10 +9,11 @@ export GLIBC_TUNABLES := glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=687
 
 install: $(VENV)/.installed
 
+# torch goes in alone and first, pinned: otherwise a dependency could pull a multi-GB CUDA build.
+# DS_BUILD_OPS=0: DeepSpeed compiles its ops when first used, not at install.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	# torch alone and first, pinned: anything else would let a dependency pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[test]'
 	touch $@
