@@ -115,16 +115,21 @@ class TokenizeStage(Stage):
     def tokenizer(self, ctx: TaskContext) -> Tokenizer:
         """The configured tokenizer, loaded once per process; vocabularies over 65,536 ids cannot be uint16."""
         tok = self.config.tokenizer
-        key = (tok.kind, tok.path, ctx.out.location)
+        trained = tok.kind == "bpe" and tok.path is None
+        try:
+            # A tokenizer trained by this stage is keyed by its content: a forced rerun may have trained another.
+            trained_json = ctx.out.read_bytes(TOKENIZER_NAME).decode() if trained else None
+        except FileNotFoundError:
+            raise StageError(f"tokenize: {ctx.out.uri(TOKENIZER_NAME)} is missing (the tokenizer phase wrote it)")
+        key = (tok.kind, tok.path, trained_json)
         if key not in _TOKENIZERS:
             try:
                 if tok.kind == "gpt2":
                     tokenizer = gpt2_tokenizer(tok.path)
-                elif tok.path is not None:
+                elif trained_json is None:
                     tokenizer = bpe_tokenizer(tok.path)
                 else:
-                    tokenizer = bpe_from_json(ctx.out.read_bytes(TOKENIZER_NAME).decode(),
-                                              ctx.out.uri(TOKENIZER_NAME))
+                    tokenizer = bpe_from_json(trained_json, ctx.out.uri(TOKENIZER_NAME))
             except TokenizerError as err:
                 raise StageError(f"tokenize: {err}") from None
             if tokenizer.n_vocab > MAX_UINT16_VOCAB:

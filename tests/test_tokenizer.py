@@ -105,7 +105,8 @@ def test_missing_vocabulary_names_the_files(tmp_path):
 def test_tokenizer_identity_is_recorded():
     described = gpt2_tokenizer().describe()
     assert described["name"] == "gpt2" and described["eot"] == 50256 and described["n_vocab"] == 50257
-    assert len(described["hash"]) == 16
+    assert described["hash"] == "306cd27f03c1a714"  # OpenAI's gpt2.tiktoken, whichever file form was loaded
+    assert gpt2_tokenizer(shared_data("gpt2", "gpt2.tiktoken")).describe() == described
 
 
 def test_filter_counts_with_the_real_bpe():
