@@ -6,6 +6,10 @@ engine (`training/engine.py`) wraps this module as it is. Parameter names match 
 
 Two objectives share the network: `clm` (next-token prediction with causal attention, GPT-2's) and `mlm`
 (masked-language modelling with bidirectional attention, BERT's recipe of 15 % of positions, 80/10/10).
+
+For sampling (`training/generate.py`), `GPT.forward` optionally takes a `KVCache` (keys and values of the positions
+already seen, extended in place) and an `attention_mask` (1 = token, 0 = left padding of a batched prompt). Without
+them the forward pass is the training one, unchanged.
 """
 
 from __future__ import annotations
@@ -73,12 +77,18 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layer_cache: list | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if layer_cache is not None:  # [keys, values] of the earlier positions, extended in place
+            if layer_cache:
+                k, v = torch.cat([layer_cache[0], k], dim=2), torch.cat([layer_cache[1], v], dim=2)
+            layer_cache[:] = [k, v]
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=attn_mask, is_causal=self.causal and attn_mask is None,
+            dropout_p=self.dropout if self.training else 0.0
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -107,10 +117,23 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, layer_cache: list | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), layer_cache, attn_mask)
         x = x + self.mlp(self.ln_2(x))
         return x
+
+
+class KVCache:
+    """Keys and values of every layer for the positions a model has already seen, for sampling one token at a
+    time without recomputing the prefix. `GPT.forward(..., kv_cache=cache)` reads and extends it."""
+
+    def __init__(self, n_layer: int):
+        self.layers: list[list] = [[] for _ in range(n_layer)]
+
+    def __len__(self) -> int:
+        """Positions held (padding included)."""
+        return self.layers[0][0].size(2) if self.layers[0] else 0
 
 
 class GPT(nn.Module):
@@ -147,16 +170,29 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                attention_mask: torch.Tensor | None = None):
         """Logits over the `vocab_size` real tokens (padding rows are never emitted), and the loss if targets
-        are given. Targets equal to IGNORE_INDEX carry no loss."""
+        are given. Targets equal to IGNORE_INDEX carry no loss.
+
+        Sampling only: `kv_cache` holds the earlier positions (idx continues them); `attention_mask` (B, past + T)
+        marks real tokens 1 and padding 0, so no token attends to padding and positions count real tokens only."""
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
-        pos = torch.arange(T, device=idx.device)
+        past = len(kv_cache) if kv_cache is not None else 0
+        if past + T > self.config.block_size:
+            raise ValueError(f"sequence of {past + T} tokens is longer than block_size {self.config.block_size}")
+        attn_mask = None
+        if attention_mask is None:
+            pos = torch.arange(past, past + T, device=idx.device)
+        else:
+            pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
+        if past or attention_mask is not None:
+            attn_mask = self._attention_mask(B, past, T, attention_mask, idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for block in self.transformer.h:
-            if self.config.activation_checkpointing and self.training:
+        for i, block in enumerate(self.transformer.h):
+            if kv_cache is not None or attn_mask is not None:
+                x = block(x, kv_cache.layers[i] if kv_cache is not None else None, attn_mask)
+            elif self.config.activation_checkpointing and self.training:
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
@@ -167,6 +203,21 @@ class GPT(nn.Module):
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                                ignore_index=IGNORE_INDEX)
         return logits, loss
+
+    def _attention_mask(self, B: int, past: int, T: int, attention_mask: torch.Tensor | None, device):
+        """(B, 1, T, past + T) booleans, True where query i (at position past + i) may attend to key j."""
+        q = torch.arange(past, past + T, device=device)[:, None]
+        k = torch.arange(past + T, device=device)[None, :]
+        allowed = (k <= q) if self.causal_lm else torch.ones(T, past + T, dtype=torch.bool, device=device)
+        allowed = allowed[None, None].expand(B, 1, T, past + T)
+        if attention_mask is not None:
+            # A padding query still sees itself, so its softmax has a term and no NaN reaches later layers.
+            allowed = (allowed & attention_mask.bool()[:, None, None, :]) | (k == q)[None, None]
+        return allowed
+
+    @property
+    def causal_lm(self) -> bool:
+        return self.config.objective == "clm"
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token (forward + backward = 3x forward), attention included (PaLM appendix B)."""
