@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.config import Config
@@ -123,7 +124,7 @@ class TaskContext:
 
     def write_bytes(self, name: str, data: bytes) -> None:
         self.out.write_bytes(name, data)
-        self._record(name)
+        self._record(name, sha256=hashlib.sha256(data).hexdigest())
 
     @contextmanager
     def open_output(self, name: str) -> Iterator[Any]:
@@ -165,10 +166,13 @@ class TaskContext:
             self.out.fs.move(self._rejected_tmp, self.out.path(self._rejected_name))
             self._record(self._rejected_name)
 
-    def _record(self, name: str, rows: int | None = None) -> None:
+    def _record(self, name: str, rows: int | None = None, sha256: str | None = None) -> None:
+        """List a written file in the task's marker; output parts get their checksum here, on the worker."""
         entry: dict[str, Any] = {"bytes": self.out.fs.get_file_info(self.out.path(name)).size}
         if rows is not None:
             entry["rows"] = rows
+        if name.startswith("part-"):
+            entry["sha256"] = sha256 or _sha256(self.out, name)
         self.files[name] = entry
 
 
@@ -247,7 +251,7 @@ def _prune(out: Dir, markers: dict[str, dict], plan: str = "") -> None:
     for marker in markers.values():
         keep.update(marker["files"])
     for info in out.fs.get_file_info(_selector(out)):
-        if info.type.name != "File":
+        if info.type != pafs.FileType.File:
             continue
         rel = info.path[len(out.path()) + 1 :]
         if resumable and rel.startswith(resumable) and rel[len(resumable):].split("/", 1)[0] not in markers:
@@ -257,9 +261,7 @@ def _prune(out: Dir, markers: dict[str, dict], plan: str = "") -> None:
             out.fs.delete_file(info.path)
 
 
-def _selector(out: Dir):
-    import pyarrow.fs as pafs
-
+def _selector(out: Dir) -> pafs.FileSelector:
     return pafs.FileSelector(out.path(), recursive=True, allow_not_found=True)
 
 
@@ -307,12 +309,12 @@ def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: Run
         todo = [(i, p) for i, p in enumerate(payloads) if f"{phase}-{i:05d}" not in markers]
         call = _TaskCall(stage, out, phase, is_final, plan)
         results = run_tasks(call, todo, options.executor, num_cpus=options.task_cpus)
-        for marker in _progress(results, len(todo), f"{stage.name}:{phase}", len(payloads) - len(todo), options):
-            pass
+        for _ in _progress(results, len(todo), f"{stage.name}:{phase}", len(payloads) - len(todo), options):
+            pass  # each task writes its own outputs and marker; the markers are read back below
         markers = _valid_markers(out, plan)
     out.delete(RESUME_DIR)
     task_markers = [m for task_id, m in sorted(markers.items())]
-    manifest = _manifest(stage, inputs, out, plan, task_markers, time.time() - started)
+    manifest = _manifest(stage, inputs, plan, task_markers, time.time() - started)
     out.write_json(MANIFEST, manifest)
     return StageResult(stage.name, False, manifest)
 
@@ -329,12 +331,12 @@ def _progress(results, total: int, label: str, already: int, options: RunOptions
             yield item
 
 
-def _manifest(stage: Stage, inputs: list[InputFile], out: Dir, plan: str, markers: list[dict], elapsed: float) -> dict:
+def _manifest(stage: Stage, inputs: list[InputFile], plan: str, markers: list[dict], elapsed: float) -> dict:
     parts = []
     for marker in markers:
         for name, entry in marker["files"].items():
             if name.startswith("part-"):
-                parts.append({"name": name, **entry, "sha256": _sha256(out, name)})
+                parts.append({"name": name, **entry})
     return {
         "stage": stage.name,
         "version": stage.version,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def test_open_output_is_all_or_nothing(tmp_path):
     with ctx.open_output("part-00000.bin") as stream:
         stream.write(b"whole")
     assert (tmp_path / "part-00000.bin").read_bytes() == b"whole"
-    assert ctx.files["part-00000.bin"] == {"bytes": 5}
+    assert ctx.files["part-00000.bin"] == {"bytes": 5, "sha256": hashlib.sha256(b"whole").hexdigest()}
 
 
 def test_join_keeps_uri_query():
