@@ -210,6 +210,7 @@ class TokenizeStage(Stage):
                 if k % n_parts == writer:
                     _write_shard(ctx, name, layout, starts, begin, end, split)
                     ctx.count("out", int(docs_per_shard[k]))
+                    ctx.count(f"split:{split}", int(docs_per_shard[k]))  # shown in the funnel table, part of out
             index["splits"][split] = {"tokens": total, "docs": len(starts), "shards": shards}
         if writer == 0:
             index.update(

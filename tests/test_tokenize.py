@@ -94,7 +94,8 @@ def test_order_keys_depend_on_the_seed_only():
 def test_shards_hold_every_document_once_in_the_seeded_order(tmp_path):
     docs = make_docs(300)
     manifest = run(write_parts(tmp_path / "docs", docs, 3), tmp_path / "out")
-    assert manifest["funnel"] == {"in": 300, "out": 300}
+    n_val = split_of([d for d, _ in docs], 0.2).count("val")
+    assert manifest["funnel"] == {"in": 300, "out": 300, "split:train": 300 - n_val, "split:val": n_val}
     texts = dict(docs)
     seen = []
     for split in ("train", "val"):
@@ -139,7 +140,10 @@ def test_added_documents_keep_split_and_relative_order(tmp_path):
 def test_documents_without_text_or_id_are_rejected_with_the_reason(tmp_path):
     docs = make_docs(40, seed=4) + [("doc-empty", ""), ("doc-null", None), (None, "text with no id")]
     manifest = run(write_parts(tmp_path / "docs", docs, 2), tmp_path / "out")
-    assert manifest["funnel"] == {"in": 43, "out": 40, "rejected:empty_text": 2, "rejected:no_doc_id": 1}
+    funnel = manifest["funnel"]
+    assert {k: v for k, v in funnel.items() if not k.startswith("split:")} == {
+        "in": 43, "out": 40, "rejected:empty_text": 2, "rejected:no_doc_id": 1}
+    assert funnel["split:train"] + funnel["split:val"] == 40
     rejected = pa.concat_tables([pq.read_table(p) for p in (tmp_path / "out/tokenize/_rejected").glob("*.parquet")])
     assert sorted(zip(rejected["reason"].to_pylist(), rejected["doc_id"].to_pylist()), key=str) == sorted(
         [("empty_text", "doc-empty"), ("empty_text", "doc-null"), ("no_doc_id", None)], key=str)
