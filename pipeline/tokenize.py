@@ -224,7 +224,10 @@ class TokenizeStage(Stage):
 def _batches(part: InputFile, columns: list[str], batch_rows: int):
     fs, path = filesystem(part.uri)
     with fs.open_input_file(path) as f:
-        parquet = pq.ParquetFile(f)
+        try:
+            parquet = pq.ParquetFile(f)
+        except pa.ArrowInvalid as err:
+            raise StageError(f"{part.uri}: not a readable Parquet file: {err}") from None
         missing = [c for c in columns if c not in parquet.schema_arrow.names]
         if missing:
             raise StageError(f"{part.uri}: not a document table: missing columns {', '.join(missing)}")

@@ -191,6 +191,17 @@ def test_trained_bpe_shards_record_their_tokenizer(tmp_path):
     assert decoded == {t for _, t in docs}
 
 
+def test_unreadable_or_foreign_inputs_are_named(tmp_path):
+    docs_dir = write_parts(tmp_path / "docs", make_docs(5), 1)
+    (docs_dir / "part-00001.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(StageError, match="part-00001.parquet: not a readable Parquet file"):
+        run(docs_dir, tmp_path / "out")
+    (docs_dir / "part-00001.parquet").unlink()
+    pq.write_table(pa.table({"id": ["a"], "body": ["b"]}), docs_dir / "part-00002.parquet")
+    with pytest.raises(StageError, match="part-00002.parquet: not a document table: missing columns doc_id, text"):
+        run(docs_dir, tmp_path / "out2")
+
+
 def test_a_vocabulary_that_cannot_be_checked_is_a_stage_error(tmp_path):
     with pytest.raises(StageError, match="GPT-2 vocabulary not found"):
         run(write_parts(tmp_path / "docs", make_docs(5), 1), tmp_path / "out", tokenizer={"path": str(tmp_path)})
