@@ -28,22 +28,24 @@ class ProgressBar:
     def __init__(self, out: str, total: int, interval: float = 1.0):
         self.out, self.total, self.interval = out, total, interval
         self.stopped = threading.Event()
+        self.completed = False
         self.thread = threading.Thread(target=self._run, name="crawl-progress", daemon=True)
 
     def __enter__(self) -> ProgressBar:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        self.completed = exc_type is None
         self.stopped.set()
         self.thread.join(timeout=5)
 
     def _run(self) -> None:
         from tqdm import tqdm
 
-        bar, started = None, time.monotonic()
+        bar, started, progress = None, time.monotonic(), {}
         while not self.stopped.wait(self.interval):
-            progress = progress_of(self.out)
+            progress = progress_of(self.out) or progress  # the checkpoints go when the stage ends
             if not progress:
                 continue
             if bar is None:
@@ -54,6 +56,9 @@ class ProgressBar:
                             errors=progress.get("errors", 0), pages_s=round(rate, 1), refresh=False)
             bar.refresh()
         if bar is not None:
+            if self.completed:
+                bar.n = self.total
+                bar.refresh()
             bar.close()
 
 

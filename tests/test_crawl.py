@@ -1,0 +1,249 @@
+"""The crawl stage through the runner and the CLI: one outcome per URL, WARC offsets, lineage for extract,
+resume after a real kill, replay equal to the live crawl, and the same output on Ray."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from warcio.archiveiterator import ArchiveIterator
+from yarl import URL
+
+from jobs.cli import main as cli
+from pipeline.crawl import CrawlConfig, CrawlStage, round_robin
+from pipeline.localweb import LocalWeb
+from pipeline.runner import RunOptions, run_stage
+from pipeline.storage import expand_inputs
+from pipeline.urlnorm import normalize_url
+
+REPO = Path(__file__).resolve().parents[1]
+# Outcomes with no complete response, hence nothing in the WARC for a replay to find.
+NOT_ARCHIVED = {"timeout", "read_error", "too_large", "decoded_too_large", "connect_error", "dns_error"}
+COMPARED = ["url", "url_norm", "outcome", "status", "final_url", "content_type", "bytes"]
+
+
+def fast_settings(web: LocalWeb, **extra) -> list[str]:
+    settings = {"allow": ["127.0.0.0/8"], "resolve": web.resolve(), "total_timeout_s": 1.5, "read_timeout_s": 1.0,
+                "connect_timeout_s": 1.0, "backoff_base_s": 0.05, "max_body_bytes": 1 << 20,
+                "max_decoded_bytes": 4 << 20, "min_delay_s": 0.02, **extra}
+    return [item for key, value in settings.items() for item in ("--set", f"{key}={json.dumps(value)}")]
+
+
+def config_of(web: LocalWeb, **extra) -> CrawlConfig:
+    args = fast_settings(web, **extra)
+    return CrawlConfig(**{a.split("=", 1)[0]: json.loads(a.split("=", 1)[1]) for a in args[1::2]})
+
+
+def write_url_table(web: LocalWeb, directory: Path) -> dict[str, object]:
+    """A urls-stage part for every page of the web; returns page by url."""
+    pages = web.pages()
+    directory.mkdir(parents=True, exist_ok=True)
+    table = pa.table({
+        "url": [p.url for p in pages],
+        "url_norm": [normalize_url(p.url) for p in pages],
+        "host": [p.host for p in pages],
+        "subreddits": [["r/test", f"r/{p.kind}"] for p in pages],
+        "score_max": list(range(3, 3 + len(pages))),
+        "score_sum": list(range(3, 3 + len(pages))),
+        "n_submissions": [1] * len(pages),
+        "first_utc": [1_500_000_000] * len(pages),
+        "ids": [[f"id{i}"] for i in range(len(pages))],
+    })
+    half = len(pages) // 2
+    pq.write_table(table.slice(0, half), directory / "part-00000.parquet")
+    pq.write_table(table.slice(half), directory / "part-00001.parquet")
+    return {p.url: p for p in pages}
+
+
+def fetch_log(out: Path) -> pa.Table:
+    parts = sorted((out / "crawl").glob("part-*.parquet"))
+    return pa.concat_tables([pq.read_table(p) for p in parts]).sort_by("url_norm")
+
+
+def ok_payloads(out: Path) -> dict[str, bytes]:
+    log = fetch_log(out)
+    payloads = {}
+    for row in log.filter(pa.compute.equal(log["outcome"], "ok")).to_pylist():
+        with open(out / "crawl" / row["warc_file"], "rb") as f:
+            f.seek(row["warc_offset"])
+            record = next(iter(ArchiveIterator(f)))
+            assert record.rec_type == "response"
+            assert record.rec_headers.get_header("WARC-Target-URI") == row["final_url"]
+            payloads[row["url"]] = record.content_stream().read()
+    return payloads
+
+
+@pytest.fixture(scope="module")
+def web():
+    site = LocalWeb(seed=5, n_hosts=10, pages_per_host=3, faults_per_host=3, hang_s=10)
+    site.start()
+    yield site
+    site.stop()
+
+
+@pytest.fixture(scope="module")
+def live(web, tmp_path_factory):
+    """One live crawl through the CLI (local executor), shared by the tests that read it."""
+    root = tmp_path_factory.mktemp("live")
+    pages = write_url_table(web, root / "urls")
+    web.reset_stats()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        rc = cli(["crawl", "--urls", str(root / "urls"), "--out", str(root), "--executor", "local",
+                  "--set", "num_buckets=3", *fast_settings(web)])
+    assert rc == 0
+    (root / "printed.txt").write_text(printed.getvalue())
+    return root, pages
+
+
+def test_every_url_once_with_its_planted_outcome(web, live, capsys):
+    root, pages = live
+    log = fetch_log(root)
+    assert sorted(log["url"].to_pylist()) == sorted(pages)
+    wrong = [(r["url"], pages[r["url"]].expected, r["outcome"], r["error"]) for r in log.to_pylist()
+             if r["outcome"] != pages[r["url"]].expected]
+    assert not wrong
+    rows = {r["url"]: r for r in log.to_pylist()}
+    some = next(p for p in pages.values() if p.kind == "article" and p.expected == "ok")
+    assert rows[some.url]["subreddits"] == ["r/test", "r/article"] and rows[some.url]["score_max"] >= 3
+    manifest = json.loads((root / "crawl" / "_manifest.json").read_text())
+    assert manifest["funnel"]["in"] == manifest["funnel"]["out"] == len(pages)
+    assert manifest["funnel"]["outcome:ok"] == sum(p.expected == "ok" for p in pages.values())
+    assert {p["name"] for p in manifest["parts"]} == {f"part-{i:05d}{ext}" for i in range(3)
+                                                       for ext in (".parquet", ".warc.gz")}
+    assert not (root / "crawl" / "_resume").exists()
+    # Offsets point at the response of the final URL, whose payload is the page the server generated.
+    payloads = ok_payloads(root)
+    title, text = web.article(some.host, int(some.path.rsplit("/", 1)[1]))
+    assert text.split("\n\n")[-1].encode() in payloads[some.url]
+    # Politeness from the server's side, over the whole stage run.
+    for host, seen in web.stats().items():
+        assert seen.max_in_flight == 1
+        if web.robots_variant(host) == "rules":
+            assert not any(p.startswith("/private/") for p in seen.paths)
+    out = (root / "printed.txt").read_text()
+    assert "outcome" in out and "robots_disallowed" in out and "crawl (" in out
+
+
+def test_rerun_is_skipped_and_bad_input_is_one_line(web, live, tmp_path, capsys):
+    root, _ = live
+    before = (root / "crawl" / "_manifest.json").read_text()
+    web.reset_stats()
+    assert cli(["crawl", "--urls", str(root / "urls"), "--out", str(root), "--executor", "local",
+                "--set", "num_buckets=3", *fast_settings(web)]) == 0
+    assert "up to date" in capsys.readouterr().err
+    assert (root / "crawl" / "_manifest.json").read_text() == before and not web.stats()
+    rc = cli(["crawl", "--urls", str(tmp_path / "nothing"), "--out", str(tmp_path), "--executor", "local"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing" in err[0]
+    rc = cli(["crawl", "--urls", str(root / "urls"), "--out", str(tmp_path), "--executor", "local",
+              "--set", "global_concurrency=0"])
+    assert rc == 2 and "global_concurrency" in capsys.readouterr().err
+
+
+def test_extract_reads_the_crawl_with_lineage(live):
+    from pipeline.extract import ExtractConfig, ExtractStage
+
+    root, pages = live
+    result = run_stage(ExtractStage(ExtractConfig()), expand_inputs([str(root / "crawl")]), str(root),
+                       RunOptions(executor="local", quiet=True))
+    docs = pa.concat_tables([pq.read_table(p) for p in sorted((root / "extract").glob("part-*.parquet"))])
+    ok = fetch_log(root)
+    n_ok = sum(o == "ok" for o in ok["outcome"].to_pylist())
+    assert result.funnel["out"] == docs.num_rows >= n_ok - 2  # binary-free html pages become documents
+    by_place = {(r["warc_file"], r["warc_offset"]): r for r in ok.to_pylist() if r["outcome"] == "ok"}
+    for doc in docs.to_pylist():
+        row = by_place[(Path(doc["warc_file"]).name, doc["warc_offset"])]
+        assert (doc["url"], doc["score"], doc["subreddits"]) == (row["final_url"], row["score_max"], row["subreddits"])
+
+
+def test_replay_equals_the_live_crawl(web, live, tmp_path):
+    """The WARCs of the live crawl, replayed with the server stopped pointing nowhere: same outcomes, same pages."""
+    root, pages = live
+    replay = tmp_path / "replay"
+    rc = cli(["crawl", "--urls", str(root / "urls"), "--out", str(replay), "--executor", "local",
+              "--from-warc", *map(str, sorted((root / "crawl").glob("*.warc.gz"))),
+              "--set", "num_buckets=2", *fast_settings(web, resolve={"*.web.test": "127.0.0.1:9"})])
+    assert rc == 0
+    live_log, replay_log = fetch_log(root), fetch_log(replay)
+    assert replay_log["url"].to_pylist() == live_log["url"].to_pylist()
+    for a, b in zip(live_log.select(COMPARED).to_pylist(), replay_log.select(COMPARED).to_pylist()):
+        if a["outcome"] in NOT_ARCHIVED:
+            assert b["outcome"] == "not_in_warc", (a, b)
+        else:
+            assert a == b
+    assert ok_payloads(replay) == ok_payloads(root)
+
+
+def test_round_robin_interleaves_hosts():
+    table = pa.table({"url": [f"u{i}" for i in range(7)], "url_norm": [f"n{i}" for i in range(7)],
+                      "host": ["a", "a", "a", "b", "b", "c", "a"]})
+    hosts = round_robin(table)["host"].to_pylist()
+    assert sorted(hosts[:3]) == ["a", "b", "c"] and sorted(hosts[3:5]) == ["a", "b"] and hosts[5:] == ["a", "a"]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_fetches_only_unfinished_urls(web, tmp_path):
+    """A crawl killed with SIGKILL mid-way, rerun, asks the server only for URLs with no outcome yet, and ends
+    with the fetch log of an uninterrupted crawl."""
+    pages = write_url_table(web, tmp_path / "urls")
+    settings = fast_settings(web, min_delay_s=0.15, checkpoint_every=4, num_buckets=1)
+    web.reset_stats()
+    assert cli(["crawl", "--urls", str(tmp_path / "urls"), "--out", str(tmp_path / "whole"), "--executor", "local",
+                *settings]) == 0
+
+    web.reset_stats()
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "jobs.crawl", "--urls", str(tmp_path / "urls"), "--out", str(killed),
+               "--executor", "local", *settings]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(killed.glob("crawl/_resume/*/*/seg-*.parquet"))) < 3:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    segments = sorted(killed.glob("crawl/_resume/*/*/seg-*.parquet"))
+    assert len(segments) >= 3 and not (killed / "crawl" / "_manifest.json").exists()
+    done = pa.concat_tables([pq.read_table(s) for s in segments])
+    assert 0 < done.num_rows < len(pages)
+    done_ok_paths = {p for u, o in zip(done["url"].to_pylist(), done["outcome"].to_pylist())
+                     if o == "ok" for p in [pages[u].path] if pages[u].kind == "article"}
+
+    web.reset_stats()
+    assert cli(["crawl", "--urls", str(tmp_path / "urls"), "--out", str(killed), "--executor", "local",
+                *settings]) == 0
+    asked_again = {(h, p) for h, s in web.stats().items() for p in s.paths}
+    done_ok = {(pages[u].host, pages[u].path) for u, o in zip(done["url"].to_pylist(), done["outcome"].to_pylist())
+               if o == "ok" and pages[u].kind == "article"}
+    whole, resumed = fetch_log(tmp_path / "whole"), fetch_log(killed)
+    # A finished page is asked for again only as the redirect target of a URL that was not finished.
+    finished = set(done["url"].to_pylist())
+    targets = {(URL(r["final_url"]).host, URL(r["final_url"]).path) for r in whole.to_pylist()
+               if r["url"] not in finished and r["final_url"]}
+    assert done_ok_paths and not ((done_ok - targets) & asked_again)
+    assert len(asked_again) < len({(p.host, p.path) for p in pages.values()})
+    assert whole.select(COMPARED).to_pylist() == resumed.select(COMPARED).to_pylist()
+    assert ok_payloads(tmp_path / "whole") == ok_payloads(killed)
+
+
+@pytest.mark.slow
+def test_same_output_on_ray(web, live, tmp_path, ray_session):
+    root, pages = live
+    stage = CrawlStage(config_of(web, num_buckets=3))
+    run_stage(stage, expand_inputs([str(root / "urls")]), str(tmp_path), RunOptions(executor="ray", quiet=True))
+    on_ray, local = fetch_log(tmp_path), fetch_log(root)
+    assert on_ray.select(COMPARED).to_pylist() == local.select(COMPARED).to_pylist()
+    assert ok_payloads(tmp_path) == ok_payloads(root)
