@@ -227,3 +227,21 @@ def test_cli_on_ray_then_loader_reads_the_index(tmp_path, ray_session, capsys):
     assert x.shape == (2, 32) and (x[:, 1:] == y[:, :-1]).all()
     assert main(args) == 0  # up to date: skipped
     assert "skipped" in capsys.readouterr().out
+
+
+def test_modded_nanogpt_reader_loads_our_shards(tmp_path):
+    """modded-nanogpt's `_load_data_shard`, as it is written there (less pin_memory, which needs a GPU)."""
+    import torch
+
+    run(write_parts(tmp_path / "docs", make_docs(100, seed=8), 1), tmp_path / "out", val_fraction=0.0)
+    for file in sorted((tmp_path / "out" / "tokenize").glob("part-train-*.bin")):
+        header = torch.from_file(str(file), False, 256, dtype=torch.int32)
+        assert header[0] == 20240520, "magic number mismatch in the data .bin file"
+        assert header[1] == 1, "unsupported version"
+        num_tokens = int(header[2])
+        with file.open("rb", buffering=0) as f:
+            tokens = torch.empty(num_tokens, dtype=torch.uint16)
+            f.seek(256 * 4)
+            nbytes = f.readinto(tokens.numpy())
+            assert nbytes == 2 * num_tokens, "number of tokens read does not match header"
+        assert (tokens.numpy() == read_shard_independently(file)).all()
