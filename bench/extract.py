@@ -102,9 +102,8 @@ def main() -> None:
             print(f"  stage on Ray, 2 workers: {rate:.1f} docs/s")
     b, b_plain, one, two = (statistics.median(x) for x in (bare, bare_plain, local, on_ray))
     print(f"median: bare {b:.1f} docs/s (no metadata {b_plain:.1f}), stage {one:.1f} docs/s on 1 core, "
-          f"{two:.1f} docs/s on 2 workers")
+          f"{two:.1f} docs/s on 2 workers; the stage (with metadata) is {one / b_plain:.2f} of bare without it")
     print(f"RESULT extract_vs_trafilatura={one / b:.2f} goal>=0.9")
-    print(f"RESULT extract_vs_trafilatura_no_metadata={one / b_plain:.2f} goal>=0.75")
     print(f"RESULT extract_2_workers_speedup={two / one:.2f} goal>=1.7")
 
 
