@@ -14,6 +14,7 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jobs.demo", "the main job end to end on generated data, on an embedded loopback-only Ray"),
+    "build-corpus": ("jobs.build_corpus", "dumps -> urls -> crawl -> extract -> filter -> dedup -> tokenize, one config"),
     "urls": ("jobs.urls", "Reddit submission dumps -> Parquet table of outbound URLs with karma"),
     "crawl": ("jobs.crawl", "URL table -> WARC files + fetch log: polite, SSRF-guarded, resumable crawl or WARC replay"),
     "extract": ("jobs.extract", "WARC files -> Parquet documents: main text, title, date, language, karma"),

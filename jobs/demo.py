@@ -1,7 +1,12 @@
-"""`make demo` / `webtext demo`: the main job end to end on generated default data, on an embedded Ray.
+"""`make demo` / `webtext demo`: the main job end to end at small scale on one machine, all on loopback.
 
-Today it runs the corpus stages that exist: a Pushshift-format dump of a few thousand submissions (self posts, NSFW,
-media links, URL variants and reposts planted) -> `urls`. Each later stage joins the chain as it lands.
+1. start the local web (`pipeline.localweb`): generated sites with articles, robots.txt and faults, on 127.0.0.1;
+2. write a Pushshift-format dump that links to it, with karma spread, URL variants, reposts, self posts, NSFW and
+   media links planted (`jobs.dumpgen.submissions_for_web`), so the right URL table is known;
+3. build the corpus (`jobs.build_corpus`: urls -> crawl -> extract -> filter -> dedup -> tokenize) on an embedded
+   Ray, crawling the local web through the crawler's resolve override;
+4. check the funnel against the planted truth and say so;
+5. pretrain the `tiny` GPT with DeepSpeed ZeRO-2 on 2 Ray Train workers on the shards (`--steps 0` skips it).
 """
 
 from __future__ import annotations
@@ -9,38 +14,113 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
+from jobs.build_corpus import CorpusConfig, build_corpus
 from jobs.cli import module_main
 from jobs.common import add_run_arguments, run_options
-from jobs.dumpgen import synthetic_records, write_dump
-from pipeline.runner import format_funnel, run_stage
-from pipeline.storage import expand_inputs
-from pipeline.urls import UrlsConfig, UrlsStage
+from jobs.dumpgen import submissions_for_web, write_dump
+from pipeline.localweb import LocalWeb
+from pipeline.urlnorm import normalize_url
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/demo", help="output directory (default: out/demo)")
-    parser.add_argument("--records", type=int, default=20000, help="submissions in the generated dump")
+    parser.add_argument("--hosts", type=int, default=24, help="sites on the local web")
+    parser.add_argument("--pages", type=int, default=12, help="articles per site")
+    parser.add_argument("--steps", type=int, default=40, help="pretraining steps (0: no pretraining)")
     parser.add_argument("--seed", type=int, default=0)
     add_run_arguments(parser)
+
+
+def demo_config(web: LocalWeb) -> CorpusConfig:
+    """Defaults, except what a local web on a 2-core machine asks for: its address, short timeouts."""
+    config = CorpusConfig()
+    config.crawl = config.crawl.model_copy(update={
+        "resolve": web.resolve(), "allow": ["127.0.0.1/32"], "min_delay_s": 0.05, "connect_timeout_s": 2.0,
+        "read_timeout_s": 2.0, "total_timeout_s": 5.0, "max_attempts": 2, "backoff_base_s": 0.1,
+        "backoff_max_s": 0.5, "max_retry_after_s": 2.0,
+    })
+    # A few hundred documents: a 0.5 % validation split could come out empty.
+    config.tokenize = config.tokenize.model_copy(update={"val_fraction": 0.05})
+    return config
+
+
+def check_against_truth(out: Path, expected_urls: set[str], web_pages) -> list[str]:
+    """Problems found comparing the URL table and the crawl's outcomes with what was planted."""
+    problems = []
+    url_rows = [r for p in sorted((out / "urls").glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    got = {r["url_norm"] for r in url_rows}
+    expected_urls = {normalize_url(url) for url in expected_urls}
+    if got != expected_urls:
+        problems.append(f"urls: {len(got ^ expected_urls)} URLs differ from the planted truth")
+    expected_outcome = {page.url: page.expected for page in web_pages}
+    expected_outcome = {normalize_url(url): outcome for url, outcome in expected_outcome.items()}
+    log = [r for p in sorted((out / "crawl").glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    wrong = [(r["url"], r["outcome"], expected_outcome[r["url_norm"]]) for r in log
+             if r["outcome"] != expected_outcome.get(r["url_norm"])]
+    if wrong:
+        problems.append(f"crawl: {len(wrong)} outcomes differ from the planted ones, e.g. {wrong[:3]}")
+    return problems
+
+
+def pretrain(out: Path, steps: int, seed: int) -> dict:
+    from pipeline.config import load_config
+    from training.config import TrainConfig
+    from training.launch import launch
+
+    out = out.resolve()  # Ray Train workers do not run in this directory
+    tokens = out / "tokenize"
+    cfg = load_config(TrainConfig, REPO / "configs" / "pretrain_tiny.yaml", [
+        f"out_dir={out / 'pretrain'}", f"max_steps={steps}", f"seed={seed}",
+        f"data.train=['{tokens}/part-train-*.bin']", f"data.val=['{tokens}/part-val-*.bin']",
+        "zero.stage=2", "launch.num_workers=2", f"checkpoint.every={steps}", f"eval.every={max(steps // 2, 1)}",
+        "batch.seq_len=128", "model.block_size=128",
+    ])
+    return launch(cfg)
 
 
 def run(args: argparse.Namespace) -> int:
     started = time.time()
     out = Path(args.out)
-    dumps = out / "dumps"
-    dumps.mkdir(parents=True, exist_ok=True)
-    half = args.records // 2
-    for month, (n, offset) in {"2019-06": (half, 0), "2019-07": (args.records - half, half)}.items():
-        path = dumps / f"RS_{month}.zst"
-        if not path.exists():
-            write_dump(path, synthetic_records(n, seed=args.seed + offset, id_prefix=f"{month}_"), "zst")
-    print(f"demo: {args.records:,} generated submissions in {dumps}/")
-    urls = run_stage(UrlsStage(UrlsConfig()), expand_inputs([str(dumps)]), str(out), run_options(args))
-    print(format_funnel(urls))
-    print(f"demo: done in {time.time() - started:.0f}s; URL table in {out / 'urls'}/")
-    return 0
+    out.mkdir(parents=True, exist_ok=True)
+    web = LocalWeb(seed=args.seed, n_hosts=args.hosts, pages_per_host=args.pages, hang_s=30.0)
+    web.start()
+    try:
+        pages = web.pages()
+        records, expected_urls = submissions_for_web([p.url for p in pages], seed=args.seed)
+        expected_urls = {url for url in expected_urls if not url.endswith(".pdf")}  # the extension blocklist
+        # The local web's port is new each run, so the dump (and every stage after it) is rebuilt each run.
+        dumps = out / "dumps"
+        dumps.mkdir(exist_ok=True)
+        for old in dumps.glob("*.zst"):
+            old.unlink()
+        write_dump(dumps / "RS_demo.zst", records, "zst")
+        kinds = Counter(p.kind for p in pages)
+        print(f"demo: local web on 127.0.0.1:{web.port}: {args.hosts} sites, {len(pages)} pages "
+              f"({kinds['article']} articles, {len(pages) - kinds['article']} robots-disallowed or faulty); "
+              f"dump of {len(records):,} submissions in {dumps}/", flush=True)
+        results = build_corpus([str(dumps)], str(out), demo_config(web), run_options(args))
+    finally:
+        web.stop()
+    problems = check_against_truth(out, expected_urls, pages)
+    for problem in problems:
+        print(f"demo: CHECK FAILED: {problem}")
+    if not problems:
+        print(f"demo: the URL table and every crawl outcome match the planted truth "
+              f"({len(expected_urls)} URLs with karma >= 3)")
+    summary = {r.name: r.funnel.get("out", 0) for r in results}
+    print("demo: corpus funnel:", ", ".join(f"{k} {v:,}" for k, v in summary.items()))
+    if args.steps:
+        metrics = pretrain(out, args.steps, args.seed)
+        print(f"demo: pretrained the tiny GPT for {args.steps} steps with ZeRO-2 on 2 Ray Train workers: {metrics}")
+    print(f"demo: done in {time.time() - started:.0f}s; outputs under {out}/")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -110,3 +110,40 @@ def write_large_zst(path: Path, n: int, seed: int = 0, era: str = "2020s", chunk
             records = synthetic_records(min(chunk, n - start), seed=seed * 1_000_003 + start, id_prefix=f"{start}_")
             out.write(b"".join(b"{" + json.dumps(r)[1:-1].encode() + b", " + filler + b"}\n" for r in records))
     return path
+
+
+def submissions_for_web(urls: list[str], seed: int = 0, min_karma: int = 3) -> tuple[list[dict], set[str]]:
+    """A dump that links to `urls`, with the traps a real one has, and the URLs the urls stage must keep.
+
+    Each URL is posted one to three times, some of them as variants of it (`www.`, tracking parameters,
+    fragment, trailing slash), with scores spread around `min_karma`; around them: self posts, NSFW
+    links, media links and posts with a bad scheme. Returns (records, URLs whose best score reaches min_karma).
+    """
+    rng = random.Random(seed)
+    records, kept, n = [], set(), 0
+
+    def post(url: str, score: int, **kw) -> None:
+        nonlocal n
+        records.append(submission(f"d{n:x}", url, score=score, created_utc=1_560_000_000 + n * 7,
+                                  subreddit=rng.choice(["news", "science", "books", "history"]), **kw))
+        n += 1
+
+    for url in urls:
+        scores = [max(0, int(rng.paretovariate(1.0)) - 1 + rng.choice([0, 0, 1, 3])) for _ in range(rng.randint(1, 3))]
+        for i, score in enumerate(scores):
+            variant = url if i == 0 else rng.choice([
+                url.replace("http://", "http://www.", 1), url + "?utm_source=reddit&utm_medium=social",
+                url + "#comments", url + "/"])
+            post(variant, score)
+        if max(scores) >= min_karma:
+            kept.add(url)
+        if rng.random() < 0.1:
+            post(url, 50, over_18=True)  # the same page posted as NSFW elsewhere still counts once, as SFW
+    for i in range(len(urls) // 2):
+        post(f"https://www.reddit.com/r/news/comments/{i:x}/a_self_post/", 10, is_self=True)
+        post(f"https://i.redd.it/{i:x}.jpg", 25)
+        post(f"https://example-images.com/pic{i}.png", 15)
+        post(f"http://nsfw-site{i % 5}.example/p/{i}", 30, over_18=True)
+    post("ftp://files.example/archive", 40)
+    rng.shuffle(records)
+    return records, kept

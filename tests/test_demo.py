@@ -1,0 +1,35 @@
+"""The demo end to end (corpus part) through its command: local web, planted dump, all six stages, truth check."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_demo_corpus_matches_the_planted_truth(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "jobs.demo", "--out", str(out), "--hosts", "8", "--pages", "6",
+                           "--steps", "0"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "match the planted truth" in proc.stdout
+    for stage in ("urls", "crawl", "extract", "filter", "dedup", "tokenize"):
+        assert (out / stage / "_manifest.json").exists(), stage
+    docs = [r for p in sorted((out / "dedup").glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert docs and all(d["text"] and d["score"] >= 3 for d in docs)
+    assert list((out / "tokenize").glob("part-train-*.bin"))
+
+
+def test_build_corpus_config_names_the_section_of_an_unknown_key(tmp_path):
+    from jobs.build_corpus import CorpusConfig
+    from pipeline.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="unknown key 'dedup.threshhold'"):
+        load_config(CorpusConfig, None, ["dedup.threshhold=0.5"])
+    assert load_config(CorpusConfig, None, ["urls.min_karma=5"]).urls.min_karma == 5
