@@ -179,10 +179,6 @@ def train_worker(config: dict) -> dict:
                 bad_in_a_row = 0
             step += 1
             tokens_since += tokens_per_step
-            if step_bad and bad_in_a_row >= cfg.max_bad_steps:
-                raise TrainingDiverged(
-                    f"loss was NaN/inf in {bad_in_a_row} consecutive steps (up to step {step}); stopping. "
-                    f"Lower optim.lr, check the data, or use bf16/fp32 instead of fp16.")
             if step % cfg.log.every == 0 or step == cfg.max_steps or step_bad:
                 elapsed = time.perf_counter() - t_last
                 tokens_per_s = tokens_since / elapsed if elapsed > 0 else 0.0
@@ -191,6 +187,10 @@ def train_worker(config: dict) -> dict:
                         mfu=mfu(tokens_per_s, flops_per_token, peak, d.world_size), bad_steps=bad_steps,
                         tokens=step * tokens_per_step)
                 t_last, tokens_since = time.perf_counter(), 0
+            if step_bad and bad_in_a_row >= cfg.max_bad_steps:
+                raise TrainingDiverged(
+                    f"loss was NaN/inf in {bad_in_a_row} consecutive steps (up to step {step}); stopping. "
+                    f"Lower optim.lr, check the data, or use bf16/fp32 instead of fp16.")
             if cfg.data.val and ((cfg.eval.every and step % cfg.eval.every == 0) or step == cfg.max_steps):
                 metrics = evaluate(engine, cfg, d.rank, d.world_size, d.device)
                 log.log(step, **metrics)

@@ -1,0 +1,150 @@
+"""Training runs end to end on 2 CPU ranks: every ZeRO stage against stage 0, exact resume after a real kill,
+Ray Train and torchrun giving the same run, checkpoints, evaluation, metrics, exports and NaN handling.
+
+Tolerances: a ZeRO stage's losses follow stage 0's within 1e-5 relative (the stages reduce gradients in
+different orders, so fp32 sums differ in the last bits); a resumed run equals the uninterrupted one bit for bit
+(fp32 on CPU), as do the two launchers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from jobs.cli import main as cli_main
+from tests.training_helpers import tiny_config, write_token_dataset
+from training import checkpoint
+from training.config import TrainConfig
+from training.hf import import_hf
+from training.launch import launch
+from training.loop import KILL_AT_STEP_ENV, TrainingDiverged
+from training.metrics import losses_by_step, read_metrics
+from training.model import GPT
+
+STEPS, KILL_AT = 8, 5  # checkpoints every 4 steps: the killed run resumes from step 4 and redoes step 5
+TWO_RANKS = {"launch.num_workers": 2, "batch.micro_batch_size": 2, "batch.global_batch_size": 8,
+             "batch.grad_accum_steps": None}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_token_dataset(tmp_path_factory.mktemp("tokens"))
+
+
+def run(data, out_dir, **overrides) -> dict:
+    return launch(TrainConfig.model_validate(tiny_config(data, out_dir, **overrides)))
+
+
+@pytest.fixture(scope="module")
+def stage0_losses(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stage0")
+    run(data, out, **TWO_RANKS, **{"launch.launcher": "torchrun", "zero.stage": 0})
+    return losses_by_step(out / "metrics.jsonl")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_zero_stage_follows_stage0_and_resumes_exactly_after_a_kill(stage, data, stage0_losses, tmp_path,
+                                                                    monkeypatch, capsys):
+    opts = {**TWO_RANKS, "launch.launcher": "torchrun", "zero.stage": stage, "checkpoint.export_fp32": True}
+    run(data, tmp_path / "full", **opts)
+    full = losses_by_step(tmp_path / "full" / "metrics.jsonl")
+    assert sorted(full) == list(range(1, STEPS + 1))
+    for step, loss in stage0_losses.items():
+        assert full[step] == pytest.approx(loss, rel=1e-5), f"stage {stage} vs stage 0 at step {step}"
+    assert full[STEPS] < full[1] - 0.3
+
+    monkeypatch.setenv(KILL_AT_STEP_ENV, str(KILL_AT))
+    with pytest.raises(Exception, match="torchrun exited"):
+        run(data, tmp_path / "killed", **opts)
+    assert checkpoint.complete_tags(tmp_path / "killed" / "checkpoints") == ["step_00000004"]
+    monkeypatch.delenv(KILL_AT_STEP_ENV)
+    summary = run(data, tmp_path / "killed", **opts)
+    assert summary["resumed_from"] == "step_00000004" and summary["step"] == STEPS
+    assert losses_by_step(tmp_path / "killed" / "metrics.jsonl") == full  # bitwise
+    val = losses_by_step(tmp_path / "killed" / "metrics.jsonl", "val_loss")
+    assert val == losses_by_step(tmp_path / "full" / "metrics.jsonl", "val_loss")
+
+    # The consolidated fp32 export (gathered from ZeRO's master weights in the run) equals DeepSpeed's offline
+    # consolidation of the sharded checkpoint, and evaluates to the run's own final validation loss.
+    ckpt_root = tmp_path / "full" / "checkpoints"
+    exported = checkpoint.load_fp32(ckpt_root / "step_00000008" / checkpoint.FP32_EXPORT)
+    (ckpt_root / "step_00000008" / checkpoint.FP32_EXPORT).unlink()
+    offline = checkpoint.consolidate(ckpt_root, "step_00000008")
+    assert exported.keys() == offline.keys()
+    for name in exported:
+        assert torch.equal(exported[name], offline[name]), name
+    if stage == 3:  # `webtext eval` on the sharded ZeRO-3 checkpoint, in one process without DeepSpeed
+        capsys.readouterr()
+        assert cli_main(["eval", "--checkpoint", str(tmp_path / "full")]) == 0
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # DeepSpeed logs to stdout first
+        assert result["val_loss"] == pytest.approx(val[STEPS], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_ray_train_runs_the_same_training_as_torchrun(data, ray_session, tmp_path):
+    opts = {**TWO_RANKS, "zero.stage": 2, "launch.cpus_per_worker": 0.5}
+    summary = run(data, tmp_path / "ray", **opts, **{"launch.launcher": "ray"})
+    run(data, tmp_path / "torchrun", **opts, **{"launch.launcher": "torchrun"})
+    assert summary["world_size"] == 2 and summary["step"] == STEPS
+    ray_losses = losses_by_step(tmp_path / "ray" / "metrics.jsonl")
+    assert ray_losses == losses_by_step(tmp_path / "torchrun" / "metrics.jsonl")
+    assert not list((tmp_path / "ray").glob(".pg-*")), "the FileStore rendezvous file is removed"
+
+
+@pytest.mark.slow
+def test_one_process_run_logs_evaluates_keeps_last_k_and_exports(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    summary = run(data, out, **{"checkpoint.every": 2, "checkpoint.keep_last": 2, "checkpoint.export_hf": True, "log.tensorboard": True,
+                                "eval.every": 4})
+    assert checkpoint.complete_tags(out / "checkpoints") == ["step_00000006", "step_00000008"]
+    records = read_metrics(out / "metrics.jsonl")
+    train = [r for r in records if "loss" in r]
+    assert [r["step"] for r in train] == list(range(1, STEPS + 1))
+    for r in train:
+        assert r["lr"] > 0 and r["grad_norm"] > 0 and r["tokens_per_s"] > 0 and r["tokens"] == r["step"] * 128
+        assert r["mfu"] == "unknown"  # a CPU has no entry in the peak-FLOPs table
+    val = {r["step"]: r for r in records if "val_loss" in r}
+    assert sorted(val) == [4, 8]
+    assert val[8]["val_ppl"] == pytest.approx(2.718281828 ** val[8]["val_loss"], rel=1e-6)
+    assert (out / "loss.png").stat().st_size > 1000
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+    # `webtext eval` reads the same fixed validation windows and gets the run's own final figure.
+    capsys.readouterr()
+    assert cli_main(["eval", "--checkpoint", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-6)
+
+    # The Hugging Face export comes back through our importer with the trained weights.
+    trained = GPT(TrainConfig.model_validate(tiny_config(data, out)).model.gpt_config())
+    trained.load_state_dict(checkpoint.consolidate(out / "checkpoints", "step_00000008"))
+    back = import_hf(out / "hf", pad_vocab_to=64)
+    idx = torch.randint(0, 512, (2, 16))
+    torch.testing.assert_close(back.eval()(idx)[0], trained.eval()(idx)[0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_non_finite_losses_skip_the_step_and_repeated_ones_stop_the_run(data, tmp_path):
+    # Masked-LM with a masking rate so low that no position is masked: every loss is 0/0 = NaN.
+    opts = {"model.objective": "mlm", "model.mlm_probability": 1e-9, "max_bad_steps": 3, "checkpoint.every": 1,
+            "checkpoint.keep_last": 5, "data.val": []}
+    with pytest.raises(TrainingDiverged, match="NaN/inf in 3 consecutive steps"):
+        run(data, tmp_path / "nan", **opts)
+    records = read_metrics(tmp_path / "nan" / "metrics.jsonl")
+    assert [(r["step"], r["loss"], r["bad_steps"]) for r in records] == [(1, "nan", 1), (2, "nan", 2), (3, "nan", 3)]
+    # A skipped step changes no weight.
+    ckpts = tmp_path / "nan" / "checkpoints"
+    before, after = checkpoint.consolidate(ckpts, "step_00000001"), checkpoint.consolidate(ckpts, "step_00000002")
+    for name in before:
+        assert torch.equal(before[name], after[name]), name
+
+    # At a rate where some micro-batches mask nothing, those steps are skipped and counted and the run goes on.
+    summary = run(data, tmp_path / "some", **{**opts, "model.mlm_probability": 0.01, "batch.micro_batch_size": 1,
+                                              "max_bad_steps": 100})
+    records = read_metrics(tmp_path / "some" / "metrics.jsonl")
+    bad = [r for r in records if r["loss"] == "nan"]
+    good = [r for r in records if isinstance(r["loss"], float)]
+    assert summary["step"] == STEPS and summary["bad_steps"] == len(bad) > 0 and good
