@@ -1,0 +1,78 @@
+"""`webtext generate`: sample continuations from a checkpoint (a run directory, <run>/checkpoints/step_N, or a
+Hugging Face GPT-2 directory) on CPU or GPU. Several --prompt are one left-padded batch. With --chat each prompt is
+a user message and the reply is the assistant turn, through the chat template saved with the run. Prints one JSON
+line per prompt: {"prompt", "completion"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from jobs.cli import UserError, module_main
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, metavar="CKPT",
+                        help="run directory (newest checkpoint), <run>/checkpoints/step_N, or an HF GPT-2 dir")
+    parser.add_argument("--prompt", action="append", required=True, metavar="TEXT",
+                        help="prompt text (repeat for a batch)")
+    parser.add_argument("--chat", action="store_true", help="treat each prompt as a user message; reply as the "
+                                                            "assistant, stopping at the end-of-turn marker")
+    parser.add_argument("--system", help="system message for --chat")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--seed", type=int, help="sampling seed (same seed, same output)")
+    parser.add_argument("--no-cache", action="store_true", help="recompute the whole prefix each token")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from pipeline.tokenizer import gpt2_encoding
+    from training.finetune_data import ChatTemplate, FinetuneDataError, _check_messages
+    from training.generate import Sampling, generate_text, load_model
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, seed=args.seed, use_cache=not args.no_cache)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    model, template = load_model(args.ckpt, device)
+    encoding = gpt2_encoding()
+    prompts = args.prompt
+    if args.chat:
+        if template is None:
+            print(f"webtext: note: {args.ckpt} has no saved chat template; using the default", file=sys.stderr)
+            template = ChatTemplate()
+        texts = []
+        for i, prompt in enumerate(prompts):
+            messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+                {"role": "user", "content": prompt}]
+            try:
+                # the same checks as training data, bar the assistant turn still to come
+                _check_messages(messages + [{"role": "assistant", "content": "-"}], f"--prompt #{i + 1}", template)
+            except FinetuneDataError as err:
+                raise UserError(str(err)) from None
+            texts.append(template.chat_prompt(messages))
+        sampling.stop_ids = tuple(dict.fromkeys((template.end_of_turn_id, *sampling.stop_ids)))
+    else:
+        texts = prompts
+    try:
+        completions = generate_text(model, encoding, texts, sampling)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    for prompt, completion in zip(prompts, completions):
+        print(json.dumps({"prompt": prompt, "completion": completion}, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(module_main("jobs.generate"))

@@ -1,0 +1,179 @@
+"""Sampling from a GPT-2 model: temperature, top-k, top-p (nucleus), greedy, a seed, a stop token, batched prompts
+(left padded, with an attention mask so padding is never attended to and positions count real tokens only), and a
+KV cache so each new token costs one position, not the whole prefix. Greedy decoding gives the same tokens with and
+without the cache (tests/test_generate.py).
+
+Models load from our runs (a run directory, its `checkpoints/` or one `step_*` directory: consolidated fp32 weights
+via `training.checkpoint.consolidate`) or from a Hugging Face GPT-2 directory (`training.hf.import_hf`), on CPU or
+GPU. The chat template saved with a fine-tuned run (`webtext_chat_template.json`) is found next to the weights.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from training.finetune_data import EOT_ID, TEMPLATE_FILE, ChatTemplate
+from training.model import GPT, GPTConfig, KVCache
+
+
+@dataclass
+class Sampling:
+    max_new_tokens: int = 64
+    temperature: float = 1.0  # 0: greedy (argmax)
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop_ids: tuple[int, ...] = (EOT_ID,)
+    use_cache: bool = True
+
+    def __post_init__(self):
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Logits with the tokens outside the top k and outside the smallest set of probability >= top_p set to -inf
+    (the most likely token always stays)."""
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = F.softmax(sorted_logits, dim=-1)
+        before = probs.cumsum(-1) - probs  # probability of the tokens ranked above each one
+        drop_sorted = before >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def next_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:
+    if sampling.temperature == 0:
+        return logits.argmax(-1)
+    logits = filter_logits(logits.float() / sampling.temperature, sampling.top_k, sampling.top_p)
+    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate_ids(model: GPT, prompts: list[list[int]], sampling: Sampling) -> list[list[int]]:
+    """The new tokens for each prompt (token ids), up to and excluding a stop token. Prompts of different lengths
+    are left padded in one batch. Generation ends at a stop token, `max_new_tokens`, or the model's block size."""
+    if model.config.objective != "clm":
+        raise ValueError("generation needs a causal LM (objective: clm)")
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    device = next(model.parameters()).device
+    model.eval()
+    longest = max(len(p) for p in prompts)
+    if longest > model.config.block_size:
+        raise ValueError(f"a prompt of {longest} tokens is longer than block_size {model.config.block_size}")
+    pad = EOT_ID if EOT_ID < model.config.vocab_size else 0  # any id: padding is masked out
+    idx = torch.tensor([[pad] * (longest - len(p)) + list(p) for p in prompts], dtype=torch.long, device=device)
+    mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long, device=device)
+    padded = bool((mask == 0).any())
+    generator = None
+    if sampling.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(sampling.seed)
+    stop = torch.tensor(sampling.stop_ids, dtype=torch.long, device=device)
+    B = len(prompts)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    out = [[] for _ in range(B)]
+    cache = KVCache(model.config.n_layer) if sampling.use_cache else None
+    step_input = idx
+    for _ in range(min(sampling.max_new_tokens, model.config.block_size - longest)):
+        if cache is not None:
+            logits, _ = model(step_input, kv_cache=cache, attention_mask=mask if padded else None)
+        else:
+            logits, _ = model(idx, attention_mask=mask if padded else None)
+        token = next_tokens(logits[:, -1, :], sampling, generator)
+        token = torch.where(done, torch.full_like(token, pad), token)
+        for b in (~done).nonzero().flatten().tolist():
+            if not torch.isin(token[b], stop):
+                out[b].append(int(token[b]))
+        done |= torch.isin(token, stop)
+        if bool(done.all()):
+            break
+        idx = torch.cat([idx, token[:, None]], dim=1)
+        mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=device)], dim=1)
+        step_input = token[:, None]
+    return out
+
+
+def generate_text(model: GPT, encoding, prompts: list[str], sampling: Sampling) -> list[str]:
+    ids = generate_ids(model, [encoding.encode_ordinary(p) for p in prompts], sampling)
+    return [encoding.decode(t) for t in ids]
+
+
+def chat_reply(model: GPT, encoding, template: ChatTemplate, messages: list[dict], sampling: Sampling) -> str:
+    """The next assistant turn after `messages`, stopping at the template's end-of-turn token."""
+    stops = tuple(dict.fromkeys((template.end_of_turn_id, *sampling.stop_ids)))
+    sampling = Sampling(**{**sampling.__dict__, "stop_ids": stops})
+    return generate_text(model, encoding, [template.chat_prompt(messages)], sampling)[0]
+
+
+def load_model(source: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, ChatTemplate | None]:
+    """A model for sampling from a run directory, a `checkpoints/` directory, one `step_*` checkpoint, a
+    consolidated `.safetensors` export next to its run, or a Hugging Face GPT-2 directory; and its chat template
+    if one was saved with it."""
+    from training import checkpoint
+
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    config_json = path / "config.json" if path.is_dir() else None
+    if config_json is not None and config_json.is_file() and json.loads(config_json.read_text()).get(
+            "model_type") == "gpt2":
+        from training.hf import import_hf
+
+        model = import_hf(path)
+        run_dirs = [path, path.parent]
+    else:
+        run_dir, ckpt_root, tag = locate_checkpoint(path)
+        model_cfg = run_model_config(run_dir)
+        model = GPT(model_cfg)
+        state = checkpoint.consolidate(ckpt_root, tag)
+        model.load_state_dict(state)
+        run_dirs = [path, run_dir]
+    template = None
+    for directory in run_dirs:
+        if (directory / TEMPLATE_FILE).is_file():
+            template = ChatTemplate.load(directory / TEMPLATE_FILE)
+            break
+    return model.to(device).eval(), template
+
+
+def locate_checkpoint(path: Path) -> tuple[Path, Path, str]:
+    """(run directory, checkpoints directory, tag) for a run dir, its checkpoints dir or a step dir; the newest
+    complete checkpoint unless a step is named."""
+    from training import checkpoint
+
+    if path.name.startswith("step_") and (path / checkpoint.COMPLETE).is_file():
+        return path.parent.parent, path.parent, path.name
+    ckpt_root = path if path.name == "checkpoints" else path / "checkpoints"
+    tags = checkpoint.complete_tags(ckpt_root)
+    if not tags:
+        raise FileNotFoundError(f"{path}: no complete checkpoint (looked in {ckpt_root}) and no HF config.json")
+    return ckpt_root.parent, ckpt_root, tags[-1]
+
+
+def run_model_config(run_dir: Path) -> GPTConfig:
+    """The model of a run, from the TrainConfig it saved (`config.json`)."""
+    from training.config import ModelConfig
+
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the run's config is missing; cannot rebuild its model")
+    model = dict(json.loads(path.read_text())["model"])
+    model["init_from"] = None
+    return ModelConfig.model_validate(model).gpt_config()
