@@ -134,10 +134,12 @@ class LocalWeb:
 
     def __init__(self, seed: int = 0, n_hosts: int = 20, pages_per_host: int = 10, latency_s: float = 0.0,
                  crawl_delay: float | None = None, slow_s: float = 0.5, hang_s: float = 120.0,
-                 retry_after_s: int = 1, bomb_mb: int = 100, faults_per_host: int = 2):
+                 retry_after_s: int = 1, bomb_mb: int = 100, faults_per_host: int = 2, robots_faults: bool = True):
         self.seed, self.n_hosts, self.pages_per_host = seed, n_hosts, pages_per_host
         self.latency_s, self.crawl_delay, self.slow_s, self.hang_s = latency_s, crawl_delay, slow_s, hang_s
         self.retry_after_s, self.bomb_mb, self.faults_per_host = retry_after_s, bomb_mb, faults_per_host
+        self.robots_faults = robots_faults  # False: every host serves its robots.txt (the benchmark's web)
+        self._pages_html: dict[tuple[str, int], bytes] = {}
         self.port: int | None = None
         self._stats: dict[str, HostStats] = {}
         self._in_flight = 0
@@ -168,6 +170,8 @@ class LocalWeb:
         return {f"*.{DOMAIN}": f"127.0.0.1:{self.port}"}
 
     def robots_variant(self, host: str) -> str:
+        if not self.robots_faults:
+            return "rules"
         index = int(host.split(".", 1)[0][len("site"):])
         return {ROBOTS_503: "unreachable", ROBOTS_404: "missing"}.get(index % 7, "rules")
 
@@ -324,7 +328,12 @@ class LocalWeb:
         if head in ("article", "private", "slow", ""):
             if head == "slow":
                 await asyncio.sleep(self.slow_s)
-            return self._html(self.article_html(host, k))
+            body = self._pages_html.get((host, k))
+            if body is None:
+                body = self.article_html(host, k).encode()
+                if len(self._pages_html) < 100_000:
+                    self._pages_html[(host, k)] = body
+            return web.Response(body=body, headers={"Content-Type": "text/html; charset=utf-8"})
         if head == "redirect":
             raise web.HTTPMovedPermanently(f"/article/{k}")
         if head == "xredirect":
@@ -467,9 +476,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every response")
     parser.add_argument("--crawl-delay", type=float, default=None)
+    parser.add_argument("--plain-robots", action="store_true", help="no robots.txt faults (every host has rules)")
     parser.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until killed)")
     args = parser.parse_args(argv)
-    site = LocalWeb(args.seed, args.hosts, args.pages, latency_s=args.latency, crawl_delay=args.crawl_delay)
+    site = LocalWeb(args.seed, args.hosts, args.pages, latency_s=args.latency, crawl_delay=args.crawl_delay,
+                    robots_faults=not args.plain_robots)
     port = site.start(args.port)
     print(json.dumps({"port": port, "resolve": site.resolve(), "pages": len(site.pages())}), flush=True)
     try:

@@ -126,6 +126,8 @@ class AddressGuard:
 
     def check_literal(self, host: str) -> None:
         """Raise BlockedAddress if `host` is an IP literal the guard refuses (names are checked on resolution)."""
+        if ":" not in host and not host[-1:].isdigit():
+            return  # a name: IPv4 literals end in a digit and IPv6 ones hold a colon
         try:
             ip = ipaddress.ip_address(host.strip("[]"))
         except ValueError:

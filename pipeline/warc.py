@@ -8,12 +8,15 @@ way Common Crawl stores it since 2018); the original `Content-Encoding`, `Conten
 
 from __future__ import annotations
 
+import hashlib
 import io
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
+from warcio.utils import Digester
 from warcio.warcwriter import WARCWriter
 
 RENAMED_HEADERS = {"content-encoding", "content-length", "transfer-encoding"}
@@ -38,12 +41,37 @@ class Exchange:
         return next((v for k, v in self.headers if k.lower() == name), None)
 
 
+class _Sha1(Digester):
+    """warcio's digester through `hashlib.new`, which costs more than the hashing of a typical page."""
+
+    def __init__(self, type_: str = "sha1"):
+        self.type_, self.digester = "sha1", hashlib.sha1()
+
+
+class _Writer(WARCWriter):
+    @staticmethod
+    def _create_digester() -> Digester:
+        return _Sha1()
+
+
 class WarcSink:
-    """Appends exchanges to a seekable binary stream as response + request records; returns the response's offset."""
+    """Appends exchanges to a seekable binary stream as response + request records; returns the response's offset.
+
+    warcio builds and serialises each record (digests included); each is then compressed as its own gzip member
+    at level 6 (warcio's level 9 costs twice the time for a file about 3 % smaller).
+    """
 
     def __init__(self, stream):
         self.stream = stream
-        self.writer = WARCWriter(stream, gzip=True)
+        self.scratch = io.BytesIO()
+        self.writer = _Writer(self.scratch, gzip=False)
+
+    def _write_member(self, record) -> None:
+        self.scratch.seek(0)
+        self.scratch.truncate()
+        self.writer.write_record(record)
+        compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+        self.stream.write(compressor.compress(self.scratch.getbuffer()) + compressor.flush())
 
     def write(self, exchange: Exchange) -> int:
         from yarl import URL
@@ -59,16 +87,16 @@ class WarcSink:
         if exchange.date:
             warc_headers["WARC-Date"] = exchange.date
         response_record = self.writer.create_warc_record(
-            exchange.url, "response", payload=io.BytesIO(exchange.body), http_headers=response,
-            warc_headers_dict=dict(warc_headers),
+            exchange.url, "response", payload=io.BytesIO(exchange.body), length=len(exchange.body),
+            http_headers=response, warc_headers_dict=dict(warc_headers),
         )
         request_record = self.writer.create_warc_record(
-            exchange.url, "request", payload=io.BytesIO(b""), http_headers=request, warc_headers_dict=dict(warc_headers),
+            exchange.url, "request", payload=None, http_headers=request, warc_headers_dict=dict(warc_headers),
         )
         request_record.rec_headers.replace_header("WARC-Concurrent-To", response_record.rec_headers.get_header("WARC-Record-ID"))
         offset = self.stream.tell()
-        self.writer.write_record(response_record)
-        self.writer.write_record(request_record)
+        self._write_member(response_record)
+        self._write_member(request_record)
         return offset
 
 

@@ -126,6 +126,8 @@ def test_live_refusals(web):
         f"http://127.0.0.1:{web.port}/article/0",
         f"http://[::ffff:127.0.0.1]:{web.port}/article/0",
         f"http://localhost:{web.port}/article/0",
+        f"http://2130706433:{web.port}/article/0",  # 127.0.0.1 as one number: aiohttp refuses it as bad_url
+        f"http://0x7f.1:{web.port}/article/0",  # and in inet_aton's hex shorthand
         web.url(0, "/ftp"),
         "ftp://site000.web.test/file",
         "file:///etc/passwd",
@@ -135,7 +137,7 @@ def test_live_refusals(web):
     results = fetch_all(config, urls)
     outcomes = [r.outcome for r in results]
     assert outcomes == ["ok", "blocked_address", "blocked_address", "blocked_address", "blocked_address",
-                        "blocked_address", "blocked_address", "bad_scheme", "bad_scheme", "bad_scheme", "bad_scheme"]
+                        "blocked_address", "blocked_address", "bad_url", "blocked_address", "bad_scheme", "bad_scheme", "bad_scheme", "bad_scheme"]
     # The page was fetched from the address the resolver checked.
     assert results[0].exchanges[-1].ip == "127.0.0.1"
     # Nothing was requested except the page and the three redirects that were refused after their hop.
