@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from training.config import TrainConfig
     from training.launch import LaunchError, launch
+    from pipeline.shards import ShardError
     from training.loop import TrainingDiverged, train_worker
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             summary = train_worker(cfg.model_dump(mode="json"))
         else:
             summary = launch(cfg)
-    except (LaunchError, TrainingDiverged) as err:
+    except (LaunchError, TrainingDiverged, ShardError) as err:
         raise UserError(str(err)) from None
     if summary.get("rank", 0) == 0:
         print(json.dumps(summary))

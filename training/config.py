@@ -40,7 +40,8 @@ class ModelConfig(Config):
 
 
 class DataConfig(Config):
-    train: list[str] = Field(default_factory=list, description="token shard files, directories or globs")
+    train: list[str] = Field(default_factory=list,
+                             description="token shard files, globs, or tokenize output directories (index.json)")
     val: list[str] = Field(default_factory=list)
     loader: str = Field("training.data:TokenWindows", description="module:Class of the token window loader")
 

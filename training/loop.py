@@ -36,18 +36,23 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive steps with a non-finite loss."""
 
 
-def expand_shards(specs: list[str], what: str) -> list[str]:
-    """Shard files from files, directories (their *.bin) and globs, in a stable order."""
+def expand_shards(specs: list[str], split: str) -> list[str]:
+    """Shard files from files, globs and tokenize output directories (the split's shards in their index.json),
+    in a stable order."""
     paths: list[str] = []
     for spec in specs:
         if os.path.isdir(spec):
-            found = sorted(glob.glob(os.path.join(spec, "*.bin")))
+            from pipeline.shards import read_index
+
+            index, directory = read_index(spec)
+            shards = index["splits"].get(split, {}).get("shards", [])
+            found = [str(directory / shard["name"]) for shard in shards]
         elif any(c in spec for c in "*?["):
             found = sorted(glob.glob(spec))
         else:
             found = [spec] if os.path.isfile(spec) else []
         if not found:
-            raise FileNotFoundError(f"data.{what}: no token shards at {spec!r}")
+            raise FileNotFoundError(f"data.{split}: no token shards at {spec!r}")
         paths.extend(found)
     return paths
 
