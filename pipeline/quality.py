@@ -41,7 +41,8 @@ class QualityConfig(Config):
     min_alpha_words: float | None = Field(0.8, description="Gopher: share of words with a letter")
     min_stop_words: int | None = Field(2, description="Gopher: English stop words present (en documents only)")
     min_terminal_punctuation_lines: float | None = Field(
-        0.4, description="C4 keeps lines ending in punctuation; here: share of lines that do")
+        0.2, description="C4 keeps lines ending in punctuation; here: share of lines that do (0.4 dropped 10 of "
+        "158 English scrapinghub articles, 0.2 drops 2)")
     max_boilerplate_lines: float | None = Field(0.3, description="C4: share of lines with boilerplate phrases")
     boilerplate_phrases: list[str] = list(DEFAULT_BOILERPLATE)
     drop_lorem_ipsum: bool = Field(True, description="C4: placeholder text")
