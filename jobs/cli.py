@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenize": ("jobs.tokenize", "documents -> GPT-2 BPE token shards (llm.c layout), train/val split, index.json"),
     "pretrain": ("jobs.pretrain", "token shards -> GPT-2 trained with DeepSpeed ZeRO on Ray Train or torchrun; resumable"),
     "eval": ("jobs.evaluate", "checkpoint -> validation loss and perplexity on the run's fixed validation windows"),
+    "finetune": ("jobs.finetune", "checkpoint + JSONL completion/QA/dialogue -> fine-tuned model, loss on answers only"),
+    "generate": ("jobs.generate", "checkpoint -> sampled text (temperature, top-k/p, KV cache); --chat for dialogue"),
 }
 
 

@@ -1,0 +1,45 @@
+"""`webtext finetune`: fine-tune a pretrained GPT-2 (one of our runs or checkpoints, or a Hugging Face GPT-2
+directory) on JSONL completion / QA / dialogue examples, loss on the answers only, with the pretraining engine,
+launchers (Ray Train by default) and checkpoints; resumes from the newest checkpoint in out_dir. Prints the
+summary: validation loss on answer tokens and QA exact match.
+
+Under `torchrun`/`deepspeed` (RANK and WORLD_SIZE set) each rank prepares the same data and trains directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from jobs.cli import UserError, module_main
+from pipeline.config import load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="source", required=True, metavar="CKPT",
+                        help="run directory (newest checkpoint), <run>/checkpoints/step_N, or an HF GPT-2 dir")
+    parser.add_argument("--data", nargs="+", required=True, metavar="FILE", help="JSONL example files")
+    parser.add_argument("--config", required=True, help="YAML fine-tuning config (configs/finetune_*.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (repeatable), e.g. --set max_steps=100")
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.finetune import FinetuneConfig, finetune
+    from training.finetune_data import FinetuneDataError
+    from training.launch import LaunchError
+    from training.loop import TrainingDiverged
+
+    cfg = load_config(FinetuneConfig, args.config, args.overrides)
+    try:
+        summary = finetune(cfg, args.source, args.data)
+    except (FinetuneDataError, LaunchError, TrainingDiverged) as err:
+        raise UserError(str(err)) from None
+    if summary.get("rank", 0) == 0:
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(module_main("jobs.finetune"))

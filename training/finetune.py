@@ -1,0 +1,178 @@
+"""Fine-tuning: a pretrained GPT-2 (one of our runs or a Hugging Face GPT-2 directory) trained further on JSONL
+completion / QA / dialogue examples with loss on the answer spans only.
+
+Nothing of pretraining is copied: the run is a `TrainConfig` (same YAML keys, same `--set`) plus a `finetune:`
+section, and it goes through the same launchers (`training.launch.launch`: Ray Train by default, torchrun, local),
+the same per-rank function (`training.loop.train_worker`: DeepSpeed engine, NaN-step skipping, logging,
+validation loss, checkpoints with loader cursor and RNG, resume from the newest complete checkpoint). What is
+fine-tuning's own:
+- the start: our checkpoint is consolidated (`checkpoint.consolidate`) and written as a Hugging Face directory
+  under `<out_dir>/init/`, which the loop loads through `model.init_from` (its existing path for a starting model);
+- the data: the driver validates and tokenises the JSONL once (`training.finetune_data.prepare`) into
+  `<out_dir>/data/{train,val}.npz`, which the loop reads with `data.loader: training.finetune_data:ExampleBatches`
+  (the loop's pluggable loader); targets are IGNORE_INDEX outside answer spans, which the model's loss skips;
+- the chat template, saved as `<out_dir>/webtext_chat_template.json` (and in the HF export) for generation;
+- QA exact match on the validation split, measured after training with greedy decoding (`training.generate`),
+  and added to `summary.json` next to the loop's validation loss (answer tokens only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from pipeline.config import Config, ConfigError
+from training.config import TrainConfig
+from training.finetune_data import TEMPLATE_FILE, ChatTemplate, prepare
+from training.model import GPT2_VOCAB_SIZE
+
+LOADER = "training.finetune_data:ExampleBatches"
+
+
+class FinetuneDataConfig(Config):
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="examples hashed into the validation split")
+    val_data: list[str] = Field(default_factory=list, description="JSONL files used as the validation split "
+                                                                  "instead of a hashed fraction")
+    too_long: Literal["error", "drop"] = Field("error", description="an example longer than seq_len + 1 tokens: "
+                                                                    "fail, or drop it to data/rejected.jsonl")
+    exact_match_examples: int = Field(200, ge=0, description="QA validation examples scored for exact match "
+                                                             "after training (0: none)")
+    max_new_tokens: int = Field(32, ge=1, description="answer length limit when scoring exact match")
+
+
+class FinetuneConfig(TrainConfig):
+    out_dir: str = "runs/finetune"
+    finetune: FinetuneDataConfig = Field(default_factory=FinetuneDataConfig)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig.model_validate(self.model_dump(mode="json", exclude={"finetune"}))
+
+
+def source_model(source: str | Path, out_dir: Path) -> tuple[Path, dict]:
+    """A Hugging Face directory holding the starting weights, and their dimensions (n_layer, n_head, n_embd,
+    block_size, vocab_size). Our runs and checkpoints are consolidated to fp32 and exported to `out_dir/init`."""
+    from training.generate import locate_checkpoint, run_model_config
+
+    path = Path(source).resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: --from checkpoint not found")
+    hf_config = path / "config.json"
+    if path.is_dir() and hf_config.is_file() and json.loads(hf_config.read_text()).get("model_type") == "gpt2":
+        hf = json.loads(hf_config.read_text())
+        dims = {"n_layer": hf["n_layer"], "n_head": hf["n_head"], "n_embd": hf["n_embd"],
+                "block_size": hf["n_positions"], "vocab_size": hf["vocab_size"]}
+        return path, dims
+    from training import checkpoint
+    from training.hf import export_hf
+
+    run_dir, ckpt_root, tag = locate_checkpoint(path)
+    gpt_config = run_model_config(run_dir)
+    if gpt_config.objective != "clm":
+        raise ConfigError(f"{run_dir}/config.json: model.objective is {gpt_config.objective!r}; fine-tuning for "
+                          "completion, QA and dialogue needs a causal LM (clm)")
+    init_dir = out_dir / "init"
+    export_hf(checkpoint.consolidate(ckpt_root, tag), gpt_config, init_dir)
+    (init_dir / "SOURCE").write_text(f"{ckpt_root / tag}\n")
+    dims = {k: getattr(gpt_config, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}
+    return init_dir, dims
+
+
+def prepare_run(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) -> tuple[TrainConfig, dict]:
+    """Everything before the processes start: starting weights, data and template in out_dir; the TrainConfig
+    the loop runs. Returns it and facts for the summary."""
+    out_dir = Path(cfg.out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not data_files:
+        raise ConfigError("finetune: give at least one --data FILE")
+    init_dir, dims = source_model(source, out_dir)
+    if dims["vocab_size"] < GPT2_VOCAB_SIZE:
+        raise ConfigError(f"{source}: vocabulary of {dims['vocab_size']} tokens; fine-tuning data is GPT-2 BPE "
+                          f"({GPT2_VOCAB_SIZE})")
+    config = cfg.model_dump(mode="json", exclude={"finetune"})
+    config["out_dir"] = str(out_dir)
+    config["model"].update(dims, init_from=str(init_dir), objective="clm")
+    _validated(config)  # the batch and model fit each other before any data is read
+    data_dir = out_dir / "data"
+    data_dir.mkdir(exist_ok=True)
+
+    from pipeline.tokenizer import gpt2_encoding
+
+    template = ChatTemplate()
+    seq_len = cfg.batch.seq_len
+    train, val, rejected = prepare(data_files, seq_len, gpt2_encoding(), template, cfg.finetune.val_fraction,
+                                   cfg.finetune.val_data, cfg.finetune.too_long)
+    if not train.examples:
+        raise ConfigError(f"finetune: no training examples in {', '.join(data_files)}")
+    config["data"] = {"train": [str(train.save(data_dir / "train.npz"))], "val": [], "loader": LOADER}
+    if val.examples:
+        config["data"]["val"] = [str(val.save(data_dir / "val.npz"))]
+    (data_dir / "val_examples.jsonl").write_text(
+        "".join(json.dumps({"source": e.source, "kind": e.kind, "record": e.record}) + "\n" for e in val.examples))
+    (data_dir / "rejected.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rejected))
+    template.save(out_dir)
+    (out_dir / "finetune.json").write_text(json.dumps(
+        {**cfg.model_dump(mode="json"), "from": str(source), "data_files": [str(f) for f in data_files]},
+        indent=2) + "\n")
+    train_cfg = _validated(config)
+    facts = {"train_examples": len(train.examples), "val_examples": len(val.examples), "rejected": len(rejected),
+             "init_from": str(init_dir)}
+    return train_cfg, facts
+
+
+def _validated(config: dict) -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(config)
+    except ValueError as err:
+        raise ConfigError(f"finetune: {err}") from None
+
+
+def exact_match(run_dir: Path, examples: list[dict], max_new_tokens: int, limit: int,
+                device: str = "cpu") -> dict:
+    """Greedy answers to the QA validation examples from the run's final weights, compared to the reference
+    answers after stripping surrounding whitespace."""
+    from pipeline.tokenizer import gpt2_encoding
+    from training.generate import Sampling, generate_text, load_model
+
+    qa = [e["record"] for e in examples if e["kind"] == "qa"][:limit]
+    if not qa:
+        return {}
+    model, template = load_model(run_dir, device)
+    template = template or ChatTemplate()
+    encoding = gpt2_encoding()
+    prompts = [template.qa_prompt(r["question"], r.get("context")) for r in qa]
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.0, stop_ids=(template.end_of_turn_id,))
+    answers: list[str] = []
+    for i in range(0, len(prompts), 32):
+        answers += generate_text(model, encoding, prompts[i:i + 32], sampling)
+    hits = sum(a.strip() == r["answer"].strip() for a, r in zip(answers, qa))
+    return {"val_exact_match": hits / len(qa), "val_qa_examples": len(qa)}
+
+
+def finetune(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) -> dict:
+    """Prepare, train on the configured launcher, score exact match; returns the run's summary."""
+    from training.launch import launch, read_summary
+    from training.loop import train_worker
+
+    train_cfg, facts = prepare_run(cfg, source, data_files)
+    out_dir = Path(train_cfg.out_dir)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # one rank of torchrun / deepspeed started by the user
+        summary = train_worker(train_cfg.model_dump(mode="json"))
+        if summary.get("rank", 0) != 0:
+            return summary
+    else:
+        summary = launch(train_cfg)
+    summary = {**read_summary(out_dir), **summary, **facts}
+    if cfg.finetune.exact_match_examples:
+        examples = [json.loads(line) for line in (out_dir / "data" / "val_examples.jsonl").read_text().splitlines()]
+        device = "cuda" if cfg.launch.use_gpu else "cpu"
+        summary.update(exact_match(out_dir, examples, cfg.finetune.max_new_tokens,
+                                   cfg.finetune.exact_match_examples, device))
+    if (out_dir / "hf").is_dir():
+        shutil.copyfile(out_dir / TEMPLATE_FILE, out_dir / "hf" / TEMPLATE_FILE)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
