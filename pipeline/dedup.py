@@ -288,7 +288,8 @@ class DedupStage(Stage):
         needed = np.unique(np.concatenate([a, b[~exact]]))
         shingles: dict[int, np.ndarray] = {}
         for q in np.unique(part_of(needed)).tolist():
-            side = ctx.out.read_parquet(f"_work/signatures-{q:05d}/docs.parquet").select(["doc_key", "shingles"])
+            side = pq.read_table(ctx.out.path(f"_work/signatures-{q:05d}/docs.parquet"),
+                                 columns=["doc_key", "shingles"], filesystem=ctx.out.fs)
             side = side.filter(pc.is_in(side["doc_key"], value_set=pa.array(needed[part_of(needed) == q])))
             values = side["shingles"].combine_chunks()
             flat, offsets = values.values.to_numpy(), values.offsets.to_numpy()
@@ -318,12 +319,13 @@ class DedupStage(Stage):
         a, b = np.searchsorted(nodes, edges["a"].to_numpy()), np.searchsorted(nodes, edges["b"].to_numpy())
         del ends, edges
         label = connected_components(a, b, len(nodes))
-        info = [ctx.out.read_parquet(f"_work/signatures-{q:05d}/docs.parquet").select(
-                    ["doc_key", "doc_id", "score", "date", "exact_key"])
-                for q in np.unique(part_of(nodes)).tolist()]
-        meta = pa.concat_tables(info) if info else SIDE_SCHEMA.empty_table().select(
-            ["doc_key", "doc_id", "score", "date", "exact_key"])
-        meta = meta.filter(pc.is_in(meta["doc_key"], value_set=pa.array(nodes))).sort_by("doc_key")
+        columns = ["doc_key", "doc_id", "score", "date", "exact_key"]
+        info = []
+        for q in np.unique(part_of(nodes)).tolist():  # one part at a time: only its duplicated rows are kept
+            side = pq.read_table(ctx.out.path(f"_work/signatures-{q:05d}/docs.parquet"), columns=columns,
+                                 filesystem=ctx.out.fs)
+            info.append(side.filter(pc.is_in(side["doc_key"], value_set=pa.array(nodes[part_of(nodes) == q]))))
+        meta = (pa.concat_tables(info) if info else SIDE_SCHEMA.empty_table().select(columns)).sort_by("doc_key")
         score = pc.fill_null(meta["score"], np.iinfo(np.int64).min + 1).to_numpy()  # no karma: lowest
         date = meta["date"].to_pylist()
         doc_id = meta["doc_id"].to_pylist()
