@@ -5,8 +5,8 @@ One task per WARC file (the crawl stage's `part-XXXXX.warc.gz`, or any WARC such
   invalid WARC or HTTP headers) is rejected as `malformed_record` with its offset, and reading resumes at the next
   gzip member (or `WARC/` line in an uncompressed file), so one bad record costs only itself;
 - each `response` record is judged in order: HTTP status 200, an HTML content type, a size cap; then its body
-  (transfer and content encodings undone by warcio) is decoded with the charset of the HTTP header, else of the
-  page's `<meta>`, else UTF-8, else trafilatura's detection; then trafilatura extracts the main text, title and
+  (transfer and content encodings undone by warcio) is decoded by its byte-order mark, else as UTF-8 when it is
+  valid UTF-8, else with the charset of the HTTP header, else of the page's `<meta>`, else by detection; then trafilatura extracts the main text, title and
   date, with comments excluded (0.960 vs 0.953 F1 on the scrapinghub pages, FACTS.md), under a per-document
   time limit; an empty result is rejected;
 - lineage: `url`, `warc_file`, `warc_offset`, and the URL table's karma (`score_max` -> `score`) and `subreddits`
@@ -192,13 +192,18 @@ def open_seekable(file: InputFile):
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
+# WHATWG Encoding: browsers decode pages labelled latin-1 or ascii as windows-1252
+_BROWSER_ALIASES = {"latin-1": "cp1252", "iso8859-1": "cp1252", "ascii": "cp1252"}
+
+
 def _codec(name: str | None) -> str | None:
     if not name:
         return None
     try:
-        return codecs.lookup(name.strip().strip("\"'")).name
+        codec = codecs.lookup(name.strip().strip("\"'")).name
     except LookupError:
         return None
+    return _BROWSER_ALIASES.get(codec, codec)
 
 
 def header_charset(content_type: str) -> str | None:
@@ -210,9 +215,13 @@ def header_charset(content_type: str) -> str | None:
 
 
 def decode_html(body: bytes, content_type: str) -> str:
-    """The page as text: charset from the HTTP header, else the page's <meta>, else UTF-8, else a guess."""
+    """The page as text: a byte-order mark; else UTF-8 if the bytes are valid UTF-8 (other encodings' non-ASCII text
+    almost never is, while servers often label UTF-8 pages latin-1); else the charset of the HTTP header, of the
+    page's <meta>, else a guess."""
+    if body.startswith(codecs.BOM_UTF8):
+        return body[len(codecs.BOM_UTF8) :].decode("utf-8", "replace")
     meta = _META_CHARSET.search(body[:4096])
-    for charset in (header_charset(content_type), _codec(meta.group(1).decode("ascii")) if meta else None, "utf-8"):
+    for charset in ("utf-8", header_charset(content_type), _codec(meta.group(1).decode("ascii")) if meta else None):
         if charset:
             try:
                 return body.decode(charset)

@@ -111,7 +111,7 @@ def test_body_cap_marks_truncation():
 # --- charset ---------------------------------------------------------------------------------------------------
 
 
-def test_charset_from_header_then_meta_then_utf8():
+def test_charset_from_utf8_then_header_then_meta():
     text = "Gérard à Zürich — ça coûte 5 €"
     page = article("t", [text], charset="windows-1252")
     assert decode_html(page.encode("cp1252"), "text/html").count(text) == 1  # from <meta>
@@ -284,3 +284,9 @@ def test_real_pages_quality_through_the_stage(tmp_path):
     print(f"scrapinghub through the stage: P={precision:.3f} R={recall:.3f} F1={f1:.3f} on {len(pairs)} pages")
     assert len(texts) >= 175
     assert f1 >= 0.95
+
+
+def test_charset_as_browsers_read_it():
+    # a latin-1 label means windows-1252 (the euro sign is 0x80 there), and a byte-order mark wins over headers
+    assert decode_html("5 € café".encode("cp1252"), "text/html; charset=ISO-8859-1") == "5 € café"
+    assert decode_html(b"\xef\xbb\xbfcaf\xc3\xa9", "text/html; charset=iso-8859-1") == "café"
