@@ -9,7 +9,7 @@ import time
 
 from jobs.cli import module_main
 from jobs.common import add_stage_arguments, run_options, stage_config
-from pipeline.crawl import CrawlConfig, CrawlStage, progress_of
+from pipeline.crawl import WARC_SUFFIXES, CrawlConfig, CrawlStage, progress_of
 from pipeline.runner import format_funnel, run_stage
 from pipeline.storage import expand_inputs
 
@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--urls", nargs="+", required=True, metavar="PATH",
                         help="the urls stage's output (e.g. out/urls) or Parquet files with a 'url' column")
     parser.add_argument("--from-warc", nargs="+", default=[], metavar="PATH",
-                        help="replay: take responses from these WARC files (or directories) instead of the network")
+                        help="replay: take responses from these WARC files (or directories: their *.warc[.gz]) instead of "
+                             "the network")
     add_stage_arguments(parser)
 
 
@@ -74,7 +75,11 @@ def outcome_table(funnel: dict[str, int]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     stage = CrawlStage(stage_config(CrawlConfig, args))
-    inputs = expand_inputs(args.urls + args.from_warc)
+    tables = expand_inputs(args.urls)
+    warcs = [f for f in expand_inputs(args.from_warc) if f.name.lower().endswith(WARC_SUFFIXES)] if args.from_warc else []
+    if args.from_warc and not warcs:
+        raise FileNotFoundError(f"--from-warc {' '.join(args.from_warc)}: no WARC files (*.warc, *.warc.gz) there")
+    inputs = sorted(tables + warcs)
     tables, _ = stage.split_inputs(inputs)
     with ProgressBar(args.out, total=stage.count_urls(tables)):
         result = run_stage(stage, inputs, args.out, run_options(args))

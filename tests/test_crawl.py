@@ -169,13 +169,15 @@ def test_extract_reads_the_crawl_with_lineage(live):
 
 
 def test_replay_equals_the_live_crawl(web, live, tmp_path):
-    """The WARCs of the live crawl, replayed with the server stopped pointing nowhere: same outcomes, same pages."""
+    """The WARCs of the live crawl, replayed with hosts resolved to a closed port: same outcomes, same pages, and
+    not one request reaches the server."""
     root, pages = live
     replay = tmp_path / "replay"
+    web.reset_stats()
     rc = cli(["crawl", "--urls", str(root / "urls"), "--out", str(replay), "--executor", "local",
-              "--from-warc", *map(str, sorted((root / "crawl").glob("*.warc.gz"))),
+              "--from-warc", str(root / "crawl"),  # a directory: its WARC files, not its fetch logs
               "--set", "num_buckets=2", *fast_settings(web, resolve={"*.web.test": "127.0.0.1:9"})])
-    assert rc == 0
+    assert rc == 0 and not web.stats()  # nothing was asked of the network
     live_log, replay_log = fetch_log(root), fetch_log(replay)
     assert replay_log["url"].to_pylist() == live_log["url"].to_pylist()
     for a, b in zip(live_log.select(COMPARED).to_pylist(), replay_log.select(COMPARED).to_pylist()):
@@ -247,3 +249,37 @@ def test_same_output_on_ray(web, live, tmp_path, ray_session):
     on_ray, local = fetch_log(tmp_path), fetch_log(root)
     assert on_ray.select(COMPARED).to_pylist() == local.select(COMPARED).to_pylist()
     assert ok_payloads(tmp_path) == ok_payloads(root)
+
+
+def test_replay_of_another_crawlers_warc(tmp_path):
+    """A WARC as other crawlers write it (body still gzip-encoded, no robots.txt records): pages replay as ok
+    with the decoded body; URLs it lacks are not_in_warc."""
+    import gzip
+    from io import BytesIO
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    page = b"<!DOCTYPE html><html><body><p>" + b"Some words of an archived page. " * 50 + b"</p></body></html>"
+    encoded = gzip.compress(page)
+    with open(tmp_path / "other.warc.gz", "wb") as f:
+        writer = WARCWriter(f, gzip=True)
+        headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html"), ("Content-Encoding", "gzip"),
+                                              ("Content-Length", str(len(encoded)))], protocol="HTTP/1.1")
+        writer.write_record(writer.create_warc_record("http://news.example/story", "response",
+                                                      payload=BytesIO(encoded), http_headers=headers))
+        moved = StatusAndHeaders("301 Moved", [("Location", "/story")], protocol="HTTP/1.1")
+        writer.write_record(writer.create_warc_record("http://news.example/old", "response", payload=BytesIO(b""),
+                                                      http_headers=moved))
+    (tmp_path / "urls").mkdir()
+    pq.write_table(pa.table({"url": ["http://news.example/story", "http://news.example/old",
+                                     "http://news.example/missing"]}), tmp_path / "urls" / "part-00000.parquet")
+    assert cli(["crawl", "--urls", str(tmp_path / "urls"), "--out", str(tmp_path), "--executor", "local",
+                "--from-warc", str(tmp_path / "other.warc.gz")]) == 0
+    rows = {r["url"]: r for r in fetch_log(tmp_path).to_pylist()}
+    assert rows["http://news.example/story"]["outcome"] == "ok"
+    assert rows["http://news.example/story"]["bytes"] == len(page)
+    assert (rows["http://news.example/old"]["outcome"], rows["http://news.example/old"]["final_url"]) == (
+        "ok", "http://news.example/story")
+    assert rows["http://news.example/missing"]["outcome"] == "not_in_warc"
+    assert ok_payloads(tmp_path)["http://news.example/story"] == page

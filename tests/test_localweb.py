@@ -92,3 +92,24 @@ def test_records_concurrency_and_arrivals(web):
     assert stats.paths == ["/slow/0"] * 4
     assert stats.max_in_flight >= 2  # four clients at once, each held 0.5 s
     assert web.max_in_flight >= 2
+
+
+def test_runs_as_a_module():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.localweb", "--seed", "4", "--hosts", "3", "--pages", "2",
+                             "--seconds", "20"], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        info = json.loads(proc.stdout.readline())
+        site = LocalWeb(seed=4, n_hosts=3, pages_per_host=2)
+        site.port = info["port"]
+        assert info["resolve"] == {"*.web.test": f"127.0.0.1:{info['port']}"} and info["pages"] == len(site.pages())
+        resp, body = get(site, "site001.web.test", "/article/1")
+        assert resp.status == 200 and body.decode() == site.article_html("site001.web.test", 1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
