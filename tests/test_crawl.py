@@ -122,6 +122,14 @@ def test_every_url_once_with_its_planted_outcome(web, live, capsys):
     assert {p["name"] for p in manifest["parts"]} == {f"part-{i:05d}{ext}" for i in range(3)
                                                        for ext in (".parquet", ".warc.gz")}
     assert not (root / "crawl" / "_resume").exists()
+    # The WARCs are valid for warcio, digests included; each response has its request, concurrent to it.
+    for warc in sorted((root / "crawl").glob("*.warc.gz")):
+        with open(warc, "rb") as f:
+            records = [(r.rec_type, r.rec_headers.get_header("WARC-Record-ID"),
+                        r.rec_headers.get_header("WARC-Concurrent-To"), r.content_stream().read())
+                       for r in ArchiveIterator(f, check_digests="raise")]
+        assert [r[0] for r in records] == ["response", "request"] * (len(records) // 2)
+        assert all(req[2] == resp[1] for resp, req in zip(records[::2], records[1::2]))
     # Offsets point at the response of the final URL, whose payload is the page the server generated.
     payloads = ok_payloads(root)
     title, text = web.article(some.host, int(some.path.rsplit("/", 1)[1]))
