@@ -28,6 +28,7 @@ class ModelConfig(Config):
     objective: Literal["clm", "mlm"] = "clm"
     mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
     activation_checkpointing: bool = False
+    compile: bool = Field(False, description="torch.compile the model through DeepSpeed (GPUs; slow to start)")
     init_from: str | None = Field(None, description="a Hugging Face GPT-2 directory to start from")
 
     def gpt_config(self) -> GPTConfig:

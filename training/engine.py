@@ -47,6 +47,8 @@ def init_distributed(cfg: TrainConfig) -> Dist:
                                    init_method=f"file://{store}/store", rank=0, world_size=1)
     if use_gpu:
         torch.cuda.set_device(local_rank)
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (the fp32 runs) on tensor cores
+        torch.backends.cudnn.allow_tf32 = True
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")

@@ -100,15 +100,16 @@ def evaluate(engine, cfg: TrainConfig, rank: int, world_size: int, device) -> di
     """Mean loss over the fixed validation windows (the same every time: a fresh loader with the run's seed)."""
     loader = make_loader(cfg, "val", rank, world_size, cfg.seed)
     engine.eval()
-    total = torch.zeros(2, dtype=torch.float64)
+    total = torch.zeros(2, dtype=torch.float64, device=device)
     for i in range(cfg.eval.batches):
         x, y = loader.next_batch()
         x, y = prepare_batch(cfg, engine.module.config, x, y, cfg.seed + 1, -1, rank, i)
         _, loss = engine(x.to(device), y.to(device))
         if torch.isfinite(loss):
-            total += torch.tensor([loss.item(), 1.0], dtype=torch.float64)
+            total += torch.stack([loss.double(), loss.new_ones((), dtype=torch.float64)])
     engine.train()
     dist.all_reduce(total)
+    total = total.cpu()
     val_loss = (total[0] / total[1]).item() if total[1] > 0 else float("nan")
     return {"val_loss": val_loss, "val_ppl": math.exp(val_loss) if val_loss < 50 else float("inf")}
 
@@ -125,6 +126,8 @@ def train_worker(config: dict) -> dict:
     model = build_model(cfg)
     flops_per_token = model.flops_per_token(cfg.batch.seq_len)
     engine = build_engine(model, cfg, d.world_size)
+    if cfg.model.compile:
+        engine.compile()
     seed_everything(cfg.seed + d.rank)  # dropout differs per rank from here on
 
     loader = make_loader(cfg, "train", d.rank, d.world_size, cfg.seed)
@@ -159,8 +162,9 @@ def train_worker(config: dict) -> dict:
                 x, y = x.to(d.device), y.to(d.device)
                 _, loss = engine(x, y)
                 # All ranks must agree, since the backward pass below is collective under ZeRO.
-                check = torch.tensor([loss.item(), 0.0 if torch.isfinite(loss) else 1.0], dtype=torch.float64)
-                dist.all_reduce(check)
+                check = torch.stack([loss.detach().double(), (~torch.isfinite(loss.detach())).double()])
+                dist.all_reduce(check)  # on the device: NCCL reduces only GPU tensors
+                check = check.cpu()
                 if check[1] > 0:
                     step_bad = True
                 if step_bad:
