@@ -53,6 +53,16 @@ class FinetuneConfig(TrainConfig):
         return TrainConfig.model_validate(self.model_dump(mode="json", exclude={"finetune"}))
 
 
+def _rank_suffix() -> str:
+    """Under torchrun every rank prepares (there is no process group yet): each into its own files, identical in
+    content, so no rank reads a file another is writing. Launched by us, one driver prepares for all. (A process
+    that already ran the local launcher has RANK set by it and a process group: it is a driver, not a rank.)"""
+    import torch.distributed as dist
+
+    started_as_rank = "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized()
+    return f"-rank{os.environ['RANK']}" if started_as_rank else ""
+
+
 def source_model(source: str | Path, out_dir: Path) -> tuple[Path, dict]:
     """A Hugging Face directory holding the starting weights, and their dimensions (n_layer, n_head, n_embd,
     block_size, vocab_size). Our runs and checkpoints are consolidated to fp32 and exported to `out_dir/init`."""
@@ -75,7 +85,7 @@ def source_model(source: str | Path, out_dir: Path) -> tuple[Path, dict]:
     if gpt_config.objective != "clm":
         raise ConfigError(f"{run_dir}/config.json: model.objective is {gpt_config.objective!r}; fine-tuning for "
                           "completion, QA and dialogue needs a causal LM (clm)")
-    init_dir = out_dir / "init"
+    init_dir = out_dir / f"init{_rank_suffix()}"
     export_hf(checkpoint.consolidate(ckpt_root, tag), gpt_config, init_dir)
     (init_dir / "SOURCE").write_text(f"{ckpt_root / tag}\n")
     dims = {k: getattr(gpt_config, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}
@@ -97,7 +107,7 @@ def prepare_run(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) 
     config["out_dir"] = str(out_dir)
     config["model"].update(dims, init_from=str(init_dir), objective="clm")
     _validated(config)  # the batch and model fit each other before any data is read
-    data_dir = out_dir / "data"
+    data_dir = out_dir / f"data{_rank_suffix()}"
     data_dir.mkdir(exist_ok=True)
 
     from pipeline.tokenizer import gpt2_encoding
@@ -120,7 +130,7 @@ def prepare_run(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) 
         indent=2) + "\n")
     train_cfg = _validated(config)
     facts = {"train_examples": len(train.examples), "val_examples": len(val.examples), "rejected": len(rejected),
-             "init_from": str(init_dir)}
+             "init_from": str(init_dir), "data_dir": str(data_dir)}
     return train_cfg, facts
 
 
@@ -158,9 +168,10 @@ def finetune(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) -> 
     from training.launch import launch, read_summary
     from training.loop import train_worker
 
+    under_torchrun = bool(_rank_suffix())  # read now: the local launcher sets RANK in this process later
     train_cfg, facts = prepare_run(cfg, source, data_files)
     out_dir = Path(train_cfg.out_dir)
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # one rank of torchrun / deepspeed started by the user
+    if under_torchrun:  # one rank of torchrun / deepspeed started by the user
         summary = train_worker(train_cfg.model_dump(mode="json"))
         if summary.get("rank", 0) != 0:
             return summary
@@ -168,7 +179,8 @@ def finetune(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) -> 
         summary = launch(train_cfg)
     summary = {**read_summary(out_dir), **summary, **facts}
     if cfg.finetune.exact_match_examples:
-        examples = [json.loads(line) for line in (out_dir / "data" / "val_examples.jsonl").read_text().splitlines()]
+        val_file = Path(facts["data_dir"]) / "val_examples.jsonl"
+        examples = [json.loads(line) for line in val_file.read_text().splitlines()]
         device = "cuda" if cfg.launch.use_gpu else "cpu"
         summary.update(exact_match(out_dir, examples, cfg.finetune.max_new_tokens,
                                    cfg.finetune.exact_match_examples, device))
