@@ -86,12 +86,14 @@ def main() -> None:
         old_ratio = (time.perf_counter() - t) / stage_in_child(old, tmp / "out_2005")["elapsed"]
         print(f"2005-era records ({n_old:,}): stage / bare = {old_ratio:.2f}")
         bare, ours = statistics.median(bare_rates), statistics.median(stage_rates)
+        # Each stage run is paired with the bare run just before it: the median of the pair ratios is robust to
+        # the machine's load drifting between repeats.
+        ratio = statistics.median(s / b for s, b in zip(stage_rates, bare_rates))
         print(f"funnel: {run['funnel']}")
         print(f"peak RSS: {run['peak_mb']:.0f} MB at {N_RECORDS:,} records, "
               f"{small_run['peak_mb']:.0f} MB at {N_RECORDS // 4:,}")
-        print(f"RESULT urls_records_per_s={ours:.0f}")
-        print(f"RESULT bare_records_per_s={bare:.0f}")
-        print(f"RESULT urls_vs_bare={ours / bare:.2f} goal>=0.8")
+        print(f"records/s (medians): stage {ours:,.0f}, bare {bare:,.0f}")
+        print(f"RESULT urls_vs_bare={ratio:.2f} goal>=0.8")
         print(f"RESULT urls_peak_mb={run['peak_mb']:.0f}")
         print(f"RESULT urls_peak_growth_4x_input={run['peak_mb'] / small_run['peak_mb']:.2f} goal<=1.25")
 
