@@ -125,6 +125,23 @@ def test_one_process_run_logs_evaluates_keeps_last_k_and_exports(data, tmp_path,
     idx = torch.randint(0, 512, (2, 16))
     torch.testing.assert_close(back.eval()(idx)[0], trained.eval()(idx)[0], rtol=0, atol=1e-6)
 
+    # ... and a new run can start from it (model.init_from): its first loss is the trained model's, not ln(512).
+    run(data, tmp_path / "again", **{"model.init_from": str(out / "hf"), "max_steps": 2, "optim.warmup_steps": 1})
+    first = losses_by_step(tmp_path / "again" / "metrics.jsonl")[1]
+    assert first < losses_by_step(out / "metrics.jsonl")[1] - 0.3
+
+
+@pytest.mark.slow
+def test_offload_and_activation_checkpointing_train_the_same_as_plain_zero3(data, tmp_path):
+    run(data, tmp_path / "plain", **{"zero.stage": 3})
+    run(data, tmp_path / "offload", **{"zero.stage": 3, "zero.offload_optimizer": True, "zero.offload_params": True,
+                                      "model.activation_checkpointing": True})
+    plain = losses_by_step(tmp_path / "plain" / "metrics.jsonl")
+    offload = losses_by_step(tmp_path / "offload" / "metrics.jsonl")
+    assert sorted(offload) == sorted(plain)
+    for step in plain:
+        assert offload[step] == pytest.approx(plain[step], rel=1e-6), step
+
 
 @pytest.mark.slow
 def test_non_finite_losses_skip_the_step_and_repeated_ones_stop_the_run(data, tmp_path):
