@@ -43,6 +43,7 @@ def init_distributed(cfg: TrainConfig) -> Dist:
     else:
         store = tempfile.mkdtemp(prefix="webtext-pg-")
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")  # DeepSpeed reads them
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
                                    init_method=f"file://{store}/store", rank=0, world_size=1)
     if use_gpu:

@@ -3,8 +3,9 @@ process alone. The function and the config are the same whichever is used.
 
 Ray Train: embedded Ray (loopback only) or the cluster at `launch.address` / `RAY_ADDRESS`; CPU workers use gloo,
 GPU workers NCCL. On one machine the process group meets through a FileStore under the run directory, so no
-port is opened (torch's TCPStore, which Ray Train and torchrun use by default, listens on every interface);
-on a cluster it is Ray's usual TCP rendezvous.
+port is opened (torch's TCPStore, which Ray Train and torchrun use by default, listens on every interface), and
+gloo/NCCL connect the ranks over `lo`; on a cluster it is Ray's usual TCP rendezvous. Checkpoints are written by
+the ranks straight to `out_dir`, which on a cluster must be storage every node sees.
 
 torchrun: `python -m torch.distributed.run --standalone` on this machine (its rendezvous store is a TCPStore; run
 it in a loopback-only network namespace or behind a firewall). Under torchrun or `deepspeed` started by the
@@ -23,6 +24,11 @@ from pathlib import Path
 
 from training.config import TrainConfig
 from training.loop import train_worker
+
+
+# On one machine, gloo's and NCCL's own connections between ranks go over loopback too (gloo otherwise binds
+# the address its host name resolves to).
+LOOPBACK_SOCKETS = {"GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo"}
 
 
 class LaunchError(RuntimeError):
@@ -61,6 +67,7 @@ def _file_store_torch_config(store_path: str, backend: str):
     class FileStoreBackend(_TorchBackend):
         def on_start(self, worker_group, backend_config):
             worker_group.execute(_set_torch_distributed_env_vars)
+            worker_group.execute(os.environ.update, LOOPBACK_SOCKETS)
             world = len(worker_group)
             ray.get([
                 worker_group.execute_single_async(
@@ -131,7 +138,7 @@ def launch_torchrun(cfg: TrainConfig) -> dict:
     config = cfg.model_dump(mode="json")
     config["out_dir"] = str(out_dir)
     config_file.write_text(json.dumps(config, indent=2) + "\n")
-    env = dict(os.environ)
+    env = {**os.environ, **LOOPBACK_SOCKETS}
     if not cfg.launch.use_gpu and cfg.launch.threads_per_worker:
         env["OMP_NUM_THREADS"] = str(cfg.launch.threads_per_worker)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
