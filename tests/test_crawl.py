@@ -35,7 +35,7 @@ COMPARED = ["url", "url_norm", "outcome", "status", "final_url", "content_type",
 def fast_settings(web: LocalWeb, **extra) -> list[str]:
     settings = {"allow": ["127.0.0.0/8"], "resolve": web.resolve(), "total_timeout_s": 1.5, "read_timeout_s": 1.0,
                 "connect_timeout_s": 1.0, "backoff_base_s": 0.05, "max_body_bytes": 1 << 20,
-                "max_decoded_bytes": 4 << 20, "min_delay_s": 0.02, **extra}
+                "max_decoded_bytes": 4 << 20, "min_delay_s": 0.02, "retry_budget": 1.0, **extra}
     return [item for key, value in settings.items() for item in ("--set", f"{key}={json.dumps(value)}")]
 
 
@@ -137,6 +137,7 @@ def test_every_url_once_with_its_planted_outcome(web, live, capsys):
     # Politeness from the server's side, over the whole stage run.
     for host, seen in web.stats().items():
         assert seen.max_in_flight == 1
+        assert len(seen.requests) < 2 or seen.min_gap() >= 0.02 - 0.005
         if web.robots_variant(host) == "rules":
             assert not any(p.startswith("/private/") for p in seen.paths)
     out = (root / "printed.txt").read_text()

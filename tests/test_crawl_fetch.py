@@ -16,7 +16,7 @@ from pipeline.localweb import LocalWeb
 from pipeline.robots import RobotsRules, robots_url, user_agent_token
 
 FAST = dict(allow=["127.0.0.0/8"], total_timeout_s=1.5, read_timeout_s=1.0, connect_timeout_s=1.0,
-            backoff_base_s=0.05, max_body_bytes=1 << 20, max_decoded_bytes=4 << 20)
+            backoff_base_s=0.05, max_body_bytes=1 << 20, max_decoded_bytes=4 << 20, retry_budget=1.0)
 
 
 def crawl(config: FetchConfig, urls: list[str]):
