@@ -420,8 +420,9 @@ class LocalWeb:
 
     # -- running --------------------------------------------------------------------------------------------
 
-    def start(self, port: int = 0) -> int:
-        """Serve on 127.0.0.1 in a background thread; returns the port."""
+    def start(self, port: int = 0, reuse_port: bool = False) -> int:
+        """Serve on 127.0.0.1 in a background thread; returns the port. With `reuse_port`, several processes can
+        serve one port (the kernel spreads connections over them)."""
         ready = threading.Event()
         failure: list[BaseException] = []
 
@@ -430,7 +431,7 @@ class LocalWeb:
             self._loop = loop
             asyncio.set_event_loop(loop)
             try:
-                self.port = loop.run_until_complete(self._start(port))
+                self.port = loop.run_until_complete(self._start(port, reuse_port))
             except BaseException as err:  # reported to the caller of start()
                 failure.append(err)
                 ready.set()
@@ -447,10 +448,10 @@ class LocalWeb:
             raise failure[0]
         return self.port
 
-    async def _start(self, port: int) -> int:
+    async def _start(self, port: int, reuse_port: bool = False) -> int:
         self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024, reuse_port=reuse_port or None)
         await site.start()
         return site._server.sockets[0].getsockname()[1]
 
@@ -476,12 +477,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every response")
     parser.add_argument("--crawl-delay", type=float, default=None)
+    parser.add_argument("--reuse-port", action="store_true", help="let other processes serve the same port")
     parser.add_argument("--plain-robots", action="store_true", help="no robots.txt faults (every host has rules)")
     parser.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until killed)")
     args = parser.parse_args(argv)
     site = LocalWeb(args.seed, args.hosts, args.pages, latency_s=args.latency, crawl_delay=args.crawl_delay,
                     robots_faults=not args.plain_robots)
-    port = site.start(args.port)
+    port = site.start(args.port, reuse_port=args.reuse_port)
     print(json.dumps({"port": port, "resolve": site.resolve(), "pages": len(site.pages())}), flush=True)
     try:
         if args.seconds is None:
