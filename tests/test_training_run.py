@@ -19,7 +19,7 @@ from training import checkpoint
 from training.config import TrainConfig
 from training.hf import import_hf
 from training.launch import launch
-from training.loop import KILL_AT_STEP_ENV, TrainingDiverged
+from training.loop import KILL_AT_STEP_ENV
 from training.metrics import losses_by_step, read_metrics
 from training.model import GPT
 
@@ -144,12 +144,16 @@ def test_offload_and_activation_checkpointing_train_the_same_as_plain_zero3(data
 
 
 @pytest.mark.slow
-def test_non_finite_losses_skip_the_step_and_repeated_ones_stop_the_run(data, tmp_path):
+def test_non_finite_losses_skip_the_step_and_repeated_ones_stop_the_run(data, tmp_path, capsys):
     # Masked-LM with a masking rate so low that no position is masked: every loss is 0/0 = NaN.
     opts = {"model.objective": "mlm", "model.mlm_probability": 1e-9, "max_bad_steps": 3, "checkpoint.every": 1,
             "checkpoint.keep_last": 5, "data.val": []}
-    with pytest.raises(TrainingDiverged, match="NaN/inf in 3 consecutive steps"):
-        run(data, tmp_path / "nan", **opts)
+    # Through the CLI: a diverging run is a one-line error and exit code 2, not a traceback.
+    config_file = tmp_path / "nan.json"  # JSON is YAML
+    config_file.write_text(json.dumps(tiny_config(data, tmp_path / "nan", **opts)))
+    assert cli_main(["pretrain", "--config", str(config_file), "--set", "max_bad_steps=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("webtext: error: loss was NaN/inf in 3 consecutive steps (up to step 3)")
     records = read_metrics(tmp_path / "nan" / "metrics.jsonl")
     assert [(r["step"], r["loss"], r["bad_steps"]) for r in records] == [(1, "nan", 1), (2, "nan", 2), (3, "nan", 3)]
     # A skipped step changes no weight.

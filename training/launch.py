@@ -141,8 +141,9 @@ def launch_torchrun(cfg: TrainConfig) -> dict:
     env = {**os.environ, **LOOPBACK_SOCKETS}
     if not cfg.launch.use_gpu and cfg.launch.threads_per_worker:
         env["OMP_NUM_THREADS"] = str(cfg.launch.threads_per_worker)
+    # Each rank runs `python -m jobs.pretrain`, which sees RANK/WORLD_SIZE and trains as that rank.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={cfg.launch.num_workers}", "-m", "training.launch", str(config_file)]
+           f"--nproc_per_node={cfg.launch.num_workers}", "-m", "jobs.pretrain", "--config", str(config_file)]
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
         raise LaunchError(f"torchrun exited with code {proc.returncode}; see the worker output above")
@@ -153,12 +154,3 @@ def read_summary(out_dir: Path) -> dict:
     """What rank 0 wrote at the end of the run (training/loop.py)."""
     path = out_dir / "summary.json"
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def worker_main(config_file: str) -> None:
-    """Entry point of each torchrun rank: `python -m training.launch CONFIG.json`."""
-    train_worker(json.loads(Path(config_file).read_text()))
-
-
-if __name__ == "__main__":
-    worker_main(sys.argv[1])
