@@ -31,6 +31,8 @@ def test_unknown_and_invalid_keys_are_errors_naming_the_key(tmp_path):
         load_config(TrainConfig, None, ["zero.stage=4"])
     with pytest.raises(ConfigError, match=r"offload_params needs ZeRO stage 3"):
         load_config(TrainConfig, None, ["zero.stage=2", "zero.offload_params=true"])
+    with pytest.raises(ConfigError, match=r"precision fp16 needs GPUs"):
+        load_config(TrainConfig, None, ["precision=fp16"])
     with pytest.raises(ConfigError, match=r"seq_len 2048 exceeds model.block_size 1024"):
         load_config(TrainConfig, None, ["batch.seq_len=2048"])
 
@@ -38,7 +40,8 @@ def test_unknown_and_invalid_keys_are_errors_naming_the_key(tmp_path):
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_deepspeed_json_follows_the_config(stage, precision):
-    cfg = load_config(TrainConfig, None, [f"zero.stage={stage}", f"precision={precision}", "batch.micro_batch_size=2",
+    cfg = load_config(TrainConfig, None, [f"zero.stage={stage}", f"precision={precision}", "launch.use_gpu=true",
+                                          "batch.micro_batch_size=2",
                                           "batch.global_batch_size=16", "optim.grad_clip=0.5", "optim.lr=1e-3"])
     ds = cfg.deepspeed_config(world_size=4)
     assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (16, 2, 2)
@@ -46,8 +49,11 @@ def test_deepspeed_json_follows_the_config(stage, precision):
     assert ds["bf16"]["enabled"] == (precision == "bf16") and ds["fp16"]["enabled"] == (precision == "fp16")
     assert ds["gradient_clipping"] == 0.5
     assert ds["optimizer"]["type"] == "AdamW" and ds["optimizer"]["params"]["lr"] == 1e-3
-    assert ds["optimizer"]["params"]["torch_adam"] is True  # CPU: no fused_adam JIT build
+    assert "torch_adam" not in ds["optimizer"]["params"]  # GPUs: DeepSpeed's fused Adam
     json.dumps(ds)
+    if precision != "fp16":
+        cpu = load_config(TrainConfig, None, [f"zero.stage={stage}", f"precision={precision}"])
+        assert cpu.deepspeed_config(1)["optimizer"]["params"]["torch_adam"] is True  # CPU: no fused_adam build
 
 
 def test_offload_sections():

@@ -145,6 +145,8 @@ class TrainConfig(Config):
     def _check(self):
         if self.batch.seq_len > self.model.block_size:
             raise ValueError(f"batch.seq_len {self.batch.seq_len} exceeds model.block_size {self.model.block_size}")
+        if self.precision == "fp16" and not self.launch.use_gpu:
+            raise ValueError("precision fp16 needs GPUs (launch.use_gpu: true); DeepSpeed on CPU has bf16 and fp32")
         if self.optim.warmup_steps > self.max_steps:
             raise ValueError(f"optim.warmup_steps {self.optim.warmup_steps} exceeds max_steps {self.max_steps}")
         return self
