@@ -88,7 +88,7 @@ def generate_ids(model: GPT, prompts: list[list[int]], sampling: Sampling) -> li
     stop = torch.tensor(sampling.stop_ids, dtype=torch.long, device=device)
     B = len(prompts)
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    out = [[] for _ in range(B)]
+    new_tokens: list[torch.Tensor] = []
     cache = KVCache(model.config.n_layer) if sampling.use_cache else None
     step_input = idx
     for _ in range(min(sampling.max_new_tokens, model.config.block_size - longest)):
@@ -97,17 +97,18 @@ def generate_ids(model: GPT, prompts: list[list[int]], sampling: Sampling) -> li
         else:
             logits, _ = model(idx, attention_mask=mask if padded else None)
         token = next_tokens(logits[:, -1, :], sampling, generator)
-        token = torch.where(done, torch.full_like(token, pad), token)
-        for b in (~done).nonzero().flatten().tolist():
-            if not torch.isin(token[b], stop):
-                out[b].append(int(token[b]))
+        token = torch.where(done, torch.full_like(token, pad), token)  # a finished row only pads
+        new_tokens.append(token)
         done |= torch.isin(token, stop)
         if bool(done.all()):
             break
         idx = torch.cat([idx, token[:, None]], dim=1)
-        mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=device)], dim=1)
+        if padded:
+            mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=device)], dim=1)
         step_input = token[:, None]
-    return out
+    rows = torch.stack(new_tokens, dim=1).tolist() if new_tokens else [[] for _ in range(B)]
+    stops = set(sampling.stop_ids)
+    return [row[: next((i for i, t in enumerate(row) if t in stops), len(row))] for row in rows]
 
 
 def generate_text(model: GPT, encoding, prompts: list[str], sampling: Sampling) -> list[str]:
