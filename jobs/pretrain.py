@@ -2,8 +2,8 @@
 torchrun or in-process, from one typed config (YAML + --set). Resumes from the newest checkpoint in out_dir.
 
 Also the entry point for `ray job submit -- python -m jobs.pretrain --config FILE`, and for ranks started by
-`torchrun`/`deepspeed` (`torchrun --nproc_per_node 2 -m jobs.pretrain --config FILE`): with RANK and WORLD_SIZE
-set, this process is one rank and trains directly.
+`torchrun --nproc_per_node 2 -m jobs.pretrain --config FILE` or `deepspeed --num_gpus 2 --module jobs.pretrain
+--config FILE`: with RANK and WORLD_SIZE set, this process is one rank and trains directly.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config key (repeatable), e.g. --set zero.stage=2")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the config and print the DeepSpeed JSON and model size; train nothing")
+    # The deepspeed launcher passes --local_rank to each rank; LOCAL_RANK in the environment says the same.
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
