@@ -9,6 +9,10 @@ different orders, so fp32 sums differ in the last bits); a resumed run equals th
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,7 +88,7 @@ def test_zero_stage_follows_stage0_and_resumes_exactly_after_a_kill(stage, data,
 
 
 @pytest.mark.slow
-def test_ray_train_runs_the_same_training_as_torchrun(data, ray_session, tmp_path):
+def test_ray_train_torchrun_and_deepspeed_launchers_run_the_same_training(data, ray_session, tmp_path):
     opts = {**TWO_RANKS, "zero.stage": 2, "launch.cpus_per_worker": 0.5}
     summary = run(data, tmp_path / "ray", **opts, **{"launch.launcher": "ray"})
     run(data, tmp_path / "torchrun", **opts, **{"launch.launcher": "torchrun"})
@@ -92,6 +96,21 @@ def test_ray_train_runs_the_same_training_as_torchrun(data, ray_session, tmp_pat
     ray_losses = losses_by_step(tmp_path / "ray" / "metrics.jsonl")
     assert ray_losses == losses_by_step(tmp_path / "torchrun" / "metrics.jsonl")
     assert not list((tmp_path / "ray").glob(".pg-*")), "the FileStore rendezvous file is removed"
+
+    # The deepspeed launcher (what `deepspeed --num_gpus 2 --module jobs.pretrain` runs); a port of our own.
+    config_file = tmp_path / "ds.json"
+    config_file.write_text(json.dumps(tiny_config(data, tmp_path / "deepspeed", **opts)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    try:
+        subprocess.run([sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
+                        str(port), "--module", "jobs.pretrain", "--config", str(config_file)],
+                       check=True, capture_output=True, timeout=300)
+    finally:  # the deepspeed launcher leaves its shared-memory buffers behind (../shared/FACTS.md)
+        for leftover in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"):
+            leftover.unlink(missing_ok=True)
+    assert losses_by_step(tmp_path / "deepspeed" / "metrics.jsonl") == ray_losses
 
 
 @pytest.mark.slow
