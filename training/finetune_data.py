@@ -14,7 +14,7 @@ headers (`### User:`) are tokens the pretrained model already models, the HF exp
 is readable text. The one special token used is GPT-2's own `<|endoftext|>` (50256), ending every assistant turn:
 it is the end-of-turn marker, a single id that no text encodes to (`encode_ordinary` turns the literal string
 into ordinary tokens), and the export's `eos_token_id`, so Hugging Face's `generate` stops at end of turn too.
-The template is saved with the run (`chat_template.json`) and read back by generation.
+The template is saved with the run (`webtext_chat_template.json`) and read back by generation.
 
 Each part of an example is encoded on its own and the ids concatenated, so the answer span is exactly known:
 loss (a target in y) only on the completion, the answer and each assistant turn, each with its end-of-turn token.
@@ -37,7 +37,7 @@ from training.model import IGNORE_INDEX
 
 EOT_ID = 50256
 ROLES = ("system", "user", "assistant")
-TEMPLATE_FILE = "chat_template.json"
+TEMPLATE_FILE = "webtext_chat_template.json"  # not chat_template.json, which transformers reads as Jinja
 
 
 class FinetuneDataError(ValueError):
