@@ -96,6 +96,9 @@ def test_ray_train_torchrun_and_deepspeed_launchers_run_the_same_training(data, 
     ray_losses = losses_by_step(tmp_path / "ray" / "metrics.jsonl")
     assert ray_losses == losses_by_step(tmp_path / "torchrun" / "metrics.jsonl")
     assert not list((tmp_path / "ray").glob(".pg-*")), "the FileStore rendezvous file is removed"
+    # Ray's own TCP rendezvous, the one used on a cluster, trains the same.
+    run(data, tmp_path / "ray_tcp", **opts, **{"launch.launcher": "ray", "launch.rendezvous": "tcp"})
+    assert losses_by_step(tmp_path / "ray_tcp" / "metrics.jsonl") == ray_losses
 
     # The deepspeed launcher (what `deepspeed --num_gpus 2 --module jobs.pretrain` runs); a port of our own.
     config_file = tmp_path / "ds.json"
