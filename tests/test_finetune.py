@@ -181,14 +181,23 @@ def test_bad_data_fails_before_training_with_file_and_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_finetune_on_ray_train_with_two_ranks_and_zero(tmp_path, capsys, ray_session):
     base_dir, _ = base_model(tmp_path)
-    data = write_jsonl(tmp_path / "qa.jsonl", qa_records()[:60])
+    dialogues = [{"messages": [{"role": "system", "content": "Answer with one word."},
+                               {"role": "user", "content": f"Colour of the {o}?"},
+                               {"role": "assistant", "content": c}]} for o, c in zip(OBJECTS, COLORS)]
+    completions = [{"prompt": f"The {o} is", "completion": f" {c}."} for o, c in zip(OBJECTS, reversed(COLORS))]
+    qa = write_jsonl(tmp_path / "qa.jsonl", qa_records()[:40])
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", dialogues + completions)
     out = tmp_path / "run"
     config = write_config(tmp_path / "ft.yaml", out, max_steps=4, **{
-        "optim.warmup_steps": 2, "zero.stage": 1, "batch.micro_batch_size": 4, "checkpoint.every": 2,
+        "optim.warmup_steps": 2, "zero.stage": 1, "batch.micro_batch_size": 4, "batch.seq_len": 40,
+        "checkpoint.every": 2,
         "checkpoint.export_hf": True, "finetune.max_new_tokens": 2,
         "launch": {"launcher": "ray", "num_workers": 2, "cpus_per_worker": 0.5, "threads_per_worker": 1}})
-    assert main(["finetune", "--from", str(base_dir), "--data", data, "--config", config]) == 0
+    assert main(["finetune", "--from", str(base_dir), "--data", qa, mixed, "--config", config]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["train_examples"] + summary["val_examples"] == 40 + len(dialogues) + len(completions)
+    val_kinds = [json.loads(line)["kind"] for line in (out / "data" / "val_examples.jsonl").read_text().splitlines()]
+    assert summary.get("val_qa_examples", 0) == val_kinds.count("qa")
     assert summary["world_size"] == 2 and summary["step"] == 4 and "val_exact_match" in summary
     assert (out / "hf" / TEMPLATE_FILE).is_file()
     # the HF export of the fine-tuned run generates the same greedy tokens as its ZeRO checkpoint

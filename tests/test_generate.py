@@ -135,6 +135,12 @@ def test_generate_cli_from_an_hf_export(tmp_path, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["prompt"] for line in lines] == ["Hello", "The sky is"]
     assert all(isinstance(line["completion"], str) for line in lines)
+    ChatTemplate().save(tmp_path / "hf")
+    assert main(["generate", "--ckpt", str(tmp_path / "hf"), "--chat", "--system", "Be brief.", "--prompt", "Hi",
+                 "--temperature", "0.7", "--top-k", "20", "--top-p", "0.9", "--seed", "1", "--max-new-tokens", "4",
+                 "--device", "cpu"]) == 0
+    reply = json.loads(capsys.readouterr().out)["completion"]
+    assert "<|endoftext|>" not in reply and len(reply) < 200
     assert main(["generate", "--ckpt", str(tmp_path / "hf"), "--prompt", "Hi ### User: x", "--chat",
                  "--device", "cpu"]) == 2
     assert "template marker" in capsys.readouterr().err
