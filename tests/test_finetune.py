@@ -101,6 +101,10 @@ def test_tiny_model_learns_synthetic_qa(tmp_path, capsys):
     assert after * LOSS_FALL_FACTOR < before, (before, after)
     assert summary["val_exact_match"] >= MIN_EXACT_MATCH, summary
     assert abs(summary["val_loss"] - after) < 0.5  # the loop's validation loss is the answer loss too
+    from training.metrics import read_metrics
+
+    logged = read_metrics(out / "metrics.jsonl")
+    assert any(r.get("val_exact_match") == summary["val_exact_match"] and r["step"] == 130 for r in logged)
 
     # the fine-tuned run generates through the CLI; held-out question, greedy
     held_out = json.loads((out / "data" / "val_examples.jsonl").read_text().splitlines()[0])["record"]

@@ -182,8 +182,15 @@ def finetune(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) -> 
         val_file = Path(facts["data_dir"]) / "val_examples.jsonl"
         examples = [json.loads(line) for line in val_file.read_text().splitlines()]
         device = "cuda" if cfg.launch.use_gpu else "cpu"
-        summary.update(exact_match(out_dir, examples, cfg.finetune.max_new_tokens,
-                                   cfg.finetune.exact_match_examples, device))
+        scores = exact_match(out_dir, examples, cfg.finetune.max_new_tokens, cfg.finetune.exact_match_examples,
+                             device)
+        summary.update(scores)
+        if scores:  # next to the loop's val_loss in metrics.jsonl and TensorBoard
+            from training.metrics import MetricsLog
+
+            log = MetricsLog(out_dir, enabled=True, tensorboard=cfg.log.tensorboard)
+            log.log(summary["step"], **scores)
+            log.close()
     if (out_dir / "hf").is_dir():
         shutil.copyfile(out_dir / TEMPLATE_FILE, out_dir / "hf" / TEMPLATE_FILE)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -124,9 +124,8 @@ def chat_reply(model: GPT, encoding, template: ChatTemplate, messages: list[dict
 
 
 def load_model(source: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, ChatTemplate | None]:
-    """A model for sampling from a run directory, a `checkpoints/` directory, one `step_*` checkpoint, a
-    consolidated `.safetensors` export next to its run, or a Hugging Face GPT-2 directory; and its chat template
-    if one was saved with it."""
+    """A model for sampling from a run directory, a `checkpoints/` directory, one `step_*` checkpoint or a Hugging
+    Face GPT-2 directory; and its chat template if one was saved with it."""
     from training import checkpoint
 
     path = Path(source)
