@@ -212,3 +212,14 @@ def test_finetune_on_ray_train_with_two_ranks_and_zero(tmp_path, capsys, ray_ses
     assert template is not None
     greedy = Sampling(max_new_tokens=6, temperature=0.0)
     assert generate_ids(ours, [[464, 3290, 318]], greedy) == generate_ids(exported, [[464, 3290, 318]], greedy)
+
+
+def test_example_config_loads_and_its_batch_adds_up():
+    from pathlib import Path
+
+    from pipeline.config import load_config
+    from training.finetune import FinetuneConfig
+
+    cfg = load_config(FinetuneConfig, Path(__file__).parents[1] / "configs" / "finetune_tiny.yaml")
+    assert cfg.launch.launcher == "ray" and cfg.finetune.too_long == "error"
+    assert cfg.train_config().check_batch() == (8, 1, 16)
