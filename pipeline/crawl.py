@@ -8,7 +8,8 @@ Two phases:
   round-robin order over hosts (each host's first URL, then each host's second, …), at most `window` URLs in
   flight, so memory stays flat in the number of URLs and every host is busy from the start.
   Output: `part-XXXXX.warc.gz` (response and request records of every complete response: pages, redirect hops,
-  robots.txt files, and final responses that are not pages such as 404s) and `part-XXXXX.parquet`, the fetch
+  robots.txt files, and final responses that are not pages such as 404s; a 2xx body of a type outside the
+  allowlist is not downloaded at all) and `part-XXXXX.parquet`, the fetch
   log, sorted by `url_norm`; `warc_file` / `warc_offset` point at the URL's final response when it was archived
   (always for `ok`).
 

@@ -73,9 +73,11 @@ class FetchConfig(Config):
 class FetchError(Exception):
     """A request that produced no usable response: `outcome` names the kind."""
 
-    def __init__(self, outcome: str, detail: str, retryable: bool = False, status: int | None = None):
+    def __init__(self, outcome: str, detail: str, retryable: bool = False, status: int | None = None,
+                 content_type: str | None = None):
         super().__init__(detail)
         self.outcome, self.detail, self.retryable, self.status = outcome, detail, retryable, status
+        self.content_type = content_type
 
 
 @dataclass
@@ -176,7 +178,10 @@ class HttpTransport:
     async def close(self) -> None:
         await self.session.close()
 
-    async def get(self, url: str, body_limit: int, decoded_limit: int, truncate: bool = False) -> Exchange:
+    async def get(self, url: str, body_limit: int, decoded_limit: int, truncate: bool = False,
+                  content_types: list[str] | None = None) -> Exchange:
+        """GET `url`. With `content_types`, a 2xx response of another type is refused before its body is read
+        (a crawler has no business downloading the PDFs and videos it will discard)."""
         import aiohttp
 
         try:
@@ -187,6 +192,11 @@ class HttpTransport:
                     if resp.status in REDIRECT_STATUSES:
                         body_limit = decoded_limit = min(body_limit, 64 << 10)
                         truncate = True
+                    elif content_types is not None and 200 <= resp.status < 300:
+                        content_type = resp.headers.get("Content-Type")
+                        if mime_of(content_type) not in content_types:
+                            raise FetchError("bad_content_type", f"Content-Type {content_type!r}", status=resp.status,
+                                             content_type=content_type)
                     body = await self._read(resp, body_limit, decoded_limit, truncate)
                     return Exchange(url, list(resp.request_info.headers.items()), resp.status, resp.reason or "",
                                     headers, body, ip=peer)
@@ -250,7 +260,8 @@ class ReplayTransport:
         self.guard = AddressGuard(enabled=True)
         self.files: dict[str, object] = {}
 
-    async def get(self, url: str, body_limit: int, decoded_limit: int, truncate: bool = False) -> Exchange:
+    async def get(self, url: str, body_limit: int, decoded_limit: int, truncate: bool = False,
+                  content_types: list[str] | None = None) -> Exchange:
         where = self.index.get(url)
         if where is None:
             raise FetchError("not_in_warc", "no response record for this URL in the WARC files")
@@ -342,10 +353,12 @@ class Fetcher:
                     if not rules.allowed(current, self.agent):
                         return FetchResult(url, "robots_disallowed", final_url=current, error=rules.why_disallowed(),
                                            exchanges=exchanges)
-                exchange, attempt = await self.request(parsed, self.config.max_body_bytes, self.config.max_decoded_bytes)
+                exchange, attempt = await self.request(parsed, self.config.max_body_bytes, self.config.max_decoded_bytes,
+                                                       content_types=self.config.content_types)
             except FetchError as err:
                 return FetchResult(url, err.outcome, final_url=current, status=err.status, error=err.detail[:500],
-                                   attempt=max(attempt, getattr(err, "attempt", 0)), exchanges=exchanges)
+                                   content_type=err.content_type, attempt=max(attempt, getattr(err, "attempt", 0)),
+                                   exchanges=exchanges)
             location = exchange.header("Location")
             if exchange.status in REDIRECT_STATUSES and location:
                 exchanges.append(exchange)
@@ -386,7 +399,7 @@ class Fetcher:
         exchanges.append(exchange)
         result = FetchResult(url, "ok", final_url=final_url, status=exchange.status, content_type=content_type,
                              bytes=len(exchange.body), attempt=attempt, exchanges=exchanges, final_archived=True)
-        mime = (content_type or "").split(";", 1)[0].strip().lower()
+        mime = mime_of(content_type)
         if not 200 <= exchange.status < 300:
             result.outcome, result.error = "http_status", f"HTTP {exchange.status}"
         elif mime not in self.config.content_types:
@@ -395,7 +408,8 @@ class Fetcher:
             result.outcome, result.error = "binary_content", f"binary bytes served as {mime}"
         return result
 
-    async def request(self, url: URL, body_limit: int, decoded_limit: int, truncate: bool = False) -> tuple[Exchange, int]:
+    async def request(self, url: URL, body_limit: int, decoded_limit: int, truncate: bool = False,
+                      content_types: list[str] | None = None) -> tuple[Exchange, int]:
         """One GET with retries; returns the response and the attempt that gave it."""
         host = self.host(url)
         attempt = 0
@@ -403,7 +417,7 @@ class Fetcher:
             attempt += 1
             try:
                 async with self.slot(host):
-                    exchange = await self.transport.get(str(url), body_limit, decoded_limit, truncate)
+                    exchange = await self.transport.get(str(url), body_limit, decoded_limit, truncate, content_types)
             except FetchError as err:
                 if err.retryable and attempt < self.config.max_attempts and self._take_retry():
                     await asyncio.sleep(self._backoff(attempt))
@@ -468,6 +482,10 @@ class Fetcher:
                 continue
             return RobotsRules.from_response(exchange.status, exchange.body)
         return RobotsRules.from_response(None, detail="robots.txt: too many redirects")
+
+
+def mime_of(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
 
 
 def _textual(mime: str) -> bool:

@@ -28,7 +28,8 @@ from pipeline.urlnorm import normalize_url
 
 REPO = Path(__file__).resolve().parents[1]
 # Outcomes with no complete response, hence nothing in the WARC for a replay to find.
-NOT_ARCHIVED = {"timeout", "read_error", "too_large", "decoded_too_large", "connect_error", "dns_error"}
+NOT_ARCHIVED = {"timeout", "read_error", "too_large", "decoded_too_large", "connect_error", "dns_error",
+                "bad_content_type"}
 COMPARED = ["url", "url_norm", "outcome", "status", "final_url", "content_type", "bytes"]
 
 

@@ -86,6 +86,8 @@ def test_robots_semantics_rfc9309():
     assert rules.allowed("http://h/private/ok", agent)  # longest match wins
     assert not rules.allowed("http://h/a/b.pdf", agent)  # wildcard and end anchor
     assert rules.crawl_delay(agent) == 2.0
+    ours = RobotsRules.from_response(200, b"User-agent: *\nAllow: /\n\nUser-agent: webtext-crawler\nDisallow: /\n")
+    assert not ours.allowed("http://h/x", agent) and ours.allowed("http://h/x", "otherbot")
     assert RobotsRules.from_response(404).allowed("http://h/x", agent)  # unavailable: allowed
     assert RobotsRules.from_response(401).allowed("http://h/x", agent)
     assert not RobotsRules.from_response(503).allowed("http://h/x", agent)  # unreachable: disallowed
@@ -174,6 +176,7 @@ def test_caps_and_robots_off(web):
     only_pdf = FetchConfig(**FAST, resolve=web.resolve(), min_delay_s=0, content_types=["application/pdf"])
     pdf, page = crawl(only_pdf, [web.url(9, "/file/1.pdf"), web.url(9, "/article/1")])
     assert (pdf.outcome, page.outcome) == ("ok", "bad_content_type")
+    assert page.content_type == "text/html; charset=utf-8" and page.bytes == 0 and not page.exchanges
     no_redirects = FetchConfig(**FAST, resolve=web.resolve(), min_delay_s=0, max_redirects=0)
     [hop] = crawl(no_redirects, [web.url(9, "/redirect/1")])
     assert hop.outcome == "too_many_redirects"
