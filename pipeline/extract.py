@@ -240,7 +240,9 @@ class ExtractTimeout(Exception):
 def time_limit(seconds: float):
     """Raise ExtractTimeout in this block after `seconds` (SIGALRM; in the main thread, as Ray tasks run).
 
-    Elsewhere (a thread) the block runs unbounded: Python can interrupt only the main thread.
+    Elsewhere (a thread) the block runs unbounded: Python can interrupt only the main thread. The alarm is
+    handled between Python bytecodes, so one long call inside lxml finishes first; trafilatura's own size cap
+    (`max_bytes` here, before parsing) bounds those calls.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
