@@ -7,6 +7,7 @@ line per prompt: {"prompt", "completion"}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -45,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
                             top_p=args.top_p, seed=args.seed, use_cache=not args.no_cache)
     except ValueError as err:
         raise UserError(str(err)) from None
-    model, template = load_model(args.ckpt, device)
+    # DeepSpeed prints while consolidating a ZeRO checkpoint; stdout carries only the JSON lines.
+    with contextlib.redirect_stdout(sys.stderr):
+        model, template = load_model(args.ckpt, device)
     encoding = gpt2_encoding()
     prompts = args.prompt
     if args.chat:

@@ -212,6 +212,11 @@ def test_finetune_on_ray_train_with_two_ranks_and_zero(tmp_path, capsys, ray_ses
     assert template is not None
     greedy = Sampling(max_new_tokens=6, temperature=0.0)
     assert generate_ids(ours, [[464, 3290, 318]], greedy) == generate_ids(exported, [[464, 3290, 318]], greedy)
+    # from the ZeRO checkpoint through the CLI: stdout holds only the JSON lines (DeepSpeed's prints go to stderr)
+    capsys.readouterr()
+    assert main(["generate", "--ckpt", str(out), "--prompt", "Hi", "--temperature", "0", "--max-new-tokens", "2",
+                 "--device", "cpu"]) == 0
+    assert [json.loads(line)["prompt"] for line in capsys.readouterr().out.splitlines()] == ["Hi"]
 
 
 def test_example_config_loads_and_its_batch_adds_up():
