@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from training.finetune_data import EOT_ID, ChatTemplate
+from training.finetune_data import ChatTemplate
 from training.generate import Sampling, filter_logits, generate_ids, load_model
 from training.hf import export_hf
 from training.model import GPT, GPTConfig, KVCache
