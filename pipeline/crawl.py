@@ -83,8 +83,12 @@ def host_of(url: str) -> str:
         return ""
 
 
-def bucket_of(hosts: pa.Array, n_buckets: int) -> np.ndarray:
-    return np.fromiter((xxhash.xxh64_intdigest((h or "").encode()) % n_buckets for h in hosts.to_pylist()), np.int64, len(hosts))
+def bucket_of(hosts: pa.ChunkedArray, n_buckets: int) -> np.ndarray:
+    """The bucket of each row's host (hashed once per distinct host)."""
+    encoded = pc.dictionary_encode(pc.fill_null(hosts, "").combine_chunks())
+    buckets = np.fromiter((xxhash.xxh64_intdigest(h.encode()) % n_buckets for h in encoded.dictionary.to_pylist()),
+                          np.int64, len(encoded.dictionary))
+    return buckets[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def read_url_table(file: InputFile) -> pa.Table:
@@ -110,16 +114,22 @@ def read_url_table(file: InputFile) -> pa.Table:
 
 
 def round_robin(table: pa.Table) -> pa.Table:
-    """Rows ordered by their rank within their host, then host: every host's first URL, then every second, …"""
+    """Rows ordered by their rank within their host, then host: every host's first URL, then every second, …
+
+    Hosts are dictionary-encoded, so the work is on integer arrays, not on one Python string per URL.
+    """
     if table.num_rows == 0:
         return table
     table = table.sort_by([("host", "ascending"), ("url_norm", "ascending")])
-    hosts = table["host"].to_pylist()
-    index = np.arange(len(hosts))
-    first = np.array([i == 0 or hosts[i] != hosts[i - 1] for i in range(len(hosts))])
+    encoded = pc.dictionary_encode(pc.fill_null(table["host"], "").combine_chunks())
+    host_index = encoded.indices.to_numpy(zero_copy_only=False)
+    host_hashes = np.fromiter((xxhash.xxh64_intdigest((h or "").encode()) for h in encoded.dictionary.to_pylist()),
+                              np.uint64, len(encoded.dictionary))
+    index = np.arange(len(host_index))
+    first = np.ones(len(host_index), dtype=bool)
+    first[1:] = host_index[1:] != host_index[:-1]
     rank = index - np.maximum.accumulate(np.where(first, index, 0))
-    host_hash = np.fromiter((xxhash.xxh64_intdigest((h or "").encode()) for h in hosts), np.uint64, len(hosts))
-    return table.take(np.lexsort((host_hash, rank)))
+    return table.take(np.lexsort((host_hashes[host_index], rank)))
 
 
 class Segment:
