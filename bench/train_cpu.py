@@ -1,6 +1,7 @@
-"""Training throughput on CPU: our training function (DeepSpeed engine, ZeRO-1, 1 process, the real loader reading
-shards) against a plain PyTorch loop (AdamW, clipping, the same schedule) with the same model and batch, in the
-same run. Model: 4 layers, 256 wide, GPT-2's 50,257-token vocabulary, batch 8 x 256 tokens, fp32, 2 threads.
+"""Training throughput on CPU: our training step (training/loop.py's `Stepper` on the DeepSpeed engine, ZeRO-1,
+1 process, the project's loader reading a shard) against a plain PyTorch loop (AdamW, clipping, the same schedule)
+with the same model and batch. Model: 4 layers, 256 wide, GPT-2's 50,257-token vocabulary, batch 8 x 256 tokens,
+fp32, 2 threads. The two alternate step by step, so a machine whose load changes slows both alike.
 
 Prints tokens/s medians over steps after warm-up, then `RESULT train_vs_torch=<ratio> goal>=0.85`.
 """
@@ -27,10 +28,9 @@ import torch  # noqa: E402
 from pipeline.shards import shard_header  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.engine import param_groups  # noqa: E402
-from training.metrics import read_metrics  # noqa: E402
 from training.model import GPT  # noqa: E402
 
-BATCH, SEQ, WARMUP, STEPS = 8, 256, 2, 8
+BATCH, SEQ, WARMUP, STEPS = 8, 256, 2, 12
 THREADS = min(2, os.cpu_count() or 1)
 
 
@@ -48,40 +48,48 @@ def config(data_dir: Path, out_dir: Path) -> TrainConfig:
     })
 
 
-def plain_pytorch(cfg: TrainConfig, tokens: np.ndarray) -> list[float]:
-    """tokens/s per step of the textbook loop on the same model, batch and optimizer settings."""
-    torch.manual_seed(0)
-    model = GPT(cfg.model.gpt_config())
-    o = cfg.optim
-    opt = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=o.betas, eps=o.eps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cfg.lr_at(s) / o.lr)
-    rng = np.random.default_rng(0)
-    rates = []
-    for step in range(WARMUP + STEPS):
-        t0 = time.perf_counter()
-        starts = rng.integers(0, len(tokens) - SEQ - 1, size=BATCH)
-        batch = torch.from_numpy(np.stack([tokens[s:s + SEQ + 1] for s in starts]).astype(np.int64))
-        _, loss = model(batch[:, :-1], batch[:, 1:])
+class PlainPyTorch:
+    """The textbook loop on the same model, batch and optimizer settings."""
+
+    def __init__(self, cfg: TrainConfig, tokens: np.ndarray):
+        torch.manual_seed(0)
+        self.model = GPT(cfg.model.gpt_config())
+        o = cfg.optim
+        self.opt = torch.optim.AdamW(param_groups(self.model, o.weight_decay), lr=o.lr, betas=o.betas, eps=o.eps)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: cfg.lr_at(s) / o.lr)
+        self.clip, self.tokens, self.rng = o.grad_clip, tokens, np.random.default_rng(0)
+
+    def step(self) -> None:
+        starts = self.rng.integers(0, len(self.tokens) - SEQ - 1, size=BATCH)
+        batch = torch.from_numpy(np.stack([self.tokens[s:s + SEQ + 1] for s in starts]).astype(np.int64))
+        _, loss = self.model(batch[:, :-1], batch[:, 1:])
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if step >= WARMUP:
-            rates.append(BATCH * SEQ / (time.perf_counter() - t0))
-    return rates
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
 
 
-def ours(cfg: TrainConfig) -> list[float]:
-    from training.loop import train_worker
+def ours(cfg: TrainConfig):
+    """Our step as train_worker runs it: engine, loader and Stepper built by the same functions."""
+    from training.engine import build_engine, init_distributed
+    from training.loop import Stepper, build_model, make_loader, seed_everything
 
-    train_worker(cfg.model_dump(mode="json"))
-    records = [r for r in read_metrics(Path(cfg.out_dir) / "metrics.jsonl") if "tokens_per_s" in r]
-    return [r["tokens_per_s"] for r in records if r["step"] > WARMUP]
+    d = init_distributed(cfg)
+    _, accum, _ = cfg.batch.resolve(d.world_size)
+    seed_everything(cfg.seed)
+    engine = build_engine(build_model(cfg), cfg, d.world_size)
+    stepper = Stepper(engine, cfg, make_loader(cfg, "train", d.rank, d.world_size, cfg.seed), d, accum)
+    return stepper.step
+
+
+def timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return BATCH * SEQ / (time.perf_counter() - t0)
 
 
 def main() -> None:
-    torch.set_num_threads(THREADS)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tokens = np.random.default_rng(0).integers(0, 50257, size=400_000).astype("<u2")
@@ -89,12 +97,19 @@ def main() -> None:
         with open(tmp / "data" / "part-train-00000.bin", "wb") as f:
             f.write(shard_header(len(tokens)))
             f.write(tokens.tobytes())
-        base = plain_pytorch(config(tmp / "data", tmp / "plain"), tokens)
-        mine = ours(config(tmp / "data", tmp / "ours"))
-        base += plain_pytorch(config(tmp / "data", tmp / "plain"), tokens)  # before and after: drift cancels
+        cfg = config(tmp / "data", tmp / "ours")
+        our_step = ours(cfg)  # sets 2 threads, as it would for a run
+        torch.set_num_threads(THREADS)
+        plain = PlainPyTorch(cfg, tokens)
+        base, mine = [], []
+        for step in range(WARMUP + STEPS):
+            rates = (timed(plain.step), timed(our_step, step))
+            if step >= WARMUP:
+                base.append(rates[0])
+                mine.append(rates[1])
     plain_median, ours_median = statistics.median(base), statistics.median(mine)
     print(f"plain PyTorch loop: {plain_median:,.0f} tokens/s (median of {len(base)} steps)")
-    print(f"webtext train_worker (DeepSpeed ZeRO-1, 1 process): {ours_median:,.0f} tokens/s (median of {len(mine)})")
+    print(f"webtext Stepper (DeepSpeed ZeRO-1, 1 process): {ours_median:,.0f} tokens/s (median of {len(mine)})")
     print(f"RESULT train_vs_torch={ours_median / plain_median:.3f} goal>=0.85")
 
 

@@ -1,8 +1,8 @@
 """The training function: one per rank, the same under every launcher (Ray Train, torchrun, deepspeed, local).
 
 `train_worker(config_dict)` builds the model and the DeepSpeed engine, resumes from the newest complete
-checkpoint, then runs steps of `grad_accum_steps` micro-batches: forward, a loss check agreed by all ranks,
-backward, optimizer step; it logs, evaluates and checkpoints on schedule. A step whose loss is NaN or inf on any
+checkpoint, then runs `Stepper.step` (`grad_accum_steps` micro-batches: forward, a loss check agreed by all ranks,
+backward; the optimizer step) and logs, evaluates and checkpoints on schedule. A step whose loss is NaN or inf on any
 rank is skipped (no weight changes) and counted; `max_bad_steps` of them in a row stop the run with `TrainingDiverged`.
 """
 
@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -114,11 +115,58 @@ def evaluate(engine, cfg: TrainConfig, rank: int, world_size: int, device) -> di
     return {"val_loss": val_loss, "val_ppl": math.exp(val_loss) if val_loss < 50 else float("inf")}
 
 
+@dataclass
+class StepResult:
+    loss: float  # mean over micro-batches and ranks; NaN for a skipped step
+    bad: bool  # a micro-batch's loss was NaN/inf on some rank: the step changed no weight
+    lr: float  # the learning rate the step used
+    grad_norm: float | None  # before clipping
+
+
+class Stepper:
+    """One optimizer step: `accum` micro-batches of forward, a loss check agreed by all ranks, backward; then the
+    DeepSpeed step. A bad micro-batch back-propagates a zero loss instead (through the last good batch), so every
+    rank's collectives stay in step, and the step's update is made with learning rate 0."""
+
+    def __init__(self, engine, cfg: TrainConfig, loader, d, accum: int):
+        self.engine, self.cfg, self.loader, self.d, self.accum = engine, cfg, loader, d, accum
+        self.fallback = None
+
+    def step(self, step: int) -> StepResult:
+        engine, d = self.engine, self.d
+        loss_sum, bad = 0.0, False
+        for m in range(self.accum):
+            x, y = self.loader.next_batch()
+            x, y = prepare_batch(self.cfg, engine.module.config, x, y, self.cfg.seed, step, d.rank, m)
+            x, y = x.to(d.device), y.to(d.device)
+            _, loss = engine(x, y)
+            check = torch.stack([loss.detach().double(), (~torch.isfinite(loss.detach())).double()])
+            dist.all_reduce(check)  # on the device: NCCL reduces only GPU tensors
+            check = check.cpu()
+            bad = bad or bool(check[1] > 0)
+            if bad:
+                fx, fy = self.fallback if self.fallback is not None else (torch.zeros_like(x), torch.zeros_like(x))
+                loss = engine(fx, fy)[1] * 0.0
+            else:
+                self.fallback = (x, y)
+                loss_sum += check[0].item() / d.world_size
+            engine.backward(loss)
+            if m == self.accum - 1:
+                lr = engine.get_lr()[0]
+                measured_norm = local_grad_norm(engine)
+                if bad:
+                    _zero_lr(engine)
+            engine.step()
+        if bad:
+            return StepResult(float("nan"), True, lr, None)
+        return StepResult(loss_sum / self.accum, False, lr, grad_norm(engine, measured_norm))
+
+
 def train_worker(config: dict) -> dict:
     """Train per `config` (a TrainConfig as a dict). Returns a summary (rank 0's view) when done."""
     cfg = TrainConfig.model_validate(config)
     d = init_distributed(cfg)
-    micro, accum, global_batch = cfg.batch.resolve(d.world_size)
+    _, accum, global_batch = cfg.batch.resolve(d.world_size)
     out_dir = Path(cfg.out_dir)
     ckpt_root = out_dir / "checkpoints"
 
@@ -144,7 +192,7 @@ def train_worker(config: dict) -> dict:
     peak = peak_flops(device_name(), cfg.precision)
     kill_at = int(os.environ.get(KILL_AT_STEP_ENV, "-1"))
     tokens_per_step = global_batch * cfg.batch.seq_len
-    fallback = None  # a finite batch to back-propagate a zero loss through when a micro-batch is bad
+    stepper = Stepper(engine, cfg, loader, d, accum)
     summary: dict = {"resumed_from": tags[-1] if tags else None}
     t_last, tokens_since = time.perf_counter(), 0
 
@@ -155,48 +203,22 @@ def train_worker(config: dict) -> dict:
 
     try:
         while step < cfg.max_steps:
-            loss_sum, step_bad = 0.0, False
-            for m in range(accum):
-                x, y = loader.next_batch()
-                x, y = prepare_batch(cfg, engine.module.config, x, y, cfg.seed, step, d.rank, m)
-                x, y = x.to(d.device), y.to(d.device)
-                _, loss = engine(x, y)
-                # All ranks must agree, since the backward pass below is collective under ZeRO.
-                check = torch.stack([loss.detach().double(), (~torch.isfinite(loss.detach())).double()])
-                dist.all_reduce(check)  # on the device: NCCL reduces only GPU tensors
-                check = check.cpu()
-                if check[1] > 0:
-                    step_bad = True
-                if step_bad:
-                    # Keep DeepSpeed's micro-step count and collectives in lockstep with a zero gradient.
-                    fx, fy = fallback if fallback is not None else (torch.zeros_like(x), torch.zeros_like(x))
-                    loss = engine(fx, fy)[1] * 0.0
-                else:
-                    fallback = (x, y)
-                    loss_sum += check[0].item() / d.world_size
-                engine.backward(loss)
-                if m == accum - 1:
-                    lr = engine.get_lr()[0]
-                    measured_norm = local_grad_norm(engine)
-                    if step_bad:
-                        _zero_lr(engine)  # the optimizer step below then changes no weight
-                engine.step()
-            if step_bad:
+            result = stepper.step(step)
+            if result.bad:
                 bad_steps += 1
                 bad_in_a_row += 1
             else:
                 bad_in_a_row = 0
             step += 1
             tokens_since += tokens_per_step
-            if step % cfg.log.every == 0 or step == cfg.max_steps or step_bad:
+            if step % cfg.log.every == 0 or step == cfg.max_steps or result.bad:
                 elapsed = time.perf_counter() - t_last
                 tokens_per_s = tokens_since / elapsed if elapsed > 0 else 0.0
-                log.log(step, loss=float("nan") if step_bad else loss_sum / accum, lr=lr,
-                        grad_norm=None if step_bad else grad_norm(engine, measured_norm), tokens_per_s=tokens_per_s,
+                log.log(step, loss=result.loss, lr=result.lr, grad_norm=result.grad_norm, tokens_per_s=tokens_per_s,
                         mfu=mfu(tokens_per_s, flops_per_token, peak, d.world_size), bad_steps=bad_steps,
                         tokens=step * tokens_per_step)
                 t_last, tokens_since = time.perf_counter(), 0
-            if step_bad and bad_in_a_row >= cfg.max_bad_steps:
+            if result.bad and bad_in_a_row >= cfg.max_bad_steps:
                 raise TrainingDiverged(
                     f"loss was NaN/inf in {bad_in_a_row} consecutive steps (up to step {step}); stopping. "
                     f"Lower optim.lr, check the data, or use bf16/fp32 instead of fp16.")
