@@ -17,20 +17,18 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# Run as `python bench/crawl.py`, this folder is first on sys.path, where bench/tokenize.py would hide the
-# standard library's tokenize from everything imported below.
-sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
+sys.path.insert(0, str(REPO))
 
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
 
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+import pyarrow as pa
+import pyarrow.parquet as pq
 HOSTS, LATENCY, GLOBAL = 100, 0.05, 64
 BOUND = min(GLOBAL, HOSTS * 1) / LATENCY
 THROUGHPUT_URLS = int(os.environ.get("BENCH_CRAWL_URLS", 5_000))

@@ -12,19 +12,18 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# Run as a script, bench/ is first on sys.path and bench/tokenize.py would shadow the standard library's `tokenize`.
-sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
+sys.path.insert(0, str(REPO))
 
-import os  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import os
+import statistics
+import tempfile
+import time
 
-import torch  # noqa: E402
+import torch
 
-from training.generate import Sampling, generate_ids  # noqa: E402
-from training.hf import export_hf  # noqa: E402
-from training.model import GPT, GPTConfig  # noqa: E402
+from training.generate import Sampling, generate_ids
+from training.hf import export_hf
+from training.model import GPT, GPTConfig
 
 PROMPT_TOKENS, NEW_TOKENS, REPEATS = 48, 64, 3
 GOAL_RATIO = 3.0  # cached generation at least 3x the tokens/s of uncached at this length
