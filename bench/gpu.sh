@@ -4,7 +4,8 @@
 # median over the steps after warm-up, then `RESULT gpu_mfu=<value> goal>=0.50` (nanoGPT: 37 % on an A100).
 #
 # The machine needs PyTorch with CUDA; no network and no Ray. The rest of what training imports (deepspeed,
-# pydantic, pyyaml, safetensors, numpy) is installed offline from WHEELS (default ./wheels) when missing.
+# pydantic, pyyaml, safetensors, numpy) is installed offline from WHEELS (default ./wheels) when missing
+# (pyarrow is needed only to print one-line user errors; tensorboard and matplotlib are switched off here).
 # Make that wheelhouse where there is network:
 #   pip wheel --no-deps -w wheels deepspeed==0.19.8          # pure Python with ops left to JIT (DS_BUILD_OPS=0)
 #   pip download -d wheels hjson ninja msgpack py-cpuinfo psutil einops pydantic pyyaml safetensors
@@ -43,7 +44,7 @@ OMP_NUM_THREADS=8 $PY -m torch.distributed.run --standalone --nproc_per_node 1 -
     --set out_dir="$WORK/run" --set max_steps="$STEPS" --set optim.warmup_steps=5 \
     --set "data.train=['$WORK/data/part-train-00000.bin']" --set "data.val=[]" \
     --set batch.micro_batch_size="$MICRO" --set batch.global_batch_size=512 \
-    --set launch.launcher=torchrun --set launch.num_workers=1 --set log.every=1 --set log.tensorboard=false \
+    --set launch.launcher=torchrun --set launch.num_workers=1 --set log.every=1 --set log.tensorboard=false --set log.plot=false \
     --set checkpoint.every=0 --set checkpoint.export_hf=false --set checkpoint.resume=false \
     --set model.compile="$([ "$COMPILE" = 1 ] && echo true || echo false)"
 

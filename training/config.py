@@ -112,6 +112,7 @@ class EvalConfig(Config):
 class LogConfig(Config):
     every: int = Field(10, ge=1)
     tensorboard: bool = True
+    plot: bool = Field(True, description="write loss.png (matplotlib) at the end of the run")
 
 
 class LaunchConfig(Config):

@@ -186,7 +186,7 @@ def train_worker(config: dict) -> dict:
         loader.load_state_dict(state["loader"])
         step, bad_steps, bad_in_a_row = state["step"], state["bad_steps"], state["bad_in_a_row"]
 
-    log = MetricsLog(out_dir, enabled=d.rank == 0, tensorboard=cfg.log.tensorboard)
+    log = MetricsLog(out_dir, enabled=d.rank == 0, tensorboard=cfg.log.tensorboard, plot=cfg.log.plot)
     if d.rank == 0:  # what `webtext eval` reads to rebuild the model and the validation windows
         (out_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
     peak = peak_flops(device_name(), cfg.precision)

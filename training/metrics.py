@@ -52,8 +52,8 @@ def mfu(tokens_per_s: float, flops_per_token: float, peak: float | None, n_devic
 class MetricsLog:
     """Rank 0's log of a run; other ranks hold a disabled instance so call sites need no branches."""
 
-    def __init__(self, out_dir: str | Path, enabled: bool, tensorboard: bool = True):
-        self.enabled = enabled
+    def __init__(self, out_dir: str | Path, enabled: bool, tensorboard: bool = True, plot: bool = True):
+        self.enabled, self.plot = enabled, plot
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / "metrics.jsonl"
         self._writer = None
@@ -81,7 +81,8 @@ class MetricsLog:
         self._file.close()
         if self._writer is not None:
             self._writer.close()
-        plot_loss_curve(self.path, self.out_dir / "loss.png")
+        if self.plot:
+            plot_loss_curve(self.path, self.out_dir / "loss.png")
 
 
 def _clean(value):
