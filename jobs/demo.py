@@ -6,12 +6,16 @@
 3. build the corpus (`jobs.build_corpus`: urls -> crawl -> extract -> filter -> dedup -> tokenize) on an embedded
    Ray, crawling the local web through the crawler's resolve override;
 4. check the funnel against the planted truth and say so;
-5. pretrain the `tiny` GPT with DeepSpeed ZeRO-2 on 2 Ray Train workers on the shards (`--steps 0` skips it).
+5. pretrain the `tiny` GPT with DeepSpeed ZeRO-2 on 2 Ray Train workers on the shards (`--steps 0` skips 5-7);
+6. fine-tune it on a small QA and dialogue set generated from the crawled pages (answers: their titles);
+7. sample from the fine-tuned model, a completion and a chat turn.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import random
 import sys
 import time
 from collections import Counter
@@ -85,6 +89,51 @@ def pretrain(out: Path, steps: int, seed: int) -> dict:
     return launch(cfg)
 
 
+def write_finetune_data(out: Path, seed: int) -> list[Path]:
+    """QA and dialogue JSONL from the deduplicated documents: ask for a page's title by its host and opening."""
+    docs = [r for p in sorted((out / "dedup").glob("part-*.parquet"))
+            for r in pq.read_table(p, columns=["host", "title", "text"]).to_pylist() if r["title"]]
+    rng = random.Random(seed)
+    qa, chat = [], []
+    for doc in docs:
+        opening = " ".join(doc["text"].split()[:12])
+        question = f"On {doc['host']}, which article begins: {opening}?"
+        qa.append({"question": question, "context": doc["text"][:300], "answer": doc["title"]})
+        chat.append({"messages": [{"role": "system", "content": "You name articles."},
+                                  {"role": "user", "content": question},
+                                  {"role": "assistant", "content": doc["title"]}]})
+    rng.shuffle(qa)
+    files = []
+    for name, rows in (("qa.jsonl", qa), ("chat.jsonl", chat)):
+        path = out / "finetune_data" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        files.append(path)
+    return files
+
+
+def finetune_and_sample(out: Path, steps: int, seed: int) -> tuple[dict, list[str]]:
+    from pipeline.config import load_config
+    from pipeline.tokenizer import gpt2_encoding
+    from training.finetune import FinetuneConfig, finetune
+    from training.generate import Sampling, chat_reply, generate_text, load_model
+
+    out = out.resolve()
+    cfg = load_config(FinetuneConfig, REPO / "configs" / "finetune_tiny.yaml", [
+        f"out_dir={out / 'finetune'}", f"max_steps={steps}", f"seed={seed}", "zero.stage=2",
+        f"checkpoint.every={steps}", f"eval.every={steps}", "batch.seq_len=128", "finetune.exact_match_examples=20",
+    ])
+    summary = finetune(cfg, out / "pretrain", [str(p) for p in write_finetune_data(out, seed)])
+    model, template = load_model(out / "finetune")
+    encoding = gpt2_encoding()
+    sampling = Sampling(max_new_tokens=24, temperature=0.8, top_k=50, seed=seed)
+    samples = generate_text(model, encoding, ["The river"], sampling)
+    if template is not None:
+        samples.append(chat_reply(model, encoding, template, [
+            {"role": "user", "content": "Which article is about a harbour?"}], sampling))
+    return summary, samples
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.time()
     out = Path(args.out)
@@ -118,7 +167,14 @@ def run(args: argparse.Namespace) -> int:
     print("demo: corpus funnel:", ", ".join(f"{k} {v:,}" for k, v in summary.items()))
     if args.steps:
         metrics = pretrain(out, args.steps, args.seed)
-        print(f"demo: pretrained the tiny GPT for {args.steps} steps with ZeRO-2 on 2 Ray Train workers: {metrics}")
+        print(f"demo: pretrained the tiny GPT for {args.steps} steps with ZeRO-2 on 2 Ray Train workers: "
+              f"val loss {metrics['val_loss']:.2f}, perplexity {metrics['val_ppl']:.0f}")
+        summary, samples = finetune_and_sample(out, args.steps, args.seed)
+        print(f"demo: fine-tuned it on QA and dialogue for {args.steps} steps: "
+              + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()
+                          if k in ("train_examples", "val_loss", "val_exact_match")))
+        for sample in samples:
+            print(f"demo: sample: {sample!r}")
     print(f"demo: done in {time.time() - started:.0f}s; outputs under {out}/")
     return 1 if problems else 0
 
