@@ -11,7 +11,7 @@ import sys
 import time
 
 from jobs.cli import module_main
-from jobs.common import add_run_arguments, run_options
+from jobs.common import add_stage_arguments, run_options
 from pipeline.config import Config, load_config
 from pipeline.crawl import CrawlConfig, CrawlStage
 from pipeline.dedup import DedupConfig, DedupStage
@@ -56,11 +56,7 @@ def build_corpus(dumps: list[str], out: str, config: CorpusConfig, options: RunO
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dumps", nargs="+", required=True, metavar="PATH",
                         help="submission dumps: files, directories or globs (.zst .xz .gz .bz2 or NDJSON)")
-    parser.add_argument("--out", required=True, help="output root (path or URI); stage s writes <out>/<s>/")
-    parser.add_argument("--config", help="YAML with a section per stage: urls, crawl, extract, filter, dedup, tokenize")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a key, e.g. --set urls.min_karma=5 (repeatable)")
-    add_run_arguments(parser)
+    add_stage_arguments(parser)  # --config has a section per stage: --set urls.min_karma=5
 
 
 def run(args: argparse.Namespace) -> int:
