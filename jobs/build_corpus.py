@@ -1,7 +1,7 @@
 """`webtext build-corpus` / `python -m jobs.build_corpus`: dumps -> urls -> crawl -> extract -> filter -> dedup ->
 tokenize, one config with a section per stage, each stage skipped when its output is current.
 
-    python -m jobs.build_corpus --dumps 'RS_2019-*.zst' --out s3://bucket/webtext --config configs/corpus.yaml
+    python -m jobs.build_corpus --dumps 'RS_2019-*.zst' --out s3://bucket/webtext --set urls.karma_rule=sum
 """
 
 from __future__ import annotations
