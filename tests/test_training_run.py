@@ -147,6 +147,11 @@ def test_one_process_run_logs_evaluates_keeps_last_k_and_exports(data, tmp_path,
     idx = torch.randint(0, 512, (2, 16))
     torch.testing.assert_close(back.eval()(idx)[0], trained.eval()(idx)[0], rtol=0, atol=1e-6)
 
+    # `webtext eval` on the export (data and windows from the run's config) gives the same figure.
+    assert cli_main(["eval", "--checkpoint", str(out / "hf"), "--config", str(out / "config.json")]) == 0
+    from_hf = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert from_hf["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-5)
+
     # ... and a new run can start from it (model.init_from): its first loss is the trained model's, not ln(512).
     run(data, tmp_path / "again", **{"model.init_from": str(out / "hf"), "max_steps": 2, "optim.warmup_steps": 1})
     first = losses_by_step(tmp_path / "again" / "metrics.jsonl")[1]
