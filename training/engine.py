@@ -9,7 +9,9 @@ meets itself through a FileStore, which opens no port.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 
@@ -42,6 +44,7 @@ def init_distributed(cfg: TrainConfig) -> Dist:
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, init_method="env://")
     else:
         store = tempfile.mkdtemp(prefix="webtext-pg-")
+        atexit.register(shutil.rmtree, store, ignore_errors=True)
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")  # DeepSpeed reads them
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
