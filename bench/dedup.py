@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# replace the script directory (bench/), whose tokenize.py would shadow the standard library module
-sys.path[0] = str(REPO)
+sys.path.insert(0, str(REPO))
 
 REPEATS = 3
 N_SIGNATURE_DOCS = 3000

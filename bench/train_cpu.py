@@ -20,7 +20,7 @@ if os.environ.get("GLIBC_TUNABLES") != TUNABLES:  # ../shared/FACTS.md: glibc's 
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": TUNABLES})
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[0] = str(REPO)  # not bench/: its tokenize.py would shadow the standard library's
+sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
