@@ -94,11 +94,14 @@ def test_ray_train_torchrun_and_deepspeed_launchers_run_the_same_training(data, 
     run(data, tmp_path / "torchrun", **opts, **{"launch.launcher": "torchrun"})
     assert summary["world_size"] == 2 and summary["step"] == STEPS
     ray_losses = losses_by_step(tmp_path / "ray" / "metrics.jsonl")
-    assert ray_losses == losses_by_step(tmp_path / "torchrun" / "metrics.jsonl")
+    # Same function, same data, same losses up to float summation order: launchers differ in their thread pools
+    # and collective paths, which moves the last bits (seen ~2e-8 relative on a loaded CI machine).
+    same = pytest.approx(ray_losses, rel=1e-6)
+    assert losses_by_step(tmp_path / "torchrun" / "metrics.jsonl") == same
     assert not list((tmp_path / "ray").glob(".pg-*")), "the FileStore rendezvous file is removed"
     # Ray's own TCP rendezvous, the one used on a cluster, trains the same.
     run(data, tmp_path / "ray_tcp", **opts, **{"launch.launcher": "ray", "launch.rendezvous": "tcp"})
-    assert losses_by_step(tmp_path / "ray_tcp" / "metrics.jsonl") == ray_losses
+    assert losses_by_step(tmp_path / "ray_tcp" / "metrics.jsonl") == same
 
     # The deepspeed launcher (what `deepspeed --num_gpus 2 --module jobs.pretrain` runs); a port of our own.
     config_file = tmp_path / "ds.json"
@@ -113,7 +116,7 @@ def test_ray_train_torchrun_and_deepspeed_launchers_run_the_same_training(data, 
     finally:  # the deepspeed launcher leaves its shared-memory buffers behind (../shared/FACTS.md)
         for leftover in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"):
             leftover.unlink(missing_ok=True)
-    assert losses_by_step(tmp_path / "deepspeed" / "metrics.jsonl") == ray_losses
+    assert losses_by_step(tmp_path / "deepspeed" / "metrics.jsonl") == same
 
 
 @pytest.mark.slow
