@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hosts", type=int, default=24, help="sites on the local web")
     parser.add_argument("--pages", type=int, default=12, help="articles per site")
     parser.add_argument("--steps", type=int, default=40, help="pretraining steps (0: no pretraining)")
+    parser.add_argument("--model", default="tiny", help="model size for pretraining: tiny, gpt2, gpt2-medium, ...")
     parser.add_argument("--seed", type=int, default=0)
     add_run_arguments(parser)
 
@@ -73,7 +74,7 @@ def check_against_truth(out: Path, expected_urls: set[str], web_pages) -> list[s
     return problems
 
 
-def pretrain(out: Path, steps: int, seed: int) -> dict:
+def pretrain(out: Path, steps: int, seed: int, model: str = "tiny") -> dict:
     from pipeline.config import load_config
     from training.config import TrainConfig
     from training.launch import launch
@@ -84,7 +85,7 @@ def pretrain(out: Path, steps: int, seed: int) -> dict:
         f"out_dir={out / 'pretrain'}", f"max_steps={steps}", f"seed={seed}",
         f"data.train=['{tokens}/part-train-*.bin']", f"data.val=['{tokens}/part-val-*.bin']",
         "zero.stage=2", "launch.num_workers=2", f"checkpoint.every={steps}", f"eval.every={max(steps // 2, 1)}",
-        "batch.seq_len=128", "model.block_size=128",
+        "batch.seq_len=128", "model.block_size=128", f"model.size={model}",
     ])
     return launch(cfg)
 
@@ -166,8 +167,8 @@ def run(args: argparse.Namespace) -> int:
     summary = {r.name: r.funnel.get("out", 0) for r in results}
     print("demo: corpus funnel:", ", ".join(f"{k} {v:,}" for k, v in summary.items()))
     if args.steps:
-        metrics = pretrain(out, args.steps, args.seed)
-        print(f"demo: pretrained the tiny GPT for {args.steps} steps with ZeRO-2 on 2 Ray Train workers: "
+        metrics = pretrain(out, args.steps, args.seed, args.model)
+        print(f"demo: pretrained the {args.model} GPT for {args.steps} steps with ZeRO-2 on 2 Ray Train workers: "
               f"val loss {metrics['val_loss']:.2f}, perplexity {metrics['val_ppl']:.0f}")
         summary, samples = finetune_and_sample(out, args.steps, args.seed)
         print(f"demo: fine-tuned it on QA and dialogue for {args.steps} steps: "
