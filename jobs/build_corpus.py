@@ -17,6 +17,7 @@ from pipeline.crawl import CrawlConfig, CrawlStage
 from pipeline.dedup import DedupConfig, DedupStage
 from pipeline.extract import ExtractConfig, ExtractStage
 from pipeline.filter import FilterConfig, FilterStage
+from pipeline.report import write_report
 from pipeline.runner import RunOptions, Stage, StageResult, format_funnel, run_stage
 from pipeline.storage import expand_inputs, join
 from pipeline.tokenize import TokenizeConfig, TokenizeStage
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     tokens = results[-1].funnel.get("tokens")
     print(f"corpus: {len(results)} stages in {time.time() - started:.0f}s"
           + (f", {tokens:,} tokens" if tokens else "") + f"; output under {args.out}")
+    print(f"corpus: report in {write_report(args.out, title='webtext corpus report')}")
     return 0
 
 

@@ -28,6 +28,7 @@ from jobs.cli import module_main
 from jobs.common import add_run_arguments, run_options
 from jobs.dumpgen import submissions_for_web, write_dump
 from pipeline.localweb import LocalWeb
+from pipeline.report import write_report
 from pipeline.urlnorm import normalize_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
               f"({len(expected_urls)} URLs with karma >= 3)")
     summary = {r.name: r.funnel.get("out", 0) for r in results}
     print("demo: corpus funnel:", ", ".join(f"{k} {v:,}" for k, v in summary.items()))
+    samples = []
     if args.steps:
         metrics = pretrain(out, args.steps, args.seed, args.model)
         print(f"demo: pretrained the {args.model} GPT for {args.steps} steps with ZeRO-2 on 2 Ray Train workers: "
@@ -176,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
                           if k in ("train_examples", "val_loss", "val_exact_match")))
         for sample in samples:
             print(f"demo: sample: {sample!r}")
+    runs = {name: out / name for name in ("pretrain", "finetune")} if args.steps else {}
+    print(f"demo: report in {write_report(str(out), runs, samples, title='webtext demo report')}")
     print(f"demo: done in {time.time() - started:.0f}s; outputs under {out}/")
     return 1 if problems else 0
 
