@@ -1,0 +1,114 @@
+"""The Ray Jobs API path of docs/scaling.md against a real head: `ray start --head` on 127.0.0.1 with its dashboard,
+a `build_corpus` job submitted through `JobSubmissionClient` with the repository as its working_dir (what
+`ray job submit --working-dir .` uploads), crawling a local web, and the stage manifests it leaves behind.
+
+The head is stopped through its own process group, never `ray stop`, which would kill every Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.demo import demo_config
+from jobs.dumpgen import submissions_for_web, write_dump
+from pipeline.localweb import LocalWeb
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("urls", "crawl", "extract", "filter", "dedup", "tokenize")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head():
+    """A real head node on 127.0.0.1 with the dashboard (and so the Jobs API); yields the dashboard URL."""
+    port, dashboard_port = free_port(), free_port()
+    temp_dir = tempfile.mkdtemp(prefix="rayj", dir="/tmp")  # AF_UNIX paths must stay short
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+         "--port", str(port), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
+         "--include-dashboard", "true", "--num-cpus", "2", "--temp-dir", temp_dir, "--disable-usage-stats"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        for line in head.stdout:
+            if "Ray runtime started" in line:
+                break
+        else:
+            pytest.fail("ray start --head exited before the runtime started")
+        yield f"http://127.0.0.1:{dashboard_port}"
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
+
+
+def job_client(url: str, monkeypatch):
+    """A Jobs API client; with a token on this machine the head wants it, and the client sends it only when told."""
+    if "RAY_AUTH_MODE" not in os.environ and os.path.exists(os.path.expanduser("~/.ray/auth_token")):
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    from ray.job_submission import JobSubmissionClient
+
+    deadline = time.time() + 30
+    while True:  # the dashboard's HTTP server comes up a moment after the runtime
+        try:
+            return JobSubmissionClient(url)
+        except Exception:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_build_corpus_submitted_through_the_jobs_api(ray_head, tmp_path, monkeypatch):
+    web = LocalWeb(seed=3, n_hosts=4, pages_per_host=4, hang_s=30.0)
+    web.start()
+    try:
+        records, expected_urls = submissions_for_web([p.url for p in web.pages()], seed=3)
+        dump = write_dump(tmp_path / "RS_jobs.zst", records, "zst")
+        out = tmp_path / "out"
+        crawl = demo_config(web).crawl
+        overrides = [f"crawl.{key}={json.dumps(getattr(crawl, key))}" for key in (
+            "resolve", "allow", "min_delay_s", "connect_timeout_s", "read_timeout_s", "total_timeout_s",
+            "max_attempts", "backoff_base_s", "backoff_max_s", "max_retry_after_s")]
+        overrides.append("tokenize.val_fraction=0.2")
+        entrypoint = " ".join([sys.executable, "-m", "jobs.build_corpus", "--dumps", str(dump), "--out", str(out)]
+                              + [f"--set '{o}'" for o in overrides])
+        client = job_client(ray_head, monkeypatch)
+        job_id = client.submit_job(
+            entrypoint=entrypoint,
+            runtime_env={"working_dir": str(REPO), "excludes": [".venv", ".git", "out", "runs", "bench"]})
+        deadline = time.time() + 150
+        while (status := client.get_job_status(job_id)).is_terminal() is False and time.time() < deadline:
+            time.sleep(1)
+        logs = client.get_job_logs(job_id)
+        assert status.value == "SUCCEEDED", logs[-4000:]
+    finally:
+        web.stop()
+
+    # The job ran from the uploaded copy of the repository, not from this checkout.
+    assert "corpus: 6 stages" in logs
+    manifests = {stage: json.loads((out / stage / "_manifest.json").read_text()) for stage in STAGES}
+    assert all(manifests[stage] for stage in STAGES)
+    urls = {r["url_norm"] for p in sorted((out / "urls").glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()}
+    assert len(urls) == len({u for u in expected_urls if not u.endswith(".pdf")})
+    outcomes = [r["outcome"] for p in sorted((out / "crawl").glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert "ok" in outcomes  # the job's crawl reached the local web through the resolve override
+    docs = [r for p in sorted((out / "dedup").glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert docs and all(d["text"] for d in docs)
+    assert list((out / "tokenize").glob("part-train-*.bin"))
