@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dataclasses import dataclass
+
 from pipeline.config import Config, load_config
 from pipeline.runner import RunOptions, Stage, StageResult, format_funnel, run_stage
 from pipeline.storage import expand_inputs
@@ -40,3 +42,21 @@ def run_and_report(stage: Stage, input_specs: list[str], args: argparse.Namespac
     print(format_funnel(result))
     sys.stdout.flush()
     return result
+
+
+@dataclass(frozen=True)
+class StageCommand:
+    """`webtext <stage> --<inputs> PATH… --out DIR`: one input flag, the shared arguments, the funnel printed."""
+
+    stage: type[Stage]
+    config: type[Config]
+    inputs_flag: str
+    inputs_help: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(f"--{self.inputs_flag}", dest="inputs", nargs="+", required=True, metavar="PATH",
+                            help=self.inputs_help)
+        add_stage_arguments(parser)
+
+    def run(self, args: argparse.Namespace) -> StageResult:
+        return run_and_report(self.stage(stage_config(self.config, args)), args.inputs, args)

@@ -6,18 +6,16 @@ import argparse
 import sys
 
 from jobs.cli import module_main
-from jobs.common import add_stage_arguments, run_and_report, stage_config
+from jobs.common import StageCommand
 from pipeline.dedup import DedupConfig, DedupStage
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--docs", nargs="+", required=True, metavar="PATH",
-                        help="document Parquet files, directories (e.g. <out>/filter) or globs")
-    add_stage_arguments(parser)
+COMMAND = StageCommand(DedupStage, DedupConfig, "docs",
+                       "document Parquet files, directories (e.g. <out>/filter) or globs")
+add_arguments = COMMAND.add_arguments
 
 
 def run(args: argparse.Namespace) -> int:
-    run_and_report(DedupStage(stage_config(DedupConfig, args)), args.docs, args)
+    COMMAND.run(args)
     return 0
 
 

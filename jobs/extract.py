@@ -6,18 +6,16 @@ import argparse
 import sys
 
 from jobs.cli import module_main
-from jobs.common import add_stage_arguments, run_and_report, stage_config
+from jobs.common import StageCommand
 from pipeline.extract import ExtractConfig, ExtractStage
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--warc", nargs="+", required=True, metavar="PATH",
-                        help="WARC files, directories or globs (a crawl output dir brings its fetch logs along)")
-    add_stage_arguments(parser)
+COMMAND = StageCommand(ExtractStage, ExtractConfig, "warc",
+                       "WARC files, directories or globs (a crawl output dir brings its fetch logs along)")
+add_arguments = COMMAND.add_arguments
 
 
 def run(args: argparse.Namespace) -> int:
-    run_and_report(ExtractStage(stage_config(ExtractConfig, args)), args.warc, args)
+    COMMAND.run(args)
     return 0
 
 

@@ -6,18 +6,16 @@ import argparse
 import sys
 
 from jobs.cli import module_main
-from jobs.common import add_stage_arguments, run_and_report, stage_config
+from jobs.common import StageCommand
 from pipeline.tokenize import TokenizeConfig, TokenizeStage
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--docs", nargs="+", required=True, metavar="PATH",
-                        help="document Parquet files, directories (e.g. <out>/dedup) or globs")
-    add_stage_arguments(parser)
+COMMAND = StageCommand(TokenizeStage, TokenizeConfig, "docs",
+                       "document Parquet files, directories (e.g. <out>/dedup) or globs")
+add_arguments = COMMAND.add_arguments
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_and_report(TokenizeStage(stage_config(TokenizeConfig, args)), args.docs, args)
+    result = COMMAND.run(args)
     if not result.skipped:
         print(f"shards and index.json in {args.out.rstrip('/')}/tokenize/")
     return 0

@@ -6,18 +6,16 @@ import argparse
 import sys
 
 from jobs.cli import module_main
-from jobs.common import add_stage_arguments, run_and_report, stage_config
+from jobs.common import StageCommand
 from pipeline.urls import UrlsConfig, UrlsStage
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dumps", nargs="+", required=True, metavar="PATH",
-                        help="submission dumps: files, directories or globs (.zst .xz .gz .bz2 or NDJSON)")
-    add_stage_arguments(parser)
+COMMAND = StageCommand(UrlsStage, UrlsConfig, "dumps",
+                       "submission dumps: files, directories or globs (.zst .xz .gz .bz2 or NDJSON)")
+add_arguments = COMMAND.add_arguments
 
 
 def run(args: argparse.Namespace) -> int:
-    run_and_report(UrlsStage(stage_config(UrlsConfig, args)), args.dumps, args)
+    COMMAND.run(args)
     return 0
 
 
