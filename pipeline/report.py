@@ -173,9 +173,11 @@ def funnel_section(manifests: dict[str, dict]) -> Section:
     for name, manifest in manifests.items():
         funnel = manifest["funnel"]
         n_in = funnel.get("in", 0) or 1
-        rows = [[key, value, f"{100 * value / n_in:.2f}%"] for key, value in funnel.items()]
-        blocks.append(f"<h3>{esc(name)}</h3>" + table(["counter", "records", "share of in"], rows))
-    return Section("Funnel per stage, with reject reasons", "".join(blocks))
+        order = sorted(funnel, key=lambda k: (k not in ("in", "out"), k != "in", not k.startswith("rejected:"), k))
+        rows = [[key, funnel[key], f"{100 * funnel[key] / n_in:.2f}%"] for key in order]
+        blocks.append(f"<div class=\"col\"><h3>{esc(name)}</h3>"
+                      + table(["counter", "records", "share of in"], rows) + "</div>")
+    return Section("Funnel per stage, with reject reasons", "<div class=\"cols\">" + "".join(blocks) + "</div>")
 
 
 def hosts_section(corpus: Dir) -> Section:
@@ -293,7 +295,7 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top
 table{border-collapse:collapse;margin:8px 0;font-size:.9em}th,td{border:1px solid #ddd;padding:3px 8px}
 th{background:#f2f2f2;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
 p.absent{color:#777;font-style:italic}img{max-width:100%}pre{white-space:pre-wrap;margin:0}
-.cols{display:flex;flex-wrap:wrap;gap:24px}.col{flex:1 1 240px}
+.cols{display:flex;flex-wrap:wrap;gap:0 24px}.col{flex:0 1 auto;min-width:200px}
 """
 
 
