@@ -164,3 +164,32 @@ def test_demo_report_renders_in_headless_chromium(demo_corpus, tmp_path):
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1280, 2400)
     assert len(data) > 50_000  # a blank page of this size compresses to a few kB; tables and plots do not
+
+
+@pytest.mark.slow
+def test_build_corpus_command_ends_with_the_corpus_report(tmp_path, capsys):
+    from jobs.cli import main
+    from jobs.demo import demo_config
+    from jobs.dumpgen import submissions_for_web, write_dump
+    from pipeline.localweb import LocalWeb
+
+    web = LocalWeb(seed=5, n_hosts=3, pages_per_host=3, hang_s=30.0)
+    web.start()
+    try:
+        records, _ = submissions_for_web([p.url for p in web.pages()], seed=5)
+        dump = write_dump(tmp_path / "RS_report.zst", records, "zst")
+        crawl = demo_config(web).crawl
+        overrides = [f"crawl.{key}={json.dumps(getattr(crawl, key))}" for key in (
+            "resolve", "allow", "min_delay_s", "connect_timeout_s", "read_timeout_s", "total_timeout_s",
+            "max_attempts", "backoff_base_s", "backoff_max_s", "max_retry_after_s")] + ["tokenize.val_fraction=0.2"]
+        out = tmp_path / "out"
+        args = ["build-corpus", "--dumps", str(dump), "--out", str(out), "--executor", "local"]
+        assert main(args + [a for o in overrides for a in ("--set", o)]) == 0
+    finally:
+        web.stop()
+    assert f"corpus: report in {out}/report.html" in capsys.readouterr().out
+    page = (out / "report.html").read_text()
+    assert_self_contained(page)
+    for stage in STAGES:
+        assert funnel_rows(page, stage) == json.loads((out / stage / "_manifest.json").read_text())["funnel"]
+    assert "<h2>Training" not in page and "Sample generations" not in page  # a corpus job: corpus sections only
