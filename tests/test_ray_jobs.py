@@ -57,16 +57,18 @@ def ray_head():
         head.wait(timeout=60)
 
 
-def job_client(url: str, monkeypatch):
-    """A Jobs API client; with a token on this machine the head wants it, and the client sends it only when told."""
-    if "RAY_AUTH_MODE" not in os.environ and os.path.exists(os.path.expanduser("~/.ray/auth_token")):
-        monkeypatch.setenv("RAY_AUTH_MODE", "token")
+def job_client(url: str):
+    """A Jobs API client that sends the machine's Ray token (which a Ray 2.60 head creates and requires) itself:
+    Ray's client adds it only when RAY_AUTH_MODE=token was set before ray was first imported in this process."""
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    token = os.environ.get("RAY_AUTH_TOKEN") or (token_file.read_text().strip() if token_file.exists() else "")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     from ray.job_submission import JobSubmissionClient
 
     deadline = time.time() + 30
     while True:  # the dashboard's HTTP server comes up a moment after the runtime
         try:
-            return JobSubmissionClient(url)
+            return JobSubmissionClient(url, headers=headers)
         except Exception:
             if time.time() > deadline:
                 raise
@@ -75,7 +77,7 @@ def job_client(url: str, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_build_corpus_submitted_through_the_jobs_api(ray_head, tmp_path, monkeypatch):
+def test_build_corpus_submitted_through_the_jobs_api(ray_head, tmp_path):
     web = LocalWeb(seed=3, n_hosts=4, pages_per_host=4, hang_s=30.0)
     web.start()
     try:
@@ -89,7 +91,7 @@ def test_build_corpus_submitted_through_the_jobs_api(ray_head, tmp_path, monkeyp
         overrides.append("tokenize.val_fraction=0.2")
         entrypoint = " ".join([sys.executable, "-m", "jobs.build_corpus", "--dumps", str(dump), "--out", str(out)]
                               + [f"--set '{o}'" for o in overrides])
-        client = job_client(ray_head, monkeypatch)
+        client = job_client(ray_head)
         job_id = client.submit_job(
             entrypoint=entrypoint,
             runtime_env={"working_dir": str(REPO), "excludes": [".venv", ".git", "out", "runs", "bench"]})
