@@ -52,8 +52,10 @@ def demo_config(web: LocalWeb) -> CorpusConfig:
         "read_timeout_s": 2.0, "total_timeout_s": 5.0, "max_attempts": 2, "backoff_base_s": 0.1,
         "backoff_max_s": 0.5, "max_retry_after_s": 2.0,
     })
-    # A few hundred documents: a 0.5 % validation split could come out empty.
-    config.tokenize = config.tokenize.model_copy(update={"val_fraction": 0.05})
+    # A few hundred documents or fewer: a 0.5 % validation split would come out empty, and validation needs one
+    # global batch of windows (16 x 129 tokens). Aim at about sixteen documents.
+    n_articles = sum(page.kind == "article" for page in web.pages())
+    config.tokenize = config.tokenize.model_copy(update={"val_fraction": min(0.3, max(0.05, 16 / n_articles))})
     return config
 
 
@@ -86,6 +88,7 @@ def pretrain(out: Path, steps: int, seed: int, model: str = "tiny") -> dict:
         f"out_dir={out / 'pretrain'}", f"max_steps={steps}", f"seed={seed}",
         f"data.train=['{tokens}/part-train-*.bin']", f"data.val=['{tokens}/part-val-*.bin']",
         "zero.stage=2", "launch.num_workers=2", f"checkpoint.every={steps}", f"eval.every={max(steps // 2, 1)}",
+        f"optim.warmup_steps={max(steps // 5, 1)}",
         "batch.seq_len=128", "model.block_size=128", f"model.size={model}",
     ])
     return launch(cfg)
@@ -124,6 +127,7 @@ def finetune_and_sample(out: Path, steps: int, seed: int) -> tuple[dict, list[st
     cfg = load_config(FinetuneConfig, REPO / "configs" / "finetune_tiny.yaml", [
         f"out_dir={out / 'finetune'}", f"max_steps={steps}", f"seed={seed}", "zero.stage=2",
         f"checkpoint.every={steps}", f"eval.every={steps}", "batch.seq_len=128", "finetune.exact_match_examples=20",
+        f"optim.warmup_steps={max(steps // 5, 1)}",
     ])
     summary = finetune(cfg, out / "pretrain", [str(p) for p in write_finetune_data(out, seed)])
     model, template = load_model(out / "finetune")

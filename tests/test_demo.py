@@ -33,3 +33,22 @@ def test_build_corpus_config_names_the_section_of_an_unknown_key(tmp_path):
     with pytest.raises(ConfigError, match="unknown key 'dedup.threshhold'"):
         load_config(CorpusConfig, None, ["dedup.threshhold=0.5"])
     assert load_config(CorpusConfig, None, ["urls.min_karma=5"]).urls.min_karma == 5
+
+
+@pytest.mark.slow
+def test_reduced_demo_trains_fine_tunes_and_samples(tmp_path):
+    """The whole demo at CI size: the truth check, a falling validation loss, text generated, the report."""
+    import json
+    import math
+
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "jobs.demo", "--out", str(out), "--hosts", "6", "--pages", "12",
+                           "--steps", "12"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "match the planted truth" in proc.stdout
+    metrics = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    val = [m["val_loss"] for m in metrics if "val_loss" in m]
+    assert len(val) >= 2 and val[-1] < val[0] < math.log(50257) + 0.5
+    samples = [line for line in proc.stdout.splitlines() if line.startswith("demo: sample: ")]
+    assert samples and all(len(line) > len("demo: sample: ''") for line in samples)
+    assert (out / "finetune" / "summary.json").exists() and (out / "report.html").exists()
