@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from jobs.cli import UserError, module_main
 from pipeline.config import load_config
+from pipeline.report import write_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     if summary.get("rank", 0) == 0:
         print(json.dumps(summary))
+        report = write_report(cfg.out_dir, {"finetune": Path(cfg.out_dir)}, corpus=False, title="webtext fine-tuning")
+        print(f"report in {report}", file=sys.stderr)
     return 0
 
 

@@ -12,9 +12,11 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from jobs.cli import UserError, module_main
 from pipeline.config import load_config
+from pipeline.report import write_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     if summary.get("rank", 0) == 0:
         print(json.dumps(summary))
+        report = write_report(cfg.out_dir, {"pretrain": Path(cfg.out_dir)}, corpus=False, title="webtext pretraining")
+        print(f"report in {report}", file=sys.stderr)
     return 0
 
 

@@ -92,6 +92,7 @@ def test_tiny_model_learns_synthetic_qa(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["step"] == 130 and summary["bad_steps"] == 0
     assert summary["val_qa_examples"] == summary["val_examples"] > 10
+    assert "<h2>Training: finetune</h2>" in (out / "report.html").read_text()  # the job ends with its report
 
     from training.generate import load_model
 

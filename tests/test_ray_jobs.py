@@ -92,9 +92,16 @@ def test_build_corpus_submitted_through_the_jobs_api(ray_head, tmp_path):
         entrypoint = " ".join([sys.executable, "-m", "jobs.build_corpus", "--dumps", str(dump), "--out", str(out)]
                               + [f"--set '{o}'" for o in overrides])
         client = job_client(ray_head)
-        job_id = client.submit_job(
-            entrypoint=entrypoint,
-            runtime_env={"working_dir": str(REPO), "excludes": [".venv", ".git", "out", "runs", "bench"]})
+        runtime_env = {"working_dir": str(REPO), "excludes": [".venv", ".git", "out", "runs", "bench"]}
+        deadline = time.time() + 60
+        while True:  # the head's job agent registers a little after the dashboard answers ("No available agent")
+            try:
+                job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+                break
+            except RuntimeError as err:
+                if "No available agent" not in str(err) or time.time() > deadline:
+                    raise
+                time.sleep(1)
         deadline = time.time() + 150
         while (status := client.get_job_status(job_id)).is_terminal() is False and time.time() < deadline:
             time.sleep(1)
