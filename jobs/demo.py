@@ -32,6 +32,7 @@ from pipeline.report import write_report
 from pipeline.urlnorm import normalize_url
 
 REPO = Path(__file__).resolve().parents[1]
+SEQ_LEN = 128  # of the demo's pretraining and fine-tuning
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,12 +85,17 @@ def pretrain(out: Path, steps: int, seed: int, model: str = "tiny") -> dict:
 
     out = out.resolve()  # Ray Train workers do not run in this directory
     tokens = out / "tokenize"
+    # Validation needs one global batch of windows (2 ranks x micro batch): a small demo corpus may hold fewer
+    # than the config's 16 validation windows, so the micro batch shrinks to fit.
+    val_windows = json.loads((tokens / "index.json").read_text())["splits"]["val"]["tokens"] // (SEQ_LEN + 1)
+    micro = max(1, min(8, val_windows // 2))
     cfg = load_config(TrainConfig, REPO / "configs" / "pretrain_tiny.yaml", [
         f"out_dir={out / 'pretrain'}", f"max_steps={steps}", f"seed={seed}",
         f"data.train=['{tokens}/part-train-*.bin']", f"data.val=['{tokens}/part-val-*.bin']",
         "zero.stage=2", "launch.num_workers=2", f"checkpoint.every={steps}", f"eval.every={max(steps // 2, 1)}",
         f"optim.warmup_steps={max(steps // 5, 1)}",
-        "batch.seq_len=128", "model.block_size=128", f"model.size={model}",
+        f"batch.seq_len={SEQ_LEN}", f"model.block_size={SEQ_LEN}", f"model.size={model}",
+        f"batch.micro_batch_size={micro}", f"batch.global_batch_size={2 * micro}",
     ])
     return launch(cfg)
 
@@ -126,7 +132,8 @@ def finetune_and_sample(out: Path, steps: int, seed: int) -> tuple[dict, list[st
     out = out.resolve()
     cfg = load_config(FinetuneConfig, REPO / "configs" / "finetune_tiny.yaml", [
         f"out_dir={out / 'finetune'}", f"max_steps={steps}", f"seed={seed}", "zero.stage=2",
-        f"checkpoint.every={steps}", f"eval.every={steps}", "batch.seq_len=128", "finetune.exact_match_examples=20",
+        f"checkpoint.every={steps}", f"eval.every={steps}", f"batch.seq_len={SEQ_LEN}",
+        "finetune.exact_match_examples=20",
         f"optim.warmup_steps={max(steps // 5, 1)}",
     ])
     summary = finetune(cfg, out / "pretrain", [str(p) for p in write_finetune_data(out, seed)])

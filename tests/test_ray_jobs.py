@@ -43,7 +43,11 @@ def ray_head():
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
          "--port", str(port), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
-         "--include-dashboard", "true", "--num-cpus", "2", "--temp-dir", temp_dir, "--disable-usage-stats"],
+         "--include-dashboard", "true", "--num-cpus", "2", "--temp-dir", temp_dir, "--disable-usage-stats",
+         # Ports of our own: the agents' defaults (52365, ...) may be held by another Ray on this machine, such as
+         # the test session's, and a job agent that cannot bind leaves the Jobs API with "No available agent".
+         "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+         "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         for line in head.stdout:
