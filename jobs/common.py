@@ -1,13 +1,16 @@
-"""Arguments and steps every stage command shares: --out, --config, --set, where to run, the funnel printout."""
+"""What the job commands share: stage arguments (--out, --config, --set, where to run), the funnel printout, and
+the end of a training job (its summary line and report)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.config import Config, load_config
+from pipeline.report import write_report
 from pipeline.runner import RunOptions, Stage, StageResult, format_funnel, run_stage
 from pipeline.storage import expand_inputs
 
@@ -26,6 +29,15 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded Ray)")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the output is up to date")
+
+
+def report_training_run(summary: dict, out_dir: str, label: str) -> None:
+    """On rank 0: the run's summary as one JSON line on stdout, then its report.html (path on stderr)."""
+    if summary.get("rank", 0) != 0:
+        return
+    print(json.dumps(summary))
+    report = write_report(out_dir, {label: Path(out_dir)}, corpus=False, title=f"webtext {label}")
+    print(f"report in {report}", file=sys.stderr)
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:

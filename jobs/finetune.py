@@ -9,13 +9,11 @@ Under `torchrun`/`deepspeed` (RANK and WORLD_SIZE set) each rank prepares the sa
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from jobs.cli import UserError, module_main
+from jobs.common import report_training_run
 from pipeline.config import load_config
-from pipeline.report import write_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,10 +36,7 @@ def run(args: argparse.Namespace) -> int:
         summary = finetune(cfg, args.source, args.data)
     except (FinetuneDataError, LaunchError, TrainingDiverged) as err:
         raise UserError(str(err)) from None
-    if summary.get("rank", 0) == 0:
-        print(json.dumps(summary))
-        report = write_report(cfg.out_dir, {"finetune": Path(cfg.out_dir)}, corpus=False, title="webtext fine-tuning")
-        print(f"report in {report}", file=sys.stderr)
+    report_training_run(summary, cfg.out_dir, "finetune")
     return 0
 
 

@@ -12,11 +12,10 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from jobs.cli import UserError, module_main
+from jobs.common import report_training_run
 from pipeline.config import load_config
-from pipeline.report import write_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,10 +51,7 @@ def run(args: argparse.Namespace) -> int:
             summary = launch(cfg)
     except (LaunchError, TrainingDiverged, ShardError) as err:
         raise UserError(str(err)) from None
-    if summary.get("rank", 0) == 0:
-        print(json.dumps(summary))
-        report = write_report(cfg.out_dir, {"pretrain": Path(cfg.out_dir)}, corpus=False, title="webtext pretraining")
-        print(f"report in {report}", file=sys.stderr)
+    report_training_run(summary, cfg.out_dir, "pretrain")
     return 0
 
 

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,39 +22,6 @@ from pipeline.localweb import LocalWeb
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("urls", "crawl", "extract", "filter", "dedup", "tokenize")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def ray_head():
-    """A real head node on 127.0.0.1 with the dashboard (and so the Jobs API); yields the dashboard URL."""
-    port, dashboard_port = free_port(), free_port()
-    temp_dir = tempfile.mkdtemp(prefix="rayj", dir="/tmp")  # AF_UNIX paths must stay short
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-         "--port", str(port), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
-         "--include-dashboard", "true", "--num-cpus", "2", "--temp-dir", temp_dir, "--disable-usage-stats",
-         # Ports of our own: the agents' defaults (52365, ...) may be held by another Ray on this machine, such as
-         # the test session's, and a job agent that cannot bind leaves the Jobs API with "No available agent".
-         "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-         "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        for line in head.stdout:
-            if "Ray runtime started" in line:
-                break
-        else:
-            pytest.fail("ray start --head exited before the runtime started")
-        yield f"http://127.0.0.1:{dashboard_port}"
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=60)
 
 
 def job_client(url: str):
@@ -95,7 +58,7 @@ def test_build_corpus_submitted_through_the_jobs_api(ray_head, tmp_path):
         overrides.append("tokenize.val_fraction=0.2")
         entrypoint = " ".join([sys.executable, "-m", "jobs.build_corpus", "--dumps", str(dump), "--out", str(out)]
                               + [f"--set '{o}'" for o in overrides])
-        client = job_client(ray_head)
+        client = job_client(ray_head.dashboard_url)
         runtime_env = {"working_dir": str(REPO), "excludes": [".venv", ".git", "out", "runs", "bench"]}
         deadline = time.time() + 60
         while True:  # the head's job agent registers a little after the dashboard answers ("No available agent")

@@ -428,33 +428,10 @@ def test_cli_errors_are_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_on_a_local_ray_head_through_address(tmp_path):
-    """`--address` joins an existing cluster: a real `ray start --head` on 127.0.0.1 (stopped by its own process
-    group, not `ray stop`, which would kill every Ray on the machine)."""
-    import socket
-    import tempfile
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ray_bin = Path(sys.executable).parent / "ray"
-    temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    head = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
-         "--num-cpus", "2", "--include-dashboard", "false", "--temp-dir", temp_dir, "--disable-usage-stats"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        for line in head.stdout:
-            if "Ray runtime started" in line:
-                break
-        else:
-            pytest.fail("ray start --head exited before the runtime started")
-        dump = write_dump(tmp_path / "RS_x.ndjson", synthetic_records(2000, seed=9))
-        proc = webtext("urls", "--dumps", str(dump), "--out", str(tmp_path / "out"), "--address", f"127.0.0.1:{port}")
-        assert proc.returncode == 0, proc.stderr
-        run_urls(dump, tmp_path / "local")
-        assert snapshot(tmp_path / "out") == snapshot(tmp_path / "local")
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=60)
+def test_cli_on_a_local_ray_head_through_address(tmp_path, ray_head):
+    """`--address` joins an existing cluster: a real `ray start --head` on 127.0.0.1."""
+    dump = write_dump(tmp_path / "RS_x.ndjson", synthetic_records(2000, seed=9))
+    proc = webtext("urls", "--dumps", str(dump), "--out", str(tmp_path / "out"), "--address", ray_head.address)
+    assert proc.returncode == 0, proc.stderr
+    run_urls(dump, tmp_path / "local")
+    assert snapshot(tmp_path / "out") == snapshot(tmp_path / "local")
