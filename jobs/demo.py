@@ -60,21 +60,45 @@ def demo_config(web: LocalWeb) -> CorpusConfig:
     return config
 
 
+def rows(stage_dir: Path, pattern: str = "part-*.parquet", columns: list[str] | None = None) -> list[dict]:
+    return [r for p in sorted(stage_dir.glob(pattern)) for r in pq.read_table(p, columns=columns).to_pylist()]
+
+
 def check_against_truth(out: Path, expected_urls: set[str], web_pages) -> list[str]:
-    """Problems found comparing the URL table and the crawl's outcomes with what was planted."""
+    """Problems found comparing each stage's output with what was planted: the URL table, every crawl outcome, which
+    pages became documents, what the filter dropped and why, and that dedup kept exactly one page of each family
+    of duplicates (an article, its redirects and retried copies, its syndicated near duplicate)."""
     problems = []
-    url_rows = [r for p in sorted((out / "urls").glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
-    got = {r["url_norm"] for r in url_rows}
+    got = {r["url_norm"] for r in rows(out / "urls", columns=["url_norm"])}
     expected_urls = {normalize_url(url) for url in expected_urls}
     if got != expected_urls:
         problems.append(f"urls: {len(got ^ expected_urls)} URLs differ from the planted truth")
-    expected_outcome = {page.url: page.expected for page in web_pages}
-    expected_outcome = {normalize_url(url): outcome for url, outcome in expected_outcome.items()}
-    log = [r for p in sorted((out / "crawl").glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
-    wrong = [(r["url"], r["outcome"], expected_outcome[r["url_norm"]]) for r in log
-             if r["outcome"] != expected_outcome.get(r["url_norm"])]
+    page_of = {normalize_url(page.url): page for page in web_pages}
+    log = rows(out / "crawl", columns=["url", "url_norm", "outcome"])
+    wrong = [(r["url"], r["outcome"], page_of[r["url_norm"]].expected) for r in log
+             if r["url_norm"] not in page_of or r["outcome"] != page_of[r["url_norm"]].expected]
     if wrong:
         problems.append(f"crawl: {len(wrong)} outcomes differ from the planted ones, e.g. {wrong[:3]}")
+    crawled_with_text = {r["url_norm"] for r in log if r["outcome"] == "ok" and page_of[r["url_norm"]].family}
+
+    def pages_in(stage: str, pattern: str = "part-*.parquet") -> dict[str, dict]:
+        return {normalize_url(r["url"]): r for r in rows(out / stage, pattern, ["url", "doc_id", *(
+            ["reason"] if pattern.startswith("_rejected") else [])])}
+
+    extracted = pages_in("extract")
+    if set(extracted) != crawled_with_text:
+        problems.append(f"extract: {len(set(extracted) ^ crawled_with_text)} pages differ from the crawled articles, "
+                        f"e.g. {sorted(set(extracted) ^ crawled_with_text)[:3]}")
+    filtered = {url: r["reason"] for url, r in pages_in("filter", "_rejected/*.parquet").items()}
+    expected_filtered = {url: page_of[url].expected_filter for url in extracted if page_of[url].expected_filter}
+    if filtered != expected_filtered:
+        problems.append(f"filter: dropped {sorted(filtered.items())[:3]}..., planted {sorted(expected_filtered.items())[:3]}...")
+    kept = set(extracted) - set(filtered)
+    survivors = Counter(page_of[url].family for url in pages_in("dedup"))
+    families = Counter(page_of[url].family for url in kept)
+    if survivors != Counter(set(families)):
+        problems.append(f"dedup: kept {sum(survivors.values())} documents of {len(survivors)} families; "
+                        f"planted {len(families)} families among {len(kept)} documents")
     return problems
 
 
@@ -165,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
         write_dump(dumps / "RS_demo.zst", records, "zst")
         kinds = Counter(p.kind for p in pages)
         print(f"demo: local web on 127.0.0.1:{web.port}: {args.hosts} sites, {len(pages)} pages "
-              f"({kinds['article']} articles, {len(pages) - kinds['article']} robots-disallowed or faulty); "
+              f"({kinds['article']} articles, {kinds['near_duplicate']} near duplicates, "
+              f"{kinds['stub'] + kinds['foreign']} stubs or foreign, {len(pages) - kinds['article']} other); "
               f"dump of {len(records):,} submissions in {dumps}/", flush=True)
         results = build_corpus([str(dumps)], str(out), demo_config(web), run_options(args))
     finally:
@@ -174,8 +199,14 @@ def run(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"demo: CHECK FAILED: {problem}")
     if not problems:
-        print(f"demo: the URL table and every crawl outcome match the planted truth "
-              f"({len(expected_urls)} URLs with karma >= 3)")
+        funnel = {r.name: r.funnel for r in results}
+        dropped = {k.split(":", 1)[1]: v for k, v in funnel["filter"].items() if k.startswith("rejected:")}
+        print(f"demo: every stage matches the planted truth: the URL table ({len(expected_urls)} URLs with "
+              f"karma >= 3), every crawl outcome, the pages extracted, the filter's drops "
+              f"({', '.join(f'{v} {k}' for k, v in sorted(dropped.items()))}) and one document kept per family of "
+              f"duplicates ({funnel['dedup'].get('clusters', 0)} clusters, "
+              f"{funnel['dedup'].get('rejected:exact_duplicate', 0)} exact and "
+              f"{funnel['dedup'].get('rejected:near_duplicate', 0)} near duplicates removed)")
     summary = {r.name: r.funnel.get("out", 0) for r in results}
     print("demo: corpus funnel:", ", ".join(f"{k} {v:,}" for k, v in summary.items()))
     samples = []

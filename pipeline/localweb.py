@@ -18,12 +18,18 @@ robots.txt (with a disallowed `/private/` path and an optional Crawl-delay), and
     /binary/K           PNG bytes as text/html           /file/K.pdf    application/pdf
     /data/K.json        application/json
 
+Pages that test the corpus stages after the crawl (each host has one or two; all crawl as ok):
+
+    /syndicated/K       article K of the previous host, lightly edited (a near duplicate for dedup)
+    /stub/K             an article of a few sentences (under the filter's 128-token minimum)
+    /foreign/K          an article in German (dropped by the filter's language rule)
+
 Host variants by index: index % 7 == 5 serves robots.txt with 503 (the whole host is disallowed), == 6 with 404
 (everything allowed). The server records, per host, every request (arrival time, path) and the highest number of
 requests in flight at once, so a test can prove the crawler's politeness from the server's side.
 
     web = LocalWeb(seed=1, n_hosts=20, pages_per_host=10); port = web.start()
-    web.pages()      # [Page(url, host, path, kind, expected outcome, title, text)]
+    web.pages()      # [Page(url, host, path, kind, expected outcome, title, text, family, expected_filter)]
     web.resolve()    # {"*.web.test": "127.0.0.1:PORT"} for the crawler's `resolve`
     web.stats()      # {host: HostStats}
     web.stop()
@@ -65,6 +71,11 @@ VERBS = ("built", "studied", "visited", "described", "repaired", "measured", "pa
          "restored", "mapped", "funded", "planned", "photographed", "protected", "questioned", "recorded")
 ADJECTIVES = ("old", "quiet", "famous", "narrow", "bright", "ancient", "modern", "busy", "remote", "careful",
               "small", "large", "strange", "patient", "curious", "generous", "northern", "southern")
+GERMAN_WORDS = (
+    "der die das und ist nicht ein eine mit auf für von dem den zu im sich auch es wir sie nach bei aus wie "
+    "noch aber nur oder wenn schon sehr durch über unter zwischen immer wieder heute gestern morgen jahr stadt "
+    "fluss hafen brücke garten schule arbeit leben menschen zeit geschichte wurde werden haben hatte können"
+).split()
 NAMES = ("Ada", "Bruno", "Chen", "Dara", "Elif", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Kofi", "Lena")
 
 PNG_BYTES = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
@@ -96,6 +107,9 @@ FAULT_KINDS: tuple[tuple[str, str, str], ...] = (
     ("pdf", "/file/{k}.pdf", "bad_content_type"),
     ("json", "/data/{k}.json", "bad_content_type"),
 )
+# Faults whose final response is an article of the same host (k = 0), or of the next one.
+SERVES_OWN_ARTICLE = {"redirect", "busy", "throttled", "flaky", "slow", "wrong_charset", "no_charset"}
+SERVES_NEXT_ARTICLE = {"cross_redirect"}
 
 
 @dataclass
@@ -109,6 +123,8 @@ class Page:
     expected: str
     title: str | None = None
     text: str | None = None  # the article's main text, paragraphs joined by blank lines
+    family: str | None = None  # "host/K" of the article whose text this page serves: pages of one family are duplicates
+    expected_filter: str | None = None  # the filter's reject reason for its text, None: kept
 
 
 @dataclass
@@ -139,7 +155,7 @@ class LocalWeb:
         self.latency_s, self.crawl_delay, self.slow_s, self.hang_s = latency_s, crawl_delay, slow_s, hang_s
         self.retry_after_s, self.bomb_mb, self.faults_per_host = retry_after_s, bomb_mb, faults_per_host
         self.robots_faults = robots_faults  # False: every host serves its robots.txt (the benchmark's web)
-        self._pages_html: dict[tuple[str, int], bytes] = {}
+        self._pages_html: dict[tuple[str, str, int], bytes] = {}
         self.port: int | None = None
         self._stats: dict[str, HostStats] = {}
         self._in_flight = 0
@@ -176,28 +192,47 @@ class LocalWeb:
         return {ROBOTS_503: "unreachable", ROBOTS_404: "missing"}.get(index % 7, "rules")
 
     def pages(self) -> list[Page]:
-        """Every page the web is meant to be crawled for: articles, one private page and some faults per host."""
+        """Every page the web is meant to be crawled for: articles, one private page, a near duplicate, a stub or a
+        foreign article, and some faults per host."""
         pages = []
         rng = random.Random(f"{self.seed}:faults")
         for i, host in enumerate(self.hosts):
             variant = self.robots_variant(host)
+            next_host = self.host_name((i + 1) % self.n_hosts)
 
             def expect(outcome: str) -> str:
                 if variant == "unreachable":
                     return "robots_disallowed"
                 return outcome
 
+            def add(path: str, kind: str, outcome: str, **content) -> None:
+                pages.append(Page(self.url(host, path), host, path, kind, expect(outcome), **content))
+
             for k in range(self.pages_per_host):
                 title, text = self.article(host, k)
-                pages.append(Page(self.url(host, f"/article/{k}"), host, f"/article/{k}", "article", expect("ok"),
-                                  title, text))
-            private_expected = "ok" if variant == "missing" else "robots_disallowed"
-            pages.append(Page(self.url(host, "/private/0"), host, "/private/0", "private", private_expected))
+                add(f"/article/{k}", "article", "ok", title=title, text=text, family=f"{host}/{k}")
+            if variant == "missing":  # no robots.txt: the private page is crawled, and serves article 0
+                add("/private/0", "private", "ok", family=f"{host}/0")
+            else:
+                add("/private/0", "private", "robots_disallowed")
+            k = i % self.pages_per_host
+            title, text = self.syndicated(host, k)
+            add(f"/syndicated/{k}", "near_duplicate", "ok", title=title, text=text,
+                family=f"{self.host_name((i - 1) % self.n_hosts)}/{k}")
+            if i % 2:
+                title, text = self.stub(host, 0)
+                add("/stub/0", "stub", "ok", title=title, text=text, family=f"{host}/stub", expected_filter="min_tokens")
+            else:
+                title, text = self.foreign(host, 0)
+                add("/foreign/0", "foreign", "ok", title=title, text=text, family=f"{host}/foreign",
+                    expected_filter="lang")
             for kind, template, outcome in rng.sample(FAULT_KINDS, min(self.faults_per_host, len(FAULT_KINDS))):
                 path = template.format(k=0)
-                if kind == "cross_redirect" and self.robots_variant(self.host_name((i + 1) % self.n_hosts)) == "unreachable":
-                    outcome = "robots_disallowed"
-                pages.append(Page(self.url(host, path), host, path, kind, expect(outcome)))
+                family = (f"{host}/0" if kind in SERVES_OWN_ARTICLE else
+                          f"{next_host}/0" if kind in SERVES_NEXT_ARTICLE else None)
+                if kind == "cross_redirect" and self.robots_variant(next_host) == "unreachable":
+                    outcome, family = "robots_disallowed", None
+                add(path, kind, outcome, family=family)
         return pages
 
     def article(self, host: str, k: int) -> tuple[str, str]:
@@ -219,8 +254,47 @@ class LocalWeb:
         paragraphs.append(f"Planted marker {self.seed}-{host}-{k}: the {topic} was {rng.choice(VERBS)} in {1900 + k}.")
         return title, "\n\n".join(paragraphs)
 
-    def article_html(self, host: str, k: int, charset: str | None = "utf-8") -> str:
-        title, text = self.article(host, k)
+    def syndicated(self, host: str, k: int) -> tuple[str, str]:
+        """Article `k` of the previous host as this host republishes it: a new title, one sentence rewritten, for odd
+        `k` one paragraph dropped, a credit line added (word 5-gram Jaccard about 0.85, or 0.7 with the drop)."""
+        source = self.host_name((self.hosts.index(host) - 1) % self.n_hosts)
+        title, text = self.article(source, k)
+        rng = random.Random(f"{self.seed}:{host}:syndicated:{k}")
+        paragraphs = text.split("\n\n")
+        if k % 2 and len(paragraphs) > 3:
+            del paragraphs[rng.randrange(len(paragraphs) - 1)]
+        target = rng.randrange(len(paragraphs) - 1)
+        sentences = paragraphs[target].split(". ")
+        sentences[rng.randrange(len(sentences))] = (f"{rng.choice(NAMES)} {rng.choice(VERBS)} it again last "
+                                                    f"{rng.choice(['spring', 'winter', 'year'])}")
+        paragraphs[target] = ". ".join(sentences)
+        paragraphs.append(f"This article first appeared on {source} and is republished with permission.")
+        return f"Republished: {title}", "\n\n".join(paragraphs)
+
+    def stub(self, host: str, k: int) -> tuple[str, str]:
+        """A page with only a few sentences of text: fewer GPT-2 tokens than the filter's minimum."""
+        rng = random.Random(f"{self.seed}:{host}:stub:{k}")
+        topic = rng.choice(TOPICS)
+        sentences = [f"The {rng.choice(ADJECTIVES)} {topic} was {rng.choice(VERBS)} by {rng.choice(NAMES)} "
+                     + " ".join(rng.choice(WORDS) for _ in range(8)) + "." for _ in range(4)]
+        return f"Short note on the {topic}", " ".join(sentences)
+
+    def foreign(self, host: str, k: int) -> tuple[str, str]:
+        """An article of German words: long enough, but not English."""
+        rng = random.Random(f"{self.seed}:{host}:foreign:{k}")
+        paragraphs = []
+        for _ in range(5):
+            sentences = [" ".join(rng.choice(GERMAN_WORDS) for _ in range(rng.randint(8, 14))).capitalize() + "."
+                         for _ in range(5)]
+            paragraphs.append(" ".join(sentences))
+        return "Die Geschichte der Stadt und des Flusses", "\n\n".join(paragraphs)
+
+    def content(self, host: str, head: str, k: int) -> tuple[str, str]:
+        """(title, text) of a content page: head is article, syndicated, stub or foreign."""
+        return {"syndicated": self.syndicated, "stub": self.stub, "foreign": self.foreign}.get(head, self.article)(host, k)
+
+    def article_html(self, host: str, k: int, charset: str | None = "utf-8", head: str = "article") -> str:
+        title, text = self.content(host, head, k)
         rng = random.Random(f"{self.seed}:{host}:chrome:{k}")
         nav = "".join(f'<li><a href="/article/{j}">{rng.choice(TOPICS).title()}</a></li>' for j in range(6))
         sidebar = "".join(f'<li><a href="/article/{j}">Popular: {rng.choice(TOPICS)} {j}</a></li>' for j in range(5))
@@ -325,14 +399,15 @@ class LocalWeb:
                 return web.Response(status=404, text="not found")
             return web.Response(text=self.robots_txt(), content_type="text/plain")
         k = int(arg) if arg.isdigit() else 0
-        if head in ("article", "private", "slow", ""):
+        if head in ("article", "private", "slow", "", "syndicated", "stub", "foreign"):
             if head == "slow":
                 await asyncio.sleep(self.slow_s)
-            body = self._pages_html.get((host, k))
+            content = head if head in ("syndicated", "stub", "foreign") else "article"
+            body = self._pages_html.get((host, content, k))
             if body is None:
-                body = self.article_html(host, k).encode()
+                body = self.article_html(host, k, head=content).encode()
                 if len(self._pages_html) < 100_000:
-                    self._pages_html[(host, k)] = body
+                    self._pages_html[(host, content, k)] = body
             return web.Response(body=body, headers={"Content-Type": "text/html; charset=utf-8"})
         if head == "redirect":
             raise web.HTTPMovedPermanently(f"/article/{k}")

@@ -40,7 +40,14 @@ def test_pages_cover_hosts_and_kinds():
     assert len({p.host for p in pages}) == 24
     assert sum(p.kind == "article" for p in pages) == 240
     assert len({p.url for p in pages}) == len(pages)
-    assert {p.kind for p in pages if p.kind not in ("article", "private")} <= {k for k, _, _ in FAULT_KINDS}
+    corpus_kinds = {"near_duplicate", "stub", "foreign"}
+    assert {p.kind for p in pages if p.kind not in ("article", "private")} <= {k for k, _, _ in FAULT_KINDS} | corpus_kinds
+    assert sum(p.kind == "near_duplicate" for p in pages) == 24
+    assert sum(p.kind in ("stub", "foreign") for p in pages) == 24
+    # Families: an article and the near duplicate of it on the next host; faults without a body have none.
+    families = {p.family for p in pages if p.kind == "article"}
+    assert all(p.family in families for p in pages if p.kind == "near_duplicate")
+    assert all(p.family is None for p in pages if p.kind in ("not_found", "hang", "gzip_bomb", "pdf"))
     # Planted text is unique per article.
     markers = [p.text.rsplit("\n\n", 1)[1] for p in pages if p.kind == "article"]
     assert len(set(markers)) == len(markers)
@@ -113,3 +120,31 @@ def test_runs_as_a_module():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def shingles(text: str) -> set[tuple[str, ...]]:
+    from pipeline.dedup import normalised_text
+
+    words = normalised_text(text).split()
+    return {tuple(words[i:i + 5]) for i in range(len(words) - 4)}
+
+
+def test_near_duplicates_stubs_and_foreign_pages(web):
+    """What the corpus stages after the crawl are tested with: each page is served, and is what it claims to be."""
+    from pipeline.langid import detect_language
+    from pipeline.tokenizer import gpt2_encoding
+
+    for k in range(3):
+        host = web.host_name(k + 1)
+        _, source = web.article(web.host_name(k), k)
+        title, text = web.syndicated(host, k)
+        jaccard = len(shingles(source) & shingles(text)) / len(shingles(source) | shingles(text))
+        assert 0.6 < jaccard < 0.95, jaccard  # a near duplicate at the dedup threshold of 0.5, not an exact one
+        resp, body = get(web, host, f"/syndicated/{k}")
+        assert resp.status == 200 and text.split("\n\n")[-1] in body.decode()
+    title, text = web.stub("site001.web.test", 0)
+    assert 30 < len(gpt2_encoding().encode_ordinary(text)) < 128
+    assert text[:40] in get(web, "site001.web.test", "/stub/0")[1].decode()
+    title, text = web.foreign("site000.web.test", 0)
+    assert detect_language(text)[0] == "de"
+    assert text[:40] in get(web, "site000.web.test", "/foreign/0")[1].decode()
