@@ -123,21 +123,6 @@ def test_join_keeps_uri_query():
     assert join("/data/out/", "urls") == "/data/out/urls"
 
 
-@pytest.fixture
-def s3(monkeypatch):
-    """A local S3 (moto) on 127.0.0.1; yields a function making s3:// URIs that point at it."""
-    moto_server = pytest.importorskip("moto.server")
-    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
-        monkeypatch.setenv(key, value)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = f"endpoint_override={host}:{port}&scheme=http&region=us-east-1&allow_bucket_creation=true"
-    yield lambda path: f"s3://{path}?{options}"
-    server.stop()
-
-
 def test_urls_stage_on_s3_equals_local(tmp_path, s3):
     records = synthetic_records(3000, seed=5)
     (tmp_path / "dumps").mkdir()
