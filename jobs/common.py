@@ -49,11 +49,17 @@ def stage_config(model: type[Config], args: argparse.Namespace) -> Config:
 
 
 def run_and_report(stage: Stage, input_specs: list[str], args: argparse.Namespace) -> StageResult:
-    """Expand inputs, run the stage, print the funnel table to stdout."""
+    """Expand inputs, run the stage, print the funnel table to stdout, write the output root's report.html."""
     result = run_stage(stage, expand_inputs(input_specs), args.out, run_options(args))
     print(format_funnel(result))
     sys.stdout.flush()
+    write_stage_report(args.out, stage.name)
     return result
+
+
+def write_stage_report(out: str, stage_name: str) -> None:
+    """The report of the output root a stage wrote into: every stage found there, this one included."""
+    print(f"report in {write_report(out, title=f'webtext {stage_name} report')}", file=sys.stderr)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import threading
 import time
 
 from jobs.cli import module_main
-from jobs.common import add_stage_arguments, run_options, stage_config
+from jobs.common import add_stage_arguments, run_options, stage_config, write_stage_report
 from pipeline.crawl import WARC_SUFFIXES, CrawlConfig, CrawlStage, progress_of
 from pipeline.runner import format_funnel, run_stage
 from pipeline.storage import expand_inputs
@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         result = run_stage(stage, inputs, args.out, run_options(args))
     print(format_funnel(result))
     print(outcome_table(result.funnel))
+    sys.stdout.flush()
+    write_stage_report(args.out, stage.name)
     return 0
 
 

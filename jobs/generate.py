@@ -1,7 +1,8 @@
 """`webtext generate`: sample continuations from a checkpoint (a run directory, <run>/checkpoints/step_N, or a
 Hugging Face GPT-2 directory) on CPU or GPU. Several --prompt are one left-padded batch. With --chat each prompt is
 a user message and the reply is the assistant turn, through the chat template saved with the run. Prints one JSON
-line per prompt: {"prompt", "completion"}.
+line per prompt: {"prompt", "completion"}; with --out, also writes them to <out>/samples.jsonl and a report.html
+showing them (and the run's training curves when --ckpt is a run directory).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="sampling seed (same seed, same output)")
     parser.add_argument("--no-cache", action="store_true", help="recompute the whole prefix each token")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--out", help="directory for samples.jsonl and report.html (default: stdout only)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,9 +74,23 @@ def run(args: argparse.Namespace) -> int:
         completions = generate_text(model, encoding, texts, sampling)
     except ValueError as err:
         raise UserError(str(err)) from None
-    for prompt, completion in zip(prompts, completions):
-        print(json.dumps({"prompt": prompt, "completion": completion}, ensure_ascii=False))
+    lines = [json.dumps({"prompt": p, "completion": c}, ensure_ascii=False) for p, c in zip(prompts, completions)]
+    print("\n".join(lines))
+    if args.out:
+        write_samples(args.out, args.ckpt, lines, [p + c for p, c in zip(prompts, completions)])
     return 0
+
+
+def write_samples(out: str, ckpt: str, lines: list[str], samples: list[str]) -> None:
+    from pathlib import Path
+
+    from pipeline.report import write_report
+    from pipeline.storage import Dir
+
+    Dir(out).write_bytes("samples.jsonl", "".join(line + "\n" for line in lines).encode("utf-8"))
+    runs = {"training run": Path(ckpt)} if (Path(ckpt) / "metrics.jsonl").is_file() else {}
+    report = write_report(out, runs, samples, title=f"webtext samples from {ckpt}", corpus=False)
+    print(f"samples and report in {out}/ ({report})", file=sys.stderr)
 
 
 if __name__ == "__main__":

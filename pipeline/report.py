@@ -180,30 +180,38 @@ def funnel_section(manifests: dict[str, dict]) -> Section:
     return Section("Funnel per stage, with reject reasons", "<div class=\"cols\">" + "".join(blocks) + "</div>")
 
 
+DOCUMENT_STAGES = (("dedup", "deduplicated documents"), ("filter", "filtered documents"),
+                   ("extract", "extracted documents"))
+
+
+def last_document_stage(corpus: Dir) -> tuple[str, str] | None:
+    """(stage, label) of the furthest document stage with output under `corpus`: a single-stage run has one."""
+    return next(((stage, label) for stage, label in DOCUMENT_STAGES if _parts(corpus, stage)), None)
+
+
 def hosts_section(corpus: Dir) -> Section:
     blocks = []
-    for stage, label in (("urls", "URL table"), ("dedup", "deduplicated documents")):
-        hosts = read_column(corpus, stage, "host")
-        if hosts is not None:
-            blocks.append(f"<div class=\"col\"><h3>Top hosts: {esc(label)}</h3>"
-                          + table(["host", "count"], top_counts(hosts)) + "</div>")
-    for stage, label in (("urls", "URL table"), ("dedup", "deduplicated documents")):
-        subreddits = read_column(corpus, stage, "subreddits")
-        if subreddits is not None:
-            blocks.append(f"<div class=\"col\"><h3>Top subreddits: {esc(label)}</h3>"
-                          + table(["subreddit", "count"], top_counts(subreddits)) + "</div>")
+    sources = [("urls", "URL table")] + [s for s in [last_document_stage(corpus)] if s]
+    for column, noun in (("host", "host"), ("subreddits", "subreddit")):
+        for stage, label in sources:
+            values = read_column(corpus, stage, column)
+            if values is not None:
+                blocks.append(f"<div class=\"col\"><h3>Top {noun}s: {esc(label)}</h3>"
+                              + table([noun, "count"], top_counts(values)) + "</div>")
     if not blocks:
-        return Section("Hosts and subreddits", None, "no urls or dedup Parquet parts found")
+        return Section("Hosts and subreddits", None, "no URL table or documents found")
     return Section("Hosts and subreddits", "<div class=\"cols\">" + "".join(blocks) + "</div>")
 
 
 def lengths_section(corpus: Dir) -> Section:
-    column, lengths = "n_words", read_column(corpus, "dedup", "n_words")
+    stage, label = last_document_stage(corpus) or ("dedup", "deduplicated documents")
+    column, lengths = "n_words", read_column(corpus, stage, "n_words")
     if lengths is None:
-        column, lengths = "n_chars", read_column(corpus, "dedup", "n_chars")
+        column, lengths = "n_chars", read_column(corpus, stage, "n_chars")
     lengths = [n for n in (lengths or []) if n is not None]
     if not lengths:
-        return Section("Document lengths", None, "no deduplicated documents with n_words or n_chars")
+        return Section("Document lengths", None, "no documents (extract, filter or dedup output) with n_words or "
+                                                 "n_chars")
     import numpy as np
 
     values = np.array(lengths)
@@ -214,7 +222,7 @@ def lengths_section(corpus: Dir) -> Section:
     ax.grid(alpha=0.3)
     stats = [["documents", len(values)], ["min", int(values.min())], ["median", float(np.median(values))],
              ["mean", float(values.mean())], ["max", int(values.max())], [f"total {column}", int(values.sum())]]
-    return Section("Document lengths (deduplicated)", png(fig) + table(["statistic", column], stats))
+    return Section(f"Document lengths ({label})", png(fig) + table(["statistic", column], stats))
 
 
 def duplicates_section(sizes: dict[int, int] | None) -> Section:

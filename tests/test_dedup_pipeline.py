@@ -50,6 +50,8 @@ def test_warc_to_deduplicated_documents_through_the_cli(tmp_path, capsys):
                              "subreddits": [["news"]] * len(karma)}), tmp_path / "crawl" / "fetch-log.parquet")
     out = str(tmp_path / "out")
     assert main(["extract", "--warc", str(tmp_path / "crawl"), "--out", out, "--executor", "local"]) == 0
+    report = (tmp_path / "out" / "report.html").read_text()  # each stage command updates its output root's report
+    assert "<h1>webtext extract report</h1>" in report and "Document lengths (extracted documents)" in report
     assert main(["filter", "--docs", f"{out}/extract", "--out", out, "--executor", "local"]) == 0
     assert main(["dedup", "--docs", f"{out}/filter", "--out", out, "--executor", "local",
                  "--config", str(REPO / "configs" / "dedup.yaml")]) == 0
@@ -64,3 +66,6 @@ def test_warc_to_deduplicated_documents_through_the_cli(tmp_path, capsys):
     manifests = [json.loads((tmp_path / "out" / s / "_manifest.json").read_text()) for s in ("extract", "filter", "dedup")]
     assert [m["funnel"]["in"] for m in manifests] == [6, 6, 4]
     assert [m["funnel"]["out"] for m in manifests] == [6, 4, 2]
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "<h1>webtext dedup report</h1>" in report and "Document lengths (deduplicated documents)" in report
+    assert all(f"<h3>{stage}</h3>" in report for stage in ("extract", "filter", "dedup"))

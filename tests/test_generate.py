@@ -4,6 +4,7 @@ transformers' own GPT2LMHeadModel) matching generation from our model."""
 
 from __future__ import annotations
 
+import html
 import json
 
 import pytest
@@ -131,10 +132,13 @@ def test_generate_cli_from_an_hf_export(tmp_path, capsys):
     config = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, vocab_size=50257)
     export_hf(GPT(config), config, tmp_path / "hf")
     assert main(["generate", "--ckpt", str(tmp_path / "hf"), "--prompt", "Hello", "--prompt", "The sky is",
-                 "--temperature", "0", "--max-new-tokens", "5", "--device", "cpu"]) == 0
+                 "--temperature", "0", "--max-new-tokens", "5", "--device", "cpu", "--out", str(tmp_path / "s")]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["prompt"] for line in lines] == ["Hello", "The sky is"]
     assert all(isinstance(line["completion"], str) for line in lines)
+    assert [json.loads(line) for line in (tmp_path / "s" / "samples.jsonl").read_text().splitlines()] == lines
+    report = (tmp_path / "s" / "report.html").read_text()
+    assert "Sample generations" in report and html.escape("The sky is" + lines[1]["completion"]) in report
     ChatTemplate().save(tmp_path / "hf")
     assert main(["generate", "--ckpt", str(tmp_path / "hf"), "--chat", "--system", "Be brief.", "--prompt", "Hi",
                  "--temperature", "0.7", "--top-k", "20", "--top-p", "0.9", "--seed", "1", "--max-new-tokens", "4",

@@ -142,7 +142,7 @@ def test_demo_report_shows_the_numbers_of_every_stage(demo_corpus):
     assert f'<td class="">{host}</td><td class="num">{count}</td>' in page
     n_words = [n for p in (demo_corpus / "dedup").glob("part-*.parquet")
                for n in pq.read_table(p, columns=["n_words"]).column("n_words").to_pylist()]
-    lengths = page.split("<h2>Document lengths (deduplicated)</h2>", 1)[1].split("<h2>", 1)[0]
+    lengths = page.split("<h2>Document lengths (deduplicated documents)</h2>", 1)[1].split("<h2>", 1)[0]
     assert "data:image/png;base64," in lengths
     assert f'<td class="">documents</td><td class="num">{len(n_words)}</td>' in lengths
     assert f'<td class="">total n_words</td><td class="num">{sum(n_words):,}</td>' in lengths
