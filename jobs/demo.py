@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import time
@@ -39,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/demo", help="output directory (default: out/demo)")
     parser.add_argument("--hosts", type=int, default=24, help="sites on the local web")
     parser.add_argument("--pages", type=int, default=12, help="articles per site")
-    parser.add_argument("--steps", type=int, default=40, help="pretraining steps (0: no pretraining)")
+    parser.add_argument("--steps", type=int, default=200, help="pretraining steps (0: no training at all)")
+    parser.add_argument("--finetune-steps", type=int, default=40, help="fine-tuning steps")
     parser.add_argument("--model", default="tiny", help="model size for pretraining: tiny, gpt2, gpt2-medium, ...")
     parser.add_argument("--seed", type=int, default=0)
     add_run_arguments(parser)
@@ -122,6 +124,20 @@ def pretrain(out: Path, steps: int, seed: int, model: str = "tiny") -> dict:
         f"batch.micro_batch_size={micro}", f"batch.global_batch_size={2 * micro}",
     ])
     return launch(cfg)
+
+
+def unigram_baseline(tokens: Path) -> float:
+    """Validation cross-entropy (nats per token) of the train split's token frequencies: what a model that ignores
+    context scores. A pretrained model below it has learned something of the order of words."""
+    import numpy as np
+
+    from pipeline.shards import read_shard
+
+    def split(name: str) -> np.ndarray:
+        return np.concatenate([read_shard(p) for p in sorted(tokens.glob(f"part-{name}-*.bin"))])
+
+    counts = np.bincount(split("train"), minlength=50257) + 0.01  # unseen tokens keep a little mass
+    return float(-np.log(counts / counts.sum())[split("val")].mean())
 
 
 def write_finetune_data(out: Path, seed: int) -> list[Path]:
@@ -213,9 +229,11 @@ def run(args: argparse.Namespace) -> int:
     if args.steps:
         metrics = pretrain(out, args.steps, args.seed, args.model)
         print(f"demo: pretrained the {args.model} GPT for {args.steps} steps with ZeRO-2 on 2 Ray Train workers: "
-              f"val loss {metrics['val_loss']:.2f}, perplexity {metrics['val_ppl']:.0f}")
-        summary, samples = finetune_and_sample(out, args.steps, args.seed)
-        print(f"demo: fine-tuned it on QA and dialogue for {args.steps} steps: "
+              f"val loss {metrics['val_loss']:.2f} nats/token (perplexity {metrics['val_ppl']:.0f}); token "
+              f"frequencies alone score {unigram_baseline(out / 'tokenize'):.2f}, uniform over the vocabulary "
+              f"{math.log(50257):.2f}")
+        summary, samples = finetune_and_sample(out, args.finetune_steps, args.seed)
+        print(f"demo: fine-tuned it on QA and dialogue for {args.finetune_steps} steps: "
               + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()
                           if k in ("train_examples", "val_loss", "val_exact_match")))
         for sample in samples:

@@ -69,7 +69,7 @@ def test_reduced_demo_trains_fine_tunes_and_samples(tmp_path):
 
     out = tmp_path / "demo"
     proc = subprocess.run([sys.executable, "-m", "jobs.demo", "--out", str(out), "--hosts", "6", "--pages", "12",
-                           "--steps", "12"], cwd=REPO, capture_output=True, text=True, timeout=900)
+                           "--steps", "12", "--finetune-steps", "12"], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "every stage matches the planted truth" in proc.stdout
     metrics = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
