@@ -90,22 +90,42 @@ def _tuples(x):
 
 
 def save(engine, ckpt_root: Path, step: int, trainer_state: dict, keep_last: int,
-         export_fp32: bool = False) -> Path:
-    """Collective: every rank calls it. Returns the checkpoint directory."""
+         export_fp32: bool = False, store=None, local_rank: int = 0) -> Path:
+    """Collective: every rank calls it. Returns the checkpoint directory.
+
+    With a remote run (`store`, a training.storage.RunStore with a remote out_dir) the ranks save into the node's
+    staging directory; rank 0 deletes any remote copy of the tag (left by a killed run), then each machine's local
+    rank 0 uploads what that machine's ranks wrote; after a barrier rank 0 uploads COMPLETE and prunes the remote
+    checkpoints; the staging copy goes once uploaded."""
     tag = tag_for(step)
     rank = dist.get_rank()
+    remote = store is not None and store.remote is not None
     engine.save_checkpoint(str(ckpt_root), tag=tag)
     path = ckpt_root / tag
+    path.mkdir(parents=True, exist_ok=True)  # on a machine whose ranks DeepSpeed gave nothing to write
     torch.save({**trainer_state, "rng": rng_state(), "world_size": dist.get_world_size()},
                path / f"trainer_rank{rank}.pt")
     if export_fp32:
         save_fp32(engine, path / FP32_EXPORT)
+    if remote and rank == 0:
+        store.delete_remote_checkpoint(tag)
     dist.barrier()
+    if remote:
+        if local_rank == 0:
+            store.push_checkpoint_files(tag)
+        dist.barrier()
     if rank == 0:
-        (path / COMPLETE).write_text(json.dumps({"step": step}) + "\n")
-        for old in complete_tags(ckpt_root)[:-keep_last]:
-            shutil.rmtree(ckpt_root / old, ignore_errors=True)
+        text = json.dumps({"step": step}) + "\n"
+        if remote:
+            store.mark_complete(tag, text)
+            store.prune(keep_last)
+        else:
+            (path / COMPLETE).write_text(text)
+            for old in complete_tags(ckpt_root)[:-keep_last]:
+                shutil.rmtree(ckpt_root / old, ignore_errors=True)
     dist.barrier()
+    if remote and local_rank == 0:
+        shutil.rmtree(path, ignore_errors=True)
     return path
 
 

@@ -45,6 +45,8 @@ class DataConfig(Config):
                              description="token shard files, globs, or tokenize output directories (index.json)")
     val: list[str] = Field(default_factory=list)
     loader: str = Field("training.data:TokenWindows", description="module:Class of the token window loader")
+    cache_dir: str | None = Field(None, description="where each machine keeps its copies of shards named by a URI "
+                                                    "(default $WEBTEXT_CACHE or ~/.cache/webtext, then shards/)")
 
 
 class BatchConfig(Config):
@@ -127,7 +129,9 @@ class LaunchConfig(Config):
 
 
 class TrainConfig(Config):
-    out_dir: str = "runs/pretrain"
+    out_dir: str = Field("runs/pretrain", description="a local path, or a URI (s3://...) every machine reaches")
+    staging_dir: str | None = Field(None, description="for a URI out_dir: each machine's local working copy "
+                                                      "(default ~/.cache/webtext/runs/<hash of out_dir>)")
     max_steps: int = Field(1000, ge=1)
     seed: int = 1337
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"

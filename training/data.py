@@ -150,8 +150,12 @@ def validation_batches(source: str | Path | list, batch_size: int, seq_len: int,
 
 
 def _shard_paths(source, split: str) -> list[Path]:
+    from training.storage import fetch_shards, is_remote
+
     if isinstance(source, (list, tuple)):
         paths = [Path(p) for p in source]
+    elif is_remote(source):  # a tokenize output directory at a URI: its split's shards, fetched to this machine
+        paths = [Path(p) for p in fetch_shards(source, split)]
     else:
         index, directory = read_index(source)
         if split not in index["splits"]:

@@ -2,7 +2,8 @@
 validation windows the run used (`eval.batches` micro-batches per rank, for every rank of the run).
 
 A checkpoint is a run directory (its newest complete checkpoint), a checkpoint directory
-(`<run>/checkpoints/step_N`), or a Hugging Face GPT-2 directory (with `--config` naming the data).
+(`<run>/checkpoints/step_N`), or a Hugging Face GPT-2 directory (with `--config` naming the data); a local path or a
+URI (s3://...; `training.storage.localize` mirrors what is needed).
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def load_model(ckpt: Path, cfg: TrainConfig) -> GPT:
 
 
 def eval_config(ckpt_path: str | Path, config_path: str | None, overrides: list[str]) -> tuple[Path, TrainConfig]:
-    ckpt, run_dir = resolve_checkpoint(ckpt_path)
+    from training.storage import localize
+
+    ckpt, run_dir = resolve_checkpoint(localize(str(ckpt_path)))  # a URI's checkpoint mirrored on this machine
     if config_path is None:
         if run_dir is None or not (run_dir / "config.json").is_file():
             raise ConfigError(f"{ckpt_path}: no run config.json beside the checkpoint; pass --config")

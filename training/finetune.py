@@ -30,6 +30,7 @@ from pipeline.config import Config, ConfigError
 from training.config import TrainConfig
 from training.finetune_data import TEMPLATE_FILE, ChatTemplate, prepare
 from training.model import GPT2_VOCAB_SIZE
+from training.storage import RunStore, is_remote
 
 LOADER = "training.finetune_data:ExampleBatches"
 
@@ -65,10 +66,12 @@ def _rank_suffix() -> str:
 
 def source_model(source: str | Path, out_dir: Path) -> tuple[Path, dict]:
     """A Hugging Face directory holding the starting weights, and their dimensions (n_layer, n_head, n_embd,
-    block_size, vocab_size). Our runs and checkpoints are consolidated to fp32 and exported to `out_dir/init`."""
+    block_size, vocab_size). Our runs and checkpoints are consolidated to fp32 and exported to `out_dir/init`.
+    A source at a URI is read from this machine's mirror of it (training/storage.py)."""
     from training.generate import locate_checkpoint, run_model_config
+    from training.storage import display_uri, is_remote, localize
 
-    path = Path(source).resolve()
+    path = localize(str(source)).resolve()
     if not path.exists():
         raise FileNotFoundError(f"{path}: --from checkpoint not found")
     hf_config = path / "config.json"
@@ -87,15 +90,18 @@ def source_model(source: str | Path, out_dir: Path) -> tuple[Path, dict]:
                           "completion, QA and dialogue needs a causal LM (clm)")
     init_dir = out_dir / f"init{_rank_suffix()}"
     export_hf(checkpoint.consolidate(ckpt_root, tag), gpt_config, init_dir)
-    (init_dir / "SOURCE").write_text(f"{ckpt_root / tag}\n")
+    started_from = f"{display_uri(str(source))} {tag}" if is_remote(str(source)) else ckpt_root / tag
+    (init_dir / "SOURCE").write_text(f"{started_from}\n")
     dims = {k: getattr(gpt_config, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}
     return init_dir, dims
 
 
 def prepare_run(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) -> tuple[TrainConfig, dict]:
     """Everything before the processes start: starting weights, data and template in out_dir; the TrainConfig
-    the loop runs. Returns it and facts for the summary."""
-    out_dir = Path(cfg.out_dir).resolve()
+    the loop runs. Returns it and facts for the summary. For a URI out_dir they are made in this machine's driver
+    staging directory and uploaded, and the config names their URIs: the ranks may run on other machines."""
+    store = RunStore(cfg.out_dir, cfg.staging_dir, role="driver")
+    out_dir = store.local.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if not data_files:
         raise ConfigError("finetune: give at least one --data FILE")
@@ -104,8 +110,15 @@ def prepare_run(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) 
         raise ConfigError(f"{source}: vocabulary of {dims['vocab_size']} tokens; fine-tuning data is GPT-2 BPE "
                           f"({GPT2_VOCAB_SIZE})")
     config = cfg.model_dump(mode="json", exclude={"finetune"})
-    config["out_dir"] = str(out_dir)
-    config["model"].update(dims, init_from=str(init_dir), objective="clm")
+    config["out_dir"] = cfg.out_dir if store.remote is not None else str(out_dir)
+    if init_dir.is_relative_to(out_dir):  # ours: uploaded with the run for a URI out_dir
+        store.push(init_dir.name)
+        init_from = store.uri(init_dir.name) if store.remote is not None else str(init_dir)
+    elif is_remote(str(source)):  # a Hugging Face directory at a URI: each machine fetches its own copy
+        init_from = str(source)
+    else:  # a local Hugging Face directory given as --from, as it is
+        init_from = str(init_dir)
+    config["model"].update(dims, init_from=init_from, objective="clm")
     _validated(config)  # the batch and model fit each other before any data is read
     data_dir = out_dir / f"data{_rank_suffix()}"
     data_dir.mkdir(exist_ok=True)
@@ -118,9 +131,12 @@ def prepare_run(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) 
                                    cfg.finetune.val_data, cfg.finetune.too_long)
     if not train.examples:
         raise ConfigError(f"finetune: no training examples in {', '.join(data_files)}")
-    config["data"] = {"train": [str(train.save(data_dir / "train.npz"))], "val": [], "loader": LOADER}
+    train.save(data_dir / "train.npz")
+    config["data"] = {**config["data"], "train": [store.uri(f"{data_dir.name}/train.npz")], "val": [],
+                      "loader": LOADER}
     if val.examples:
-        config["data"]["val"] = [str(val.save(data_dir / "val.npz"))]
+        val.save(data_dir / "val.npz")
+        config["data"]["val"] = [store.uri(f"{data_dir.name}/val.npz")]
     (data_dir / "val_examples.jsonl").write_text(
         "".join(json.dumps({"source": e.source, "kind": e.kind, "record": e.record}) + "\n" for e in val.examples))
     (data_dir / "rejected.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rejected))
@@ -128,9 +144,10 @@ def prepare_run(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) 
     (out_dir / "finetune.json").write_text(json.dumps(
         {**cfg.model_dump(mode="json"), "from": str(source), "data_files": [str(f) for f in data_files]},
         indent=2) + "\n")
+    store.push(data_dir.name, TEMPLATE_FILE, "finetune.json")
     train_cfg = _validated(config)
     facts = {"train_examples": len(train.examples), "val_examples": len(val.examples), "rejected": len(rejected),
-             "init_from": str(init_dir), "data_dir": str(data_dir)}
+             "init_from": init_from, "data_dir": str(data_dir)}
     return train_cfg, facts
 
 
@@ -141,7 +158,7 @@ def _validated(config: dict) -> TrainConfig:
         raise ConfigError(f"finetune: {err}") from None
 
 
-def exact_match(run_dir: Path, examples: list[dict], max_new_tokens: int, limit: int,
+def exact_match(run_dir: str | Path, examples: list[dict], max_new_tokens: int, limit: int,
                 device: str = "cpu") -> dict:
     """Greedy answers to the QA validation examples from the run's final weights, compared to the reference
     answers after stripping surrounding whitespace."""
@@ -170,7 +187,8 @@ def finetune(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) -> 
 
     under_torchrun = bool(_rank_suffix())  # read now: the local launcher sets RANK in this process later
     train_cfg, facts = prepare_run(cfg, source, data_files)
-    out_dir = Path(train_cfg.out_dir)
+    store = RunStore(train_cfg.out_dir, cfg.staging_dir, role="driver")
+    out_dir = train_cfg.out_dir
     if under_torchrun:  # one rank of torchrun / deepspeed started by the user
         summary = train_worker(train_cfg.model_dump(mode="json"))
         if summary.get("rank", 0) != 0:
@@ -188,10 +206,15 @@ def finetune(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) -> 
         if scores:  # next to the loop's val_loss in metrics.jsonl and TensorBoard
             from training.metrics import MetricsLog
 
-            log = MetricsLog(out_dir, enabled=True, tensorboard=cfg.log.tensorboard)
+            store.pull("metrics.jsonl")
+            log = MetricsLog(store.local, enabled=True, tensorboard=cfg.log.tensorboard)
             log.log(summary["step"], **scores)
             log.close()
-    if (out_dir / "hf").is_dir():
-        shutil.copyfile(out_dir / TEMPLATE_FILE, out_dir / "hf" / TEMPLATE_FILE)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            store.push("metrics.jsonl", "loss.png", "tensorboard")
+    if store.exists("hf"):
+        if store.remote is not None:
+            store.remote.write_bytes(f"hf/{TEMPLATE_FILE}", (store.local / TEMPLATE_FILE).read_bytes())
+        else:
+            shutil.copyfile(store.local / TEMPLATE_FILE, store.local / "hf" / TEMPLATE_FILE)
+    store.write_text("summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

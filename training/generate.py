@@ -4,8 +4,9 @@ KV cache so each new token costs one position, not the whole prefix. Greedy deco
 without the cache (tests/test_generate.py).
 
 Models load from our runs (a run directory, its `checkpoints/` or one `step_*` directory: consolidated fp32 weights
-via `training.checkpoint.consolidate`) or from a Hugging Face GPT-2 directory (`training.hf.import_hf`), on CPU or
-GPU. The chat template saved with a fine-tuned run (`webtext_chat_template.json`) is found next to the weights.
+via `training.checkpoint.consolidate`) or from a Hugging Face GPT-2 directory (`training.hf.import_hf`), local or
+at a URI (`training.storage.localize`), on CPU or GPU. The chat template saved with a fine-tuned run
+(`webtext_chat_template.json`) is found next to the weights.
 """
 
 from __future__ import annotations
@@ -127,8 +128,9 @@ def load_model(source: str | Path, device: str | torch.device = "cpu") -> tuple[
     """A model for sampling from a run directory, a `checkpoints/` directory, one `step_*` checkpoint or a Hugging
     Face GPT-2 directory; and its chat template if one was saved with it."""
     from training import checkpoint
+    from training.storage import localize
 
-    path = Path(source)
+    path = localize(str(source))  # a URI's run, checkpoint or HF directory, mirrored on this machine
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     config_json = path / "config.json" if path.is_dir() else None

@@ -5,7 +5,8 @@ Ray Train: embedded Ray (loopback only) or the cluster at `launch.address` / `RA
 GPU workers NCCL. On one machine the process group meets through a FileStore under the run directory, so no
 port is opened (torch's TCPStore, which Ray Train and torchrun use by default, listens on every interface), and
 gloo/NCCL connect the ranks over `lo`; on a cluster it is Ray's usual TCP rendezvous. Checkpoints are written by
-the ranks straight to `out_dir`, which on a cluster must be storage every node sees.
+the ranks into `out_dir`: on a cluster a URI (s3://...) that every node reaches, which the ranks reach through
+node-local staging directories (training/storage.py), or a filesystem mounted at the same path on every node.
 
 torchrun: `python -m torch.distributed.run --standalone` on this machine (its rendezvous store is a TCPStore; run
 it in a loopback-only network namespace or behind a firewall). Under torchrun or `deepspeed` started by the
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from training.config import TrainConfig
 from training.loop import train_worker
+from training.storage import RunStore
 
 
 # On one machine, gloo's and NCCL's own connections between ranks go over loopback too (gloo otherwise binds
@@ -37,9 +39,9 @@ class LaunchError(RuntimeError):
 
 def launch(cfg: TrainConfig) -> dict:
     cfg.check_batch()  # a batch that does not add up fails here, before any process starts
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.out_dir) / "summary.json").unlink(missing_ok=True)
-    (Path(cfg.out_dir) / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
+    store = RunStore(cfg.out_dir, cfg.staging_dir, role="driver")
+    store.delete("summary.json")
+    store.write_text("config.json", json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
     if cfg.launch.launcher == "ray":
         return launch_ray(cfg)
     if cfg.launch.launcher == "torchrun":
@@ -94,25 +96,29 @@ def launch_ray(cfg: TrainConfig) -> dict:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     backend = "nccl" if cfg.launch.use_gpu else "gloo"
-    out_dir = Path(cfg.out_dir).resolve()
+    run = RunStore(cfg.out_dir, cfg.staging_dir, role="driver")
+    out_dir = run.location if run.remote is not None else str(Path(cfg.out_dir).resolve())
+    # Ray Train keeps its own run state beside ours: in out_dir, through the same filesystem when it is a URI.
+    ray_storage = (run.remote.path("ray"), run.remote.fs) if run.remote is not None else (f"{out_dir}/ray", None)
     rendezvous = cfg.launch.rendezvous
     if rendezvous == "auto":
         rendezvous = "tcp" if address else "file"
-    if rendezvous == "file":
-        store = out_dir / f".pg-{uuid.uuid4().hex[:12]}"
+    if rendezvous == "file":  # one machine: the store file sits on its disk (the driver's staging for a URI)
+        run.local.mkdir(parents=True, exist_ok=True)
+        store = run.local.resolve() / f".pg-{uuid.uuid4().hex[:12]}"
         torch_config = _file_store_torch_config(str(store), backend)
     else:
         torch_config = TorchConfig(backend=backend)
     config = cfg.model_dump(mode="json")
-    config["out_dir"] = str(out_dir)  # workers may start in another working directory
+    config["out_dir"] = out_dir  # workers may start in another working directory
     trainer = TorchTrainer(
         _ray_train_fn,
         train_loop_config=config,
         torch_config=torch_config,
         scaling_config=ScalingConfig(num_workers=cfg.launch.num_workers, use_gpu=cfg.launch.use_gpu,
                                      resources_per_worker={"CPU": cfg.launch.cpus_per_worker}),
-        run_config=RunConfig(name=f"pretrain-{uuid.uuid4().hex[:8]}", storage_path=str(out_dir / "ray"),
-                             failure_config=FailureConfig(max_failures=0)),
+        run_config=RunConfig(name=f"pretrain-{uuid.uuid4().hex[:8]}", storage_path=ray_storage[0],
+                             storage_filesystem=ray_storage[1], failure_config=FailureConfig(max_failures=0)),
     )
     try:
         trainer.fit()
@@ -133,10 +139,12 @@ def _root_message(err: BaseException) -> str:
 
 
 def launch_torchrun(cfg: TrainConfig) -> dict:
-    out_dir = Path(cfg.out_dir).resolve()
-    config_file = out_dir / "config.json"
+    run = RunStore(cfg.out_dir, cfg.staging_dir, role="driver")
+    out_dir = run.location if run.remote is not None else str(Path(cfg.out_dir).resolve())
+    # the ranks' config: the run's config.json, or for a URI out_dir the driver's staging copy of it
+    config_file = run.local.resolve() / "config.json"
     config = cfg.model_dump(mode="json")
-    config["out_dir"] = str(out_dir)
+    config["out_dir"] = out_dir
     config_file.write_text(json.dumps(config, indent=2) + "\n")
     env = {**os.environ, **LOOPBACK_SOCKETS}
     if not cfg.launch.use_gpu and cfg.launch.threads_per_worker:
@@ -150,7 +158,7 @@ def launch_torchrun(cfg: TrainConfig) -> dict:
     return read_summary(out_dir)
 
 
-def read_summary(out_dir: Path) -> dict:
-    """What rank 0 wrote at the end of the run (training/loop.py)."""
-    path = out_dir / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+def read_summary(out_dir: str | Path) -> dict:
+    """What rank 0 wrote at the end of the run (training/loop.py); out_dir a path or URI."""
+    run = RunStore(str(out_dir))
+    return json.loads(run.read_text("summary.json")) if run.exists("summary.json") else {}

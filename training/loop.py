@@ -8,26 +8,29 @@ rank is skipped (no weight changes) and counted; `max_bad_steps` of them in a ro
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib
 import json
 import math
 import os
 import random
+import shutil
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from training import checkpoint
+from training import checkpoint, storage
 from training.config import TrainConfig
 from training.engine import build_engine, grad_norm, init_distributed, local_grad_norm
 from training.metrics import MetricsLog, device_name, mfu, peak_flops
 from training.model import GPT, mask_for_mlm
+
+LOG_FILES = ("metrics.jsonl", "loss.png", "tensorboard")  # what rank 0 uploads at checkpoints and at the end
 
 # Test hook for exact-resume checks: rank 0 SIGKILLs its own process after this step (a real, uncatchable kill).
 KILL_AT_STEP_ENV = "WEBTEXT_KILL_AT_STEP"
@@ -37,12 +40,15 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive steps with a non-finite loss."""
 
 
-def expand_shards(specs: list[str], split: str) -> list[str]:
+def expand_shards(specs: list[str], split: str, cache_dir: str | None = None) -> list[str]:
     """Shard files from files, globs and tokenize output directories (the split's shards in their index.json),
-    in a stable order."""
+    in a stable order. A URI's shards are fetched into this machine's cache (training/storage.py) and their local
+    copies returned."""
     paths: list[str] = []
     for spec in specs:
-        if os.path.isdir(spec):
+        if storage.is_remote(spec):
+            found = storage.fetch_shards(spec, split, cache_dir)
+        elif os.path.isdir(spec):
             from pipeline.shards import read_index
 
             index, directory = read_index(spec)
@@ -63,10 +69,16 @@ def loader_class(spec: str):
     return getattr(importlib.import_module(module_name), class_name)
 
 
+_SHARDS: dict[tuple, list[str]] = {}  # per process: remote shards are listed and checked once, not every eval
+
+
 def make_loader(cfg: TrainConfig, split: str, rank: int, world_size: int, seed: int):
     specs = cfg.data.train if split == "train" else cfg.data.val
-    return loader_class(cfg.data.loader)(expand_shards(specs, split), cfg.batch.micro_batch_size,
-                                         cfg.batch.seq_len, rank, world_size, seed)
+    key = (tuple(specs), split, cfg.data.cache_dir)
+    if key not in _SHARDS:
+        _SHARDS[key] = expand_shards(specs, split, cfg.data.cache_dir)
+    return loader_class(cfg.data.loader)(_SHARDS[key], cfg.batch.micro_batch_size, cfg.batch.seq_len, rank,
+                                         world_size, seed)
 
 
 def seed_everything(seed: int) -> None:
@@ -80,8 +92,8 @@ def build_model(cfg: TrainConfig) -> GPT:
         from training.hf import import_hf
 
         m = cfg.model
-        return import_hf(m.init_from, pad_vocab_to=m.pad_vocab_to, dropout=m.dropout, objective=m.objective,
-                         activation_checkpointing=m.activation_checkpointing)
+        return import_hf(storage.localize(m.init_from), pad_vocab_to=m.pad_vocab_to, dropout=m.dropout,
+                         objective=m.objective, activation_checkpointing=m.activation_checkpointing)
     return GPT(cfg.model.gpt_config())
 
 
@@ -167,8 +179,9 @@ def train_worker(config: dict) -> dict:
     cfg = TrainConfig.model_validate(config)
     d = init_distributed(cfg)
     _, accum, global_batch = cfg.batch.resolve(d.world_size)
-    out_dir = Path(cfg.out_dir)
-    ckpt_root = out_dir / "checkpoints"
+    store = storage.RunStore(cfg.out_dir, cfg.staging_dir)
+    out_dir, ckpt_root = store.local, store.ckpt_root
+    tags = open_run(store, d, cfg.checkpoint.resume)
 
     seed_everything(cfg.seed)  # same on every rank: identical initial weights
     model = build_model(cfg)
@@ -180,15 +193,18 @@ def train_worker(config: dict) -> dict:
 
     loader = make_loader(cfg, "train", d.rank, d.world_size, cfg.seed)
     step, bad_steps, bad_in_a_row = 0, 0, 0
-    tags = checkpoint.complete_tags(ckpt_root) if cfg.checkpoint.resume else []
     if tags:
         state = checkpoint.load(engine, ckpt_root, tags[-1])
+        if store.remote is not None:  # loaded: the staged copy has done its job
+            dist.barrier()
+            if d.local_rank == 0:
+                shutil.rmtree(ckpt_root / tags[-1], ignore_errors=True)
         loader.load_state_dict(state["loader"])
         step, bad_steps, bad_in_a_row = state["step"], state["bad_steps"], state["bad_in_a_row"]
 
     log = MetricsLog(out_dir, enabled=d.rank == 0, tensorboard=cfg.log.tensorboard, plot=cfg.log.plot)
     if d.rank == 0:  # what `webtext eval` reads to rebuild the model and the validation windows
-        (out_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
+        store.write_text("config.json", json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
     peak = peak_flops(device_name(), cfg.precision)
     kill_at = int(os.environ.get(KILL_AT_STEP_ENV, "-1"))
     tokens_per_step = global_batch * cfg.batch.seq_len
@@ -199,7 +215,11 @@ def train_worker(config: dict) -> dict:
     def save_checkpoint():
         trainer_state = {"step": step, "loader": loader.state_dict(), "bad_steps": bad_steps,
                          "bad_in_a_row": bad_in_a_row}
-        checkpoint.save(engine, ckpt_root, step, trainer_state, cfg.checkpoint.keep_last, cfg.checkpoint.export_fp32)
+        checkpoint.save(engine, ckpt_root, step, trainer_state, cfg.checkpoint.keep_last, cfg.checkpoint.export_fp32,
+                        store, d.local_rank)
+        if d.rank == 0:  # a killed run's curve survives up to its last checkpoint
+            log.flush()
+            store.push(*LOG_FILES)
 
     try:
         while step < cfg.max_steps:
@@ -232,8 +252,15 @@ def train_worker(config: dict) -> dict:
                 t_last = time.perf_counter()
             if step == kill_at and d.rank == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
-    finally:
+    except BaseException:
         log.close()
+        if d.rank == 0:
+            with contextlib.suppress(Exception):  # the run's own error is the one to report
+                store.push(*LOG_FILES)
+        raise
+    log.close()
+    if d.rank == 0:
+        store.push(*LOG_FILES)
 
     if cfg.checkpoint.export_hf:
         state = checkpoint.full_fp32_state_dict(engine)
@@ -241,11 +268,30 @@ def train_worker(config: dict) -> dict:
             from training.hf import export_hf
 
             export_hf(state, engine.module.config, out_dir / "hf", cfg.checkpoint.tokenizer_dir)
+            store.push("hf")
     summary.update(step=step, bad_steps=bad_steps, rank=d.rank, world_size=d.world_size)
-    if d.rank == 0:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if d.rank == 0:  # last: a summary says the run finished
+        store.write_text("summary.json", json.dumps(summary, indent=2) + "\n")
     dist.barrier()
     return summary
+
+
+def open_run(store: storage.RunStore, d, resume: bool) -> list[str]:
+    """Collective. The run's complete checkpoints, oldest first (rank 0's listing, the same on every rank). For a
+    remote out_dir each machine's staging directory starts empty and receives the newest checkpoint (what
+    DeepSpeed loads), and rank 0's the metrics and TensorBoard events so far (appended to from here on)."""
+    listing = [store.complete_tags() if resume and d.rank == 0 else None]
+    dist.broadcast_object_list(listing, src=0)
+    tags = listing[0] or []
+    if store.remote is not None:
+        if d.local_rank == 0:
+            store.reset_staging()
+            if tags:
+                store.pull_checkpoint(tags[-1])
+        dist.barrier()
+        if d.rank == 0:
+            store.pull("metrics.jsonl", "tensorboard")
+    return tags
 
 
 def _zero_lr(engine) -> None:

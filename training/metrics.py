@@ -11,6 +11,8 @@ import json
 import math
 from pathlib import Path
 
+from pipeline.storage import filesystem, is_uri
+
 # Dense peak FLOP/s per device, from the vendors' datasheets (no sparsity). Matched as substrings of
 # torch.cuda.get_device_name(), most specific first.
 PEAK_FLOPS: list[tuple[str, dict[str, float]]] = [
@@ -75,6 +77,11 @@ class MetricsLog:
                 if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
                     self._writer.add_scalar(key, value, step)
 
+    def flush(self) -> None:
+        """Everything logged so far on disk (the JSONL is line-buffered; TensorBoard's writer is not)."""
+        if self.enabled and self._writer is not None:
+            self._writer.flush()
+
     def close(self) -> None:
         if not self.enabled:
             return
@@ -94,9 +101,15 @@ def _clean(value):
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """All records of a metrics.jsonl; a resumed run's later records for a step replace earlier ones."""
+    """All records of a metrics.jsonl (a path or URI); a resumed run's later records for a step replace earlier ones."""
     by_key: dict[tuple, dict] = {}
-    for line in Path(path).read_text().splitlines():
+    if is_uri(str(path)):  # a run's metrics at a URI (training/storage.py uploads them)
+        fs, fs_path = filesystem(str(path))
+        with fs.open_input_stream(fs_path, compression=None) as f:
+            text = f.read().decode()
+    else:
+        text = Path(path).read_text()
+    for line in text.splitlines():
         if line.strip():
             record = json.loads(line)
             by_key[(record["step"], tuple(sorted(k for k in record if k != "step")))] = record

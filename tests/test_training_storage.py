@@ -1,0 +1,258 @@
+"""Training with its shards and run directory on S3 (a local moto server): shards fetched once per machine and
+verified, checkpoints uploaded tag by tag with COMPLETE last, resume from the remote run, readers of a remote run.
+
+The integration test compares a run on S3 with the same run on local disk: the same code on the same bytes, so the
+losses are equal bit for bit (fp32 on CPU, the same launcher), and so are those of a run killed and resumed from S3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow.fs as pafs
+import pytest
+import torch
+
+from pipeline.runner import RunOptions, run_stage
+from pipeline.shards import ShardError
+from pipeline.storage import Dir, expand_inputs
+from pipeline.tokenize import TokenizeConfig, TokenizeStage
+from training import storage
+from training.data import TokenWindows
+from training.loop import expand_shards
+
+
+@pytest.fixture(scope="module")
+def tokenized(tmp_path_factory):
+    """A real tokenize stage output (GPT-2 BPE, several train shards, index.json and _manifest.json)."""
+    from tests.test_tokenize import make_docs, write_parts
+
+    root = tmp_path_factory.mktemp("corpus")
+    docs = write_parts(root / "docs", make_docs(400, seed=3), 2)
+    stage = TokenizeStage(TokenizeConfig(shard_tokens=2000, val_fraction=0.2))
+    run_stage(stage, expand_inputs([str(docs)]), str(root / "out"), RunOptions(executor="local", quiet=True))
+    return root / "out" / "tokenize"
+
+
+def put_dir(local, uri: str) -> str:
+    """Upload a local directory to a URI (the bucket made first); returns the URI."""
+    remote = Dir(uri)
+    remote.fs.create_dir(remote.path().split("/")[0])
+    pafs.copy_files(str(local), remote.path(), source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=remote.fs)
+    return uri
+
+
+def snapshot(path) -> tuple[int, int, bytes]:
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_mtime_ns, open(path, "rb").read()
+
+
+def test_shards_are_fetched_verified_reused_and_a_corrupt_copy_fetched_again(tokenized, s3, tmp_path, monkeypatch):
+    uri = put_dir(tokenized, s3("data/webtext/tokenize"))
+    cache = tmp_path / "cache"
+    local = expand_shards([str(tokenized)], "train")
+    assert [os.path.dirname(p) for p in local] == [str(tokenized)] * len(local) and len(local) >= 3  # in place
+    fetched = expand_shards([uri], "train", str(cache))
+    assert [os.path.basename(p) for p in fetched] == [os.path.basename(p) for p in local]
+    for mine, theirs in zip(fetched, local):
+        assert mine.startswith(str(cache)) and open(mine, "rb").read() == open(theirs, "rb").read()
+    windows = TokenWindows(fetched, batch_size=4, seq_len=16, seed=1)
+    same = TokenWindows(local, batch_size=4, seq_len=16, seed=1)
+    assert windows.stream.fingerprint == same.stream.fingerprint
+    assert np.array_equal(windows.next_windows(), same.next_windows())
+
+    # A second run reuses the verified copies: not one is written again.
+    before = [snapshot(p) for p in fetched]
+    assert expand_shards([uri], "train", str(cache)) == fetched
+    assert [snapshot(p) for p in fetched] == before
+
+    # A copy changed on disk (same size, other bytes) is detected against the manifest's sha256 and fetched again;
+    # a good copy that lost its stamp is hashed once more and kept.
+    victim, kept = fetched[1], fetched[2]
+    with open(victim, "r+b") as f:
+        f.seek(2000)
+        f.write(b"\xff\xff\xff\xff")
+    os.unlink(os.path.join(os.path.dirname(kept), f".{os.path.basename(kept)}.verified"))
+    assert expand_shards([uri], "train", str(cache)) == fetched
+    assert open(victim, "rb").read() == open(local[1], "rb").read()
+    assert snapshot(kept) == before[2]
+    assert not list(cache.rglob(".tmp-*"))
+
+    # The val split, a glob and a single file name their shards too; a loader takes the URI directly.
+    assert [os.path.basename(p) for p in expand_shards([uri], "val", str(cache))] == [
+        os.path.basename(p) for p in expand_shards([str(tokenized)], "val")]
+    glob, one = s3("data/webtext/tokenize/part-train-*.bin"), s3("data/webtext/tokenize/part-train-00001.bin")
+    assert expand_shards([glob], "train", str(cache)) == fetched
+    assert [os.path.basename(p) for p in expand_shards([one], "train", str(cache))] == ["part-train-00001.bin"]
+    monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "env-cache"))
+    assert TokenWindows(uri, batch_size=2, seq_len=16, split="val").stream.n_tokens > 0
+    assert list((tmp_path / "env-cache" / "shards").rglob("part-val-00000.bin"))
+
+
+def test_a_remote_shard_that_does_not_match_its_manifest_is_refused(tokenized, s3, tmp_path):
+    uri = put_dir(tokenized, s3("data/bad/tokenize"))
+    remote = Dir(uri)
+    name = "part-train-00001.bin"
+    data = bytearray(remote.read_bytes(name))
+    data[-2:] = b"\x00\x00" if data[-2:] != b"\x00\x00" else b"\x01\x00"
+    remote.write_bytes(name, bytes(data))
+    with pytest.raises(ShardError, match=f"^s3://data/bad/tokenize/{name}: fetched .* expected .* sha256"):
+        expand_shards([uri], "train", str(tmp_path / "cache"))
+    assert not list((tmp_path / "cache").rglob(f"*{name}"))  # no unverified copy left to use
+    remote.write_bytes(name, bytes(data[:-2]))  # and one of the wrong size is named before any download
+    with pytest.raises(ShardError, match=f"{name}: {len(data) - 2} bytes, its index and manifest say {len(data)}"):
+        expand_shards([uri], "train", str(tmp_path / "cache"))
+
+
+def test_remote_complete_tags_ignore_a_tag_without_complete_and_prune_keeps_the_newest(s3, tmp_path):
+    run = Dir(s3("ckpt/runs/a"))
+    run.fs.create_dir("ckpt")
+    for tag in ("step_00000002", "step_00000004", "step_00000006", "step_00000008"):
+        run.write_bytes(f"checkpoints/{tag}/mp_rank_00_model_states.pt", b"weights")
+        if tag != "step_00000008":  # killed before COMPLETE
+            run.write_bytes(f"checkpoints/{tag}/COMPLETE", b"{}\n")
+    store = storage.RunStore(run.location, str(tmp_path / "staging"))
+    assert store.complete_tags() == ["step_00000002", "step_00000004", "step_00000006"]
+    assert store.prune(keep_last=2) == ["step_00000002"]
+    assert store.complete_tags() == ["step_00000004", "step_00000006"]
+    assert not run.exists("checkpoints/step_00000002") and run.exists("checkpoints/step_00000008")
+    assert storage.RunStore(s3("ckpt/runs/none"), str(tmp_path / "s2")).complete_tags() == []
+
+
+def test_upload_and_download_round_trip(s3, tmp_path):
+    uri = s3("roundtrip/runs/b")
+    Dir(uri).fs.create_dir("roundtrip")
+    writer = storage.RunStore(uri, str(tmp_path / "node1"))
+    files = {"metrics.jsonl": b'{"step": 1}\n', "tensorboard/events.out.tfevents.1": os.urandom(3000),
+             "checkpoints/step_00000004/zero_pp_rank_1_mp_rank_00_optim_states.pt": os.urandom(50_000),
+             "checkpoints/step_00000004/trainer_rank1.pt": b"state"}
+    for name, data in files.items():
+        (writer.local / name).parent.mkdir(parents=True, exist_ok=True)
+        (writer.local / name).write_bytes(data)
+    writer.push("metrics.jsonl", "tensorboard", "loss.png")  # loss.png does not exist: skipped
+    writer.push_checkpoint_files("step_00000004")
+    assert storage.RunStore(uri, str(tmp_path / "x")).complete_tags() == []  # no COMPLETE yet
+    writer.mark_complete("step_00000004", '{"step": 4}\n')
+
+    reader = storage.RunStore(uri, str(tmp_path / "node2"))
+    (reader.local / "metrics.jsonl").parent.mkdir(parents=True)
+    (reader.local / "metrics.jsonl").write_text("stale\n")
+    reader.pull("metrics.jsonl", "tensorboard", "loss.png")
+    reader.pull_checkpoint(reader.complete_tags()[-1])
+    for name, data in files.items():
+        assert (reader.local / name).read_bytes() == data, name
+    assert (reader.local / "checkpoints/step_00000004/COMPLETE").read_text() == '{"step": 4}\n'
+    assert not (reader.local / "loss.png").exists()
+    with pytest.raises(FileNotFoundError, match="step_00000009: checkpoint not found"):
+        reader.pull_checkpoint("step_00000009")
+    reader.reset_staging()
+    assert list(reader.local.iterdir()) == []
+    # A local out_dir is its own staging: nothing to copy.
+    local = storage.RunStore(str(tmp_path / "plain"))
+    assert local.remote is None and local.local == tmp_path / "plain"
+
+
+def test_localize_mirrors_the_newest_complete_checkpoint_and_reuses_it(s3, tmp_path):
+    run = Dir(s3("mirror/runs/c"))
+    run.fs.create_dir("mirror")
+    run.write_bytes("config.json", b'{"model": {}}')
+    for tag, complete in (("step_00000004", True), ("step_00000008", True), ("step_00000012", False)):
+        run.write_bytes(f"checkpoints/{tag}/mp_rank_00_model_states.pt", tag.encode())
+        if complete:
+            run.write_bytes(f"checkpoints/{tag}/COMPLETE", b"{}\n")
+    cache = tmp_path / "mirrors"
+    path = storage.localize(run.location, cache)
+    assert sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()) == [
+        "checkpoints/step_00000008/COMPLETE", "checkpoints/step_00000008/mp_rank_00_model_states.pt", "config.json"]
+    weights = path / "checkpoints/step_00000008/mp_rank_00_model_states.pt"
+    first = snapshot(weights)
+    assert storage.localize(run.location, cache) == path and snapshot(weights) == first  # reused
+    step = storage.localize(run.uri("checkpoints/step_00000004"), cache)
+    assert step.name == "step_00000004" and (step.parent.parent / "config.json").is_file()
+    with pytest.raises(FileNotFoundError, match="not a run with a complete checkpoint"):
+        storage.localize(s3("mirror/runs/missing"), cache)
+    assert storage.localize(str(tmp_path / "local-run")) == tmp_path / "local-run"  # a path is itself
+
+
+# -- end to end ------------------------------------------------------------------------------------------------------
+STEPS, KILL_AT = 8, 5
+TWO_RANKS = {"launch.num_workers": 2, "launch.launcher": "torchrun", "zero.stage": 2, "batch.micro_batch_size": 2,
+             "batch.global_batch_size": 8, "batch.grad_accum_steps": None, "model.vocab_size": 50257,
+             "checkpoint.keep_last": 2}
+
+
+@pytest.mark.slow
+def test_a_run_on_s3_trains_as_on_disk_resumes_exactly_and_is_read_back(tokenized, s3, tmp_path, monkeypatch,
+                                                                        capsys):
+    from jobs.cli import main
+    from tests.test_finetune import qa_records, write_config, write_jsonl
+    from tests.training_helpers import tiny_config
+    from training.config import TrainConfig
+    from training.generate import load_model
+    from training.launch import LaunchError, launch
+    from training.loop import KILL_AT_STEP_ENV
+    from training.metrics import losses_by_step, read_metrics
+
+    monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "cache"))  # every process's cache and staging
+    data_uri = put_dir(tokenized, s3("bucket/webtext/tokenize"))
+    run_uri = s3("bucket/runs/pretrain")
+    local_data = {"train": [str(tokenized)], "val": [str(tokenized)]}
+    launch(TrainConfig.model_validate(tiny_config(local_data, tmp_path / "local", **TWO_RANKS)))
+    on_disk = losses_by_step(tmp_path / "local" / "metrics.jsonl")
+    assert sorted(on_disk) == list(range(1, STEPS + 1))
+
+    remote_config = TrainConfig.model_validate(
+        tiny_config({"train": [data_uri], "val": [data_uri]}, run_uri, **TWO_RANKS))
+    monkeypatch.setenv(KILL_AT_STEP_ENV, str(KILL_AT))
+    with pytest.raises(LaunchError, match="torchrun exited"):
+        launch(remote_config)
+    remote = Dir(run_uri)
+    assert storage.RunStore(run_uri).complete_tags() == ["step_00000004"]
+    # what the killed run uploaded at its checkpoint: the curve up to it, equal to the run on disk
+    killed = losses_by_step(remote.uri("metrics.jsonl"))
+    assert killed == {s: on_disk[s] for s in range(1, 5)}
+    monkeypatch.delenv(KILL_AT_STEP_ENV)
+    summary = launch(remote_config)
+    assert summary["resumed_from"] == "step_00000004" and summary["step"] == STEPS
+    assert losses_by_step(remote.uri("metrics.jsonl")) == on_disk  # bitwise
+    assert losses_by_step(remote.uri("metrics.jsonl"), "val_loss") == losses_by_step(
+        tmp_path / "local" / "metrics.jsonl", "val_loss")
+    assert storage.RunStore(run_uri).complete_tags() == ["step_00000004", "step_00000008"]
+    assert sorted(remote.list("checkpoints/step_00000008")) == sorted(
+        f"checkpoints/step_00000008/{p.name}" for p in (tmp_path / "local/checkpoints/step_00000008").iterdir())
+    for name in ("summary.json", "config.json", "loss.png"):
+        assert remote.exists(name), name
+    staging = tmp_path / "cache" / "runs" / storage.location_key(run_uri) / "run"
+    assert not list((staging / "checkpoints").glob("step_*"))  # uploaded, then dropped from the node's disk
+
+    # Readers of the remote run: eval from the same validation windows, the same final weights.
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", run_uri]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-5)
+    from_s3, _ = load_model(run_uri)
+    from_disk, _ = load_model(tmp_path / "local")
+    for (name, a), b in zip(from_s3.state_dict().items(), from_disk.state_dict().values()):
+        assert torch.equal(a, b), name
+
+    # Fine-tuning from the remote run into another remote run, then sampling from that one.
+    ft_uri = s3("bucket/runs/finetune")
+    qa = write_jsonl(tmp_path / "qa.jsonl", qa_records()[:40])
+    config = write_config(tmp_path / "ft.yaml", ft_uri, max_steps=4, **{
+        "checkpoint.every": 2, "model.block_size": 32, "optim.warmup_steps": 2, "finetune.exact_match_examples": 0,
+        "checkpoint.export_hf": True})
+    assert main(["finetune", "--from", run_uri, "--data", qa, "--config", config]) == 0
+    finetuned = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert finetuned["step"] == 4 and finetuned["init_from"] == Dir(ft_uri).uri("init")
+    ft = Dir(ft_uri)
+    assert ft.read_bytes("init/SOURCE").decode().strip().endswith("step_00000008")
+    assert storage.RunStore(ft_uri).complete_tags() == ["step_00000002", "step_00000004"]
+    assert json.loads(ft.read_bytes("summary.json"))["step"] == 4
+    assert ft.exists("hf/model.safetensors") and ft.exists("hf/webtext_chat_template.json")
+    assert [r["step"] for r in read_metrics(ft.uri("metrics.jsonl")) if "loss" in r] == [4]
+    assert main(["generate", "--ckpt", ft_uri, "--prompt", "The river", "--temperature", "0",
+                 "--max-new-tokens", "3", "--device", "cpu"]) == 0
+    assert isinstance(json.loads(capsys.readouterr().out.strip())["completion"], str)

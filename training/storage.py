@@ -1,0 +1,441 @@
+"""Training on storage that only some machines see: token shards, run directories and checkpoints given as URIs.
+
+A local path is used in place, exactly as before. A URI (`s3://bucket/dir?endpoint_override=...`, any pyarrow
+filesystem, through `pipeline.storage`) is worked on through node-local disk, with the URI holding the truth:
+
+- Shards (`fetch_shards`): each node fetches the files it needs once into a cache directory
+  (`<cache>/shards/<hash of the directory URI>/`), one process at a time (a file lock; the others wait, then reuse),
+  checks each file's size and, where the tokenize stage's `_manifest.json` records one, its sha256, and renames it
+  into place; a `.<name>.verified` stamp lets the next run reuse it without reading it again. The loader then
+  memory-maps the local copies.
+- A run directory (`RunStore`): the ranks of a node write into one staging directory (`<staging>/run`); a
+  checkpoint goes up tag by tag (every node the files its ranks wrote, `COMPLETE` last, by rank 0:
+  training/checkpoint.py), metrics and exports after it. Resume lists the complete tags remotely and downloads the
+  newest into each node's staging directory.
+- Readers (`localize`): a remote run, `checkpoints/` or `step_*` directory, or a Hugging Face directory, mirrored
+  into `<cache>/mirrors/<hash>/` with the same layout, so eval, generate and finetune --from read it as a local path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pyarrow.fs as pafs
+
+from pipeline.shards import HEADER_BYTES, INDEX_NAME, TOKEN_DTYPE, ShardError
+from pipeline.storage import Dir, expand_inputs, is_uri, join
+
+CACHE_ENV = "WEBTEXT_CACHE"
+COMPLETE = "COMPLETE"  # training.checkpoint.COMPLETE; repeated to keep this module free of torch
+MANIFEST_NAME = "_manifest.json"
+CHUNK_BYTES = 8 << 20
+FETCH_THREADS = 8
+
+
+def cache_root() -> Path:
+    """Where node-local copies live unless a config names a directory: $WEBTEXT_CACHE or ~/.cache/webtext."""
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/webtext").expanduser()
+
+
+def is_remote(location: str | Path) -> bool:
+    return isinstance(location, str) and is_uri(location)
+
+
+def location_key(uri: str) -> str:
+    """A short name for a URI (its query included: another endpoint is other data)."""
+    return hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
+
+
+def split_query(uri: str) -> tuple[str, str]:
+    parts = urlsplit(uri)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), parts.query
+
+
+def parent_uri(uri: str) -> str:
+    base, query = split_query(uri)
+    parent = base.rstrip("/").rpartition("/")[0]
+    return f"{parent}?{query}" if query else parent
+
+
+def display_uri(uri: str) -> str:
+    """A URI to show or record: without its query (endpoint options) or user information (credentials)."""
+    parts = urlsplit(uri)
+    return urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
+
+
+def base_name(uri: str) -> str:
+    return split_query(uri)[0].rstrip("/").rpartition("/")[2]
+
+
+@contextlib.contextmanager
+def node_lock(directory: Path):
+    """Held by one process of this machine at a time (the others block): one downloader per node."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# -- shards -------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file to fetch and what its copy must match."""
+
+    uri: str
+    name: str
+    size: int
+    mtime_ns: int
+    sha256: str | None  # from the tokenize stage's manifest; None where nothing records it
+
+
+def _manifest_checksums(directory: Dir) -> dict[str, dict]:
+    """name -> {bytes, sha256} of a stage directory's parts; empty where there is no manifest."""
+    if not directory.exists(MANIFEST_NAME):
+        return {}
+    return {part["name"]: part for part in directory.read_json(MANIFEST_NAME).get("parts", [])}
+
+
+def _listing(directory: Dir) -> dict[str, pafs.FileInfo]:
+    infos = directory.fs.get_file_info(pafs.FileSelector(directory.path(), recursive=False))
+    return {i.base_name: i for i in infos if i.type == pafs.FileType.File}
+
+
+def remote_shards(spec: str, split: str) -> list[RemoteFile]:
+    """The shard files a URI names for `split`: a tokenize output directory (its index.json, in its order), a glob
+    (sorted) or one file; expected sizes and checksums from the stage's index and manifest where they exist."""
+    directory = Dir(spec)
+    if directory.fs.get_file_info(directory.path()).type == pafs.FileType.Directory:
+        if not directory.exists(INDEX_NAME):
+            raise ShardError(f"{display_uri(spec)}: no {INDEX_NAME} (a tokenize output directory has one)")
+        index = directory.read_json(INDEX_NAME)
+        shards = index.get("splits", {}).get(split, {}).get("shards", [])
+        listed, checksums = _listing(directory), _manifest_checksums(directory)
+        files = []
+        for shard in shards:
+            name = shard["name"]
+            if name not in listed:
+                raise ShardError(f"{display_uri(directory.uri(name))}: listed in {INDEX_NAME} but not there")
+            expected = checksums.get(name, {}).get("bytes", HEADER_BYTES + shard["tokens"] * TOKEN_DTYPE.itemsize)
+            if listed[name].size != expected:
+                raise ShardError(f"{display_uri(directory.uri(name))}: {listed[name].size} bytes, its index and "
+                                 f"manifest say {expected}")
+            files.append(RemoteFile(directory.uri(name), name, expected, listed[name].mtime_ns or 0,
+                                    checksums.get(name, {}).get("sha256")))
+        return files
+    try:
+        found = expand_inputs([spec])
+    except FileNotFoundError:
+        return []
+    checksums: dict[str, dict[str, dict]] = {}
+    files = []
+    for f in found:
+        parent = parent_uri(f.uri)
+        if parent not in checksums:
+            checksums[parent] = _manifest_checksums(Dir(parent))
+        files.append(RemoteFile(f.uri, f.name, f.size, f.mtime_ns, checksums[parent].get(f.name, {}).get("sha256")))
+    return files
+
+
+def fetch_shards(spec: str, split: str, cache_dir: str | Path | None = None) -> list[str]:
+    """Local, verified copies of the shards a URI names (see `remote_shards`), fetched once per machine."""
+    files = remote_shards(spec, split)
+    root = Path(cache_dir).expanduser() if cache_dir else cache_root() / "shards"
+    return [str(p) for p in fetch_files(files, root)]
+
+
+def fetch_files(files: list[RemoteFile], root: Path) -> list[Path]:
+    """Each file into `root/<hash of its directory URI>/<name>`, by one process of the machine at a time, several
+    files at once (one object store stream rarely fills a node's network)."""
+    by_dir: dict[Path, list[RemoteFile]] = {}
+    for f in files:
+        by_dir.setdefault(root / location_key(parent_uri(f.uri)), []).append(f)
+    local: dict[str, Path] = {}
+    for directory, group in by_dir.items():
+        with node_lock(directory), ThreadPoolExecutor(min(FETCH_THREADS, len(group))) as pool:
+            for f, path in zip(group, pool.map(lambda f: _fetch_one(f, directory), group)):
+                local[f.uri] = path
+    return [local[f.uri] for f in files]
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.verified")
+
+
+def _stamp(f: RemoteFile, path: Path, sha256: str | None) -> dict:
+    stat = path.stat()
+    return {"uri": split_query(f.uri)[0], "remote_size": f.size, "remote_mtime_ns": f.mtime_ns, "sha256": sha256,
+            "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _cached_copy_is_good(f: RemoteFile, path: Path) -> bool:
+    """The copy is this remote file's: its stamp matches the file as it is now (size, mtime) and the remote file
+    (size, mtime, checksum). Without a matching stamp a copy of the right size is read and hashed once more."""
+    if not path.is_file() or path.stat().st_size != f.size:
+        return False
+    stamp_file = _stamp_path(path)
+    if stamp_file.is_file():
+        try:
+            stamp = json.loads(stamp_file.read_text())
+        except ValueError:
+            stamp = None
+        if stamp is not None and stamp == _stamp(f, path, stamp.get("sha256")) and (
+                f.sha256 is None or stamp["sha256"] == f.sha256):
+            return True
+    if f.sha256 is None:
+        return False  # nothing to check the bytes against: fetch again rather than trust them
+    if _sha256_file(path) != f.sha256:
+        return False
+    stamp_file.write_text(json.dumps(_stamp(f, path, f.sha256)))
+    return True
+
+
+def _fetch_one(f: RemoteFile, directory: Path) -> Path:
+    path = directory / f.name
+    if _cached_copy_is_good(f, path):
+        return path
+    remote = Dir(f.uri)
+    tmp = directory / f".tmp-{uuid.uuid4().hex[:8]}-{f.name}"
+    try:
+        pafs.copy_files(remote.path(), str(tmp), source_filesystem=remote.fs,
+                        destination_filesystem=pafs.LocalFileSystem(), chunk_size=CHUNK_BYTES)
+        size = tmp.stat().st_size
+        sha256 = _sha256_file(tmp) if f.sha256 is not None else None  # read back from the page cache: fast
+        if size != f.size or sha256 != f.sha256:
+            got = f"{size} bytes" + (f" with sha256 {sha256}" if sha256 else "")
+            expected = f"{f.size} bytes" + (f" with sha256 {f.sha256}" if f.sha256 else "")
+            raise ShardError(f"{display_uri(f.uri)}: fetched {got}, expected {expected}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _stamp_path(path).write_text(json.dumps(_stamp(f, path, sha256)))
+    return path
+
+
+# -- copying between a local directory and a remote one -------------------------------------------------------------
+def upload(local: Path, remote: Dir, name: str) -> None:
+    """`local` (a file or a directory, recursively) to `name` under `remote`. Each object of an object store
+    appears whole; what marks a set of files complete is the caller's (a checkpoint's COMPLETE)."""
+    pafs.copy_files(str(local), remote.path(name), source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=remote.fs, chunk_size=CHUNK_BYTES)
+
+
+def download(remote: Dir, name: str, local: Path) -> bool:
+    """`name` under `remote` (a file or a directory) to `local`, written under a temporary name and renamed.
+    False if there is nothing by that name."""
+    info = remote.fs.get_file_info(remote.path(name))
+    if info.type == pafs.FileType.NotFound:
+        return False
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{local.name}")
+    try:
+        if info.type == pafs.FileType.Directory:
+            tmp.mkdir()  # copy_files makes the directories below it, not the one it copies into
+        pafs.copy_files(remote.path(name), str(tmp), source_filesystem=remote.fs,
+                        destination_filesystem=pafs.LocalFileSystem(), chunk_size=CHUNK_BYTES)
+        _remove(local)
+        os.replace(tmp, local)
+    finally:
+        _remove(tmp)
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def complete_tags(ckpt_root: Dir) -> list[str]:
+    """Tags (`step_*` directories) under a remote `checkpoints/` that hold COMPLETE, oldest first."""
+    if ckpt_root.fs.get_file_info(ckpt_root.path()).type != pafs.FileType.Directory:
+        return []
+    infos = ckpt_root.fs.get_file_info(pafs.FileSelector(ckpt_root.path(), recursive=False))
+    tags = [i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("step_")]
+    return sorted(t for t in tags if ckpt_root.exists(f"{t}/{COMPLETE}"))
+
+
+# -- a run directory that may be remote -----------------------------------------------------------------------------
+class RunStore:
+    """A run's `out_dir`: `local` is where this process reads and writes; when `out_dir` is a URI, `remote` is it
+    and `local` is a node-local staging directory (`<staging_dir>/<role>`, default
+    `<cache>/runs/<hash of out_dir>/<role>`); the ranks of one machine share role "run", a driver uses "driver"."""
+
+    def __init__(self, out_dir: str | Path, staging_dir: str | None = None, role: str = "run"):
+        self.location = str(out_dir)
+        self.remote = Dir(self.location) if is_remote(self.location) else None
+        if self.remote is None:
+            self.local = Path(out_dir).resolve()
+        else:
+            base = Path(staging_dir).expanduser() if staging_dir else cache_root() / "runs" / location_key(
+                self.location)
+            self.local = base / role
+
+    @property
+    def ckpt_root(self) -> Path:
+        return self.local / "checkpoints"
+
+    def uri(self, name: str) -> str:
+        """What to call `name` in a config a process on another machine reads: the remote URI, or the local path."""
+        return self.remote.uri(name) if self.remote is not None else str(self.local / name)
+
+    def push(self, *names: str) -> None:
+        """Upload files or directories under `local` (those that exist) to the same names remotely."""
+        if self.remote is None:
+            return
+        for name in names:
+            if (self.local / name).exists():
+                upload(self.local / name, self.remote, name)
+
+    def pull(self, *names: str) -> None:
+        """Download the named files or directories (those that exist remotely) over their local copies."""
+        if self.remote is None:
+            return
+        for name in names:
+            download(self.remote, name, self.local / name)
+
+    def exists(self, name: str) -> bool:
+        return self.remote.exists(name) if self.remote is not None else (self.local / name).exists()
+
+    def read_text(self, name: str) -> str:
+        return self.remote.read_bytes(name).decode() if self.remote is not None else (self.local / name).read_text()
+
+    def write_text(self, name: str, text: str) -> None:
+        """Write locally and, for a remote run, remotely (atomically in both places)."""
+        self.local.mkdir(parents=True, exist_ok=True)
+        tmp = self.local / f".tmp-{uuid.uuid4().hex[:8]}-{Path(name).name}"
+        tmp.write_text(text)
+        os.replace(tmp, self.local / name)
+        if self.remote is not None:
+            self.remote.write_bytes(name, text.encode())
+
+    def delete(self, name: str) -> None:
+        _remove(self.local / name)
+        if self.remote is not None:
+            self.remote.delete(name)
+
+    def reset_staging(self) -> None:
+        """Empty the staging directory: the remote run is the truth (what a killed run left here is not)."""
+        if self.remote is not None:
+            _remove(self.local)
+            self.local.mkdir(parents=True, exist_ok=True)
+
+    # checkpoints
+    def complete_tags(self) -> list[str]:
+        if self.remote is None:
+            if not self.ckpt_root.is_dir():
+                return []
+            return sorted(p.name for p in self.ckpt_root.glob("step_*") if (p / COMPLETE).is_file())
+        return complete_tags(self.remote.sub("checkpoints"))
+
+    def pull_checkpoint(self, tag: str) -> None:
+        """All files of a remote checkpoint into staging (DeepSpeed reads every rank's ZeRO shards on load)."""
+        if self.remote is not None and not download(self.remote, f"checkpoints/{tag}", self.ckpt_root / tag):
+            raise FileNotFoundError(f"{display_uri(self.remote.uri(f'checkpoints/{tag}'))}: checkpoint not found")
+
+    def push_checkpoint_files(self, tag: str) -> None:
+        """What this machine's ranks wrote of a checkpoint: all of its staging copy, which has no COMPLETE yet
+        (`mark_complete` comes after every machine's upload)."""
+        if self.remote is None:
+            return
+        if (self.ckpt_root / tag / COMPLETE).exists():
+            raise RuntimeError(f"{self.ckpt_root / tag}: COMPLETE before the upload; it must be uploaded last")
+        upload(self.ckpt_root / tag, self.remote, f"checkpoints/{tag}")
+
+    def delete_remote_checkpoint(self, tag: str) -> None:
+        if self.remote is not None:
+            self.remote.delete(f"checkpoints/{tag}")
+
+    def mark_complete(self, tag: str, text: str) -> None:
+        (self.ckpt_root / tag / COMPLETE).write_text(text)
+        if self.remote is not None:
+            self.remote.write_bytes(f"checkpoints/{tag}/{COMPLETE}", text.encode())
+
+    def prune(self, keep_last: int) -> list[str]:
+        """Delete complete checkpoints older than the newest `keep_last` (remotely for a remote run)."""
+        old = self.complete_tags()[:-keep_last]
+        for tag in old:
+            if self.remote is not None:
+                self.remote.delete(f"checkpoints/{tag}")
+            shutil.rmtree(self.ckpt_root / tag, ignore_errors=True)
+        return old
+
+
+# -- readers: a remote run, checkpoint or Hugging Face directory as a local one --------------------------------------
+def _is_hf_dir(remote: Dir) -> bool:
+    if not remote.exists("config.json"):
+        return False
+    try:
+        return remote.read_json("config.json").get("model_type") == "gpt2"
+    except ValueError:
+        return False
+
+
+def _listing_record(remote: Dir) -> list:
+    infos = remote.fs.get_file_info(pafs.FileSelector(remote.path(), recursive=True))
+    root = remote.path()
+    return sorted([i.path[len(root):], i.size, i.mtime_ns] for i in infos if i.type == pafs.FileType.File)
+
+
+def localize(source: str, cache_dir: str | Path | None = None) -> Path:
+    """A local path standing for `source`: itself if local; for a URI, a mirror with the same layout under
+    `<cache>/mirrors/<hash>/`: a Hugging Face directory whole, or a run's config.json, chat template and one complete
+    checkpoint (the newest, or the `step_*` named). Reused while the remote files are the same."""
+    if not is_remote(source):
+        return Path(source)
+    remote = Dir(source)
+    root = (Path(cache_dir).expanduser() if cache_dir else cache_root() / "mirrors") / location_key(source)
+    with node_lock(root):
+        if _is_hf_dir(remote):
+            listing = _listing_record(remote)
+            record = root / "listing.json"
+            if not (record.is_file() and json.loads(record.read_text()) == listing and (root / "hf").is_dir()):
+                record.unlink(missing_ok=True)
+                download(remote, "", root / "hf")
+                record.write_text(json.dumps(listing))
+            return root / "hf"
+        name = base_name(source)
+        if name.startswith("step_") and remote.exists(COMPLETE):
+            run, tag, relative = Dir(parent_uri(parent_uri(source))), name, f"checkpoints/{name}"
+        else:
+            ckpt_uri = source if name == "checkpoints" else join(source, "checkpoints")
+            run = Dir(parent_uri(ckpt_uri))
+            tags = complete_tags(Dir(ckpt_uri))
+            if not tags:
+                kind = "a Hugging Face GPT-2 directory, " if remote.exists("") else ""
+                raise FileNotFoundError(f"{display_uri(source)}: not {kind}a run with a complete checkpoint (looked in "
+                                        f"{split_query(ckpt_uri)[0]})")
+            tag, relative = tags[-1], ("checkpoints" if name == "checkpoints" else "")
+        mirror = root / "run"
+        for stale in (mirror / "checkpoints").glob("step_*"):
+            if stale.name != tag:
+                shutil.rmtree(stale, ignore_errors=True)
+        if not (mirror / "checkpoints" / tag / COMPLETE).is_file():
+            download(run, f"checkpoints/{tag}", mirror / "checkpoints" / tag)
+        from training.finetune_data import TEMPLATE_FILE
+
+        for run_file in ("config.json", TEMPLATE_FILE):
+            if not download(run, run_file, mirror / run_file):
+                (mirror / run_file).unlink(missing_ok=True)
+        return mirror / relative if relative else mirror
