@@ -109,20 +109,28 @@ def _manifest_checksums(directory: Dir) -> dict[str, dict]:
 
 
 def _listing(directory: Dir) -> dict[str, pafs.FileInfo]:
-    infos = directory.fs.get_file_info(pafs.FileSelector(directory.path(), recursive=False))
+    """Files directly under `directory` by name, in one request; empty if it is no directory (a file, a glob)."""
+    try:
+        infos = directory.fs.get_file_info(pafs.FileSelector(directory.path(), recursive=False,
+                                                             allow_not_found=True))
+    except (NotADirectoryError, OSError):
+        return {}
     return {i.base_name: i for i in infos if i.type == pafs.FileType.File}
 
 
 def remote_shards(spec: str, split: str) -> list[RemoteFile]:
     """The shard files a URI names for `split`: a tokenize output directory (its index.json, in its order), a glob
-    (sorted) or one file; expected sizes and checksums from the stage's index and manifest where they exist."""
+    (sorted) or one file; expected sizes and checksums from the stage's index and manifest where they exist.
+    A directory costs three requests (a listing, the index, the manifest), what a run reusing its cache pays."""
     directory = Dir(spec)
-    if directory.fs.get_file_info(directory.path()).type == pafs.FileType.Directory:
-        if not directory.exists(INDEX_NAME):
+    listed = _listing(directory)
+    if listed:
+        if INDEX_NAME not in listed:
             raise ShardError(f"{display_uri(spec)}: no {INDEX_NAME} (a tokenize output directory has one)")
         index = directory.read_json(INDEX_NAME)
         shards = index.get("splits", {}).get(split, {}).get("shards", [])
-        listed, checksums = _listing(directory), _manifest_checksums(directory)
+        checksums = ({part["name"]: part for part in directory.read_json(MANIFEST_NAME).get("parts", [])}
+                     if MANIFEST_NAME in listed else {})
         files = []
         for shard in shards:
             name = shard["name"]
@@ -139,13 +147,14 @@ def remote_shards(spec: str, split: str) -> list[RemoteFile]:
         found = expand_inputs([spec])
     except FileNotFoundError:
         return []
-    checksums: dict[str, dict[str, dict]] = {}
+    checksums_by_dir: dict[str, dict[str, dict]] = {}
     files = []
     for f in found:
         parent = parent_uri(f.uri)
-        if parent not in checksums:
-            checksums[parent] = _manifest_checksums(Dir(parent))
-        files.append(RemoteFile(f.uri, f.name, f.size, f.mtime_ns, checksums[parent].get(f.name, {}).get("sha256")))
+        if parent not in checksums_by_dir:
+            checksums_by_dir[parent] = _manifest_checksums(Dir(parent))
+        sha256 = checksums_by_dir[parent].get(f.name, {}).get("sha256")
+        files.append(RemoteFile(f.uri, f.name, f.size, f.mtime_ns, sha256))
     return files
 
 
@@ -164,8 +173,9 @@ def fetch_files(files: list[RemoteFile], root: Path) -> list[Path]:
         by_dir.setdefault(root / location_key(parent_uri(f.uri)), []).append(f)
     local: dict[str, Path] = {}
     for directory, group in by_dir.items():
+        remote = Dir(parent_uri(group[0].uri))  # one filesystem (one S3 client) for the directory's files
         with node_lock(directory), ThreadPoolExecutor(min(FETCH_THREADS, len(group))) as pool:
-            for f, path in zip(group, pool.map(lambda f: _fetch_one(f, directory), group)):
+            for f, path in zip(group, pool.map(lambda f: _fetch_one(f, remote, directory), group)):
                 local[f.uri] = path
     return [local[f.uri] for f in files]
 
@@ -210,14 +220,13 @@ def _cached_copy_is_good(f: RemoteFile, path: Path) -> bool:
     return True
 
 
-def _fetch_one(f: RemoteFile, directory: Path) -> Path:
+def _fetch_one(f: RemoteFile, remote: Dir, directory: Path) -> Path:
     path = directory / f.name
     if _cached_copy_is_good(f, path):
         return path
-    remote = Dir(f.uri)
     tmp = directory / f".tmp-{uuid.uuid4().hex[:8]}-{f.name}"
     try:
-        pafs.copy_files(remote.path(), str(tmp), source_filesystem=remote.fs,
+        pafs.copy_files(remote.path(f.name), str(tmp), source_filesystem=remote.fs,
                         destination_filesystem=pafs.LocalFileSystem(), chunk_size=CHUNK_BYTES)
         size = tmp.stat().st_size
         sha256 = _sha256_file(tmp) if f.sha256 is not None else None  # read back from the page cache: fast
