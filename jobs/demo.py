@@ -180,10 +180,11 @@ def finetune_and_sample(out: Path, steps: int, seed: int) -> tuple[dict, list[st
     model, template = load_model(out / "finetune")
     encoding = gpt2_encoding()
     sampling = Sampling(max_new_tokens=24, temperature=0.8, top_k=50, seed=seed)
-    samples = generate_text(model, encoding, ["The river"], sampling)
+    prompt, question = "The river", "Which article is about a harbour?"
+    samples = [prompt + completion for completion in generate_text(model, encoding, [prompt], sampling)]
     if template is not None:
-        samples.append(chat_reply(model, encoding, template, [
-            {"role": "user", "content": "Which article is about a harbour?"}], sampling))
+        reply = chat_reply(model, encoding, template, [{"role": "user", "content": question}], sampling)
+        samples.append(f"user: {question}\nassistant: {reply}")
     return summary, samples
 
 

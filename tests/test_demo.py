@@ -76,5 +76,7 @@ def test_reduced_demo_trains_fine_tunes_and_samples(tmp_path):
     val = [m["val_loss"] for m in metrics if "val_loss" in m]
     assert len(val) >= 2 and val[-1] < val[0] < math.log(50257) + 0.5
     samples = [line for line in proc.stdout.splitlines() if line.startswith("demo: sample: ")]
-    assert samples and all(len(line) > len("demo: sample: ''") for line in samples)
+    completion = next(line for line in samples if line.startswith("demo: sample: 'The river"))
+    assert len(completion) > len("demo: sample: 'The river'")  # generated text after the prompt
+    assert any(line.startswith("demo: sample: 'user: ") for line in samples)
     assert (out / "finetune" / "summary.json").exists() and (out / "report.html").exists()
