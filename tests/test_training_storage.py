@@ -184,9 +184,22 @@ TWO_RANKS = {"launch.num_workers": 2, "launch.launcher": "torchrun", "zero.stage
              "checkpoint.keep_last": 2}
 
 
+@pytest.fixture(scope="module")
+def run_on_disk(tokenized, tmp_path_factory):
+    """The reference: the same 2-rank run with its shards and out_dir on local disk."""
+    from tests.training_helpers import tiny_config
+    from training.config import TrainConfig
+    from training.launch import launch
+
+    out = tmp_path_factory.mktemp("on-disk") / "run"
+    local_data = {"train": [str(tokenized)], "val": [str(tokenized)]}
+    launch(TrainConfig.model_validate(tiny_config(local_data, out, **TWO_RANKS)))
+    return out
+
+
 @pytest.mark.slow
-def test_a_run_on_s3_trains_as_on_disk_resumes_exactly_and_is_read_back(tokenized, s3, tmp_path, monkeypatch,
-                                                                        capsys):
+def test_a_run_on_s3_trains_as_on_disk_resumes_exactly_and_is_read_back(tokenized, run_on_disk, s3, tmp_path,
+                                                                        monkeypatch, capsys):
     from jobs.cli import main
     from tests.test_finetune import qa_records, write_config, write_jsonl
     from tests.training_helpers import tiny_config
@@ -199,9 +212,7 @@ def test_a_run_on_s3_trains_as_on_disk_resumes_exactly_and_is_read_back(tokenize
     monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "cache"))  # every process's cache and staging
     data_uri = put_dir(tokenized, s3("bucket/webtext/tokenize"))
     run_uri = s3("bucket/runs/pretrain")
-    local_data = {"train": [str(tokenized)], "val": [str(tokenized)]}
-    launch(TrainConfig.model_validate(tiny_config(local_data, tmp_path / "local", **TWO_RANKS)))
-    on_disk = losses_by_step(tmp_path / "local" / "metrics.jsonl")
+    on_disk = losses_by_step(run_on_disk / "metrics.jsonl")
     assert sorted(on_disk) == list(range(1, STEPS + 1))
 
     remote_config = TrainConfig.model_validate(
@@ -219,10 +230,10 @@ def test_a_run_on_s3_trains_as_on_disk_resumes_exactly_and_is_read_back(tokenize
     assert summary["resumed_from"] == "step_00000004" and summary["step"] == STEPS
     assert losses_by_step(remote.uri("metrics.jsonl")) == on_disk  # bitwise
     assert losses_by_step(remote.uri("metrics.jsonl"), "val_loss") == losses_by_step(
-        tmp_path / "local" / "metrics.jsonl", "val_loss")
+        run_on_disk / "metrics.jsonl", "val_loss")
     assert storage.RunStore(run_uri).complete_tags() == ["step_00000004", "step_00000008"]
     assert sorted(remote.list("checkpoints/step_00000008")) == sorted(
-        f"checkpoints/step_00000008/{p.name}" for p in (tmp_path / "local/checkpoints/step_00000008").iterdir())
+        f"checkpoints/step_00000008/{p.name}" for p in (run_on_disk / "checkpoints/step_00000008").iterdir())
     for name in ("summary.json", "config.json", "loss.png"):
         assert remote.exists(name), name
     staging = tmp_path / "cache" / "runs" / storage.location_key(run_uri) / "run"
@@ -234,7 +245,7 @@ def test_a_run_on_s3_trains_as_on_disk_resumes_exactly_and_is_read_back(tokenize
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-5)
     from_s3, _ = load_model(run_uri)
-    from_disk, _ = load_model(tmp_path / "local")
+    from_disk, _ = load_model(run_on_disk)
     for (name, a), b in zip(from_s3.state_dict().items(), from_disk.state_dict().values()):
         assert torch.equal(a, b), name
 
@@ -256,3 +267,31 @@ def test_a_run_on_s3_trains_as_on_disk_resumes_exactly_and_is_read_back(tokenize
     assert main(["generate", "--ckpt", ft_uri, "--prompt", "The river", "--temperature", "0",
                  "--max-new-tokens", "3", "--device", "cpu"]) == 0
     assert isinstance(json.loads(capsys.readouterr().out.strip())["completion"], str)
+
+
+@pytest.mark.slow
+def test_ray_train_on_s3_needs_nothing_but_the_uris(ray_session, tokenized, run_on_disk, s3, tmp_path):
+    """The cluster's launcher: Ray Train workers (processes Ray started, without this test's environment) reach the
+    bucket through the URIs alone (credentials in them here, an instance profile on AWS), and train as torchrun
+    does on local disk, to the launchers' tolerance (tests/test_training_run.py)."""
+    from tests.training_helpers import tiny_config
+    from training.config import TrainConfig
+    from training.launch import launch
+    from training.metrics import losses_by_step
+
+    def with_credentials(path: str) -> str:
+        return s3(path).replace("s3://", "s3://test:test@")
+
+    data_uri = put_dir(tokenized, with_credentials("raydata/webtext/tokenize"))
+    run_uri = with_credentials("raydata/runs/ray")
+    on_ray = {**TWO_RANKS, "launch.launcher": "ray", "launch.cpus_per_worker": 0.5,
+              "staging_dir": str(tmp_path / "staging"), "data.cache_dir": str(tmp_path / "cache")}
+    summary = launch(TrainConfig.model_validate(tiny_config({"train": [data_uri], "val": [data_uri]}, run_uri,
+                                                            **on_ray)))
+    assert summary["world_size"] == 2 and summary["step"] == STEPS
+    remote = Dir(run_uri)
+    assert losses_by_step(remote.uri("metrics.jsonl")) == pytest.approx(
+        losses_by_step(run_on_disk / "metrics.jsonl"), rel=1e-6)
+    assert storage.RunStore(run_uri).complete_tags() == ["step_00000004", "step_00000008"]
+    assert remote.exists("ray")  # Ray Train's own run state, in the bucket too
+    assert list((tmp_path / "cache").rglob("part-train-00000.bin"))
