@@ -1,6 +1,7 @@
 """The Ray Jobs API path of docs/scaling.md against a real head: `ray start --head` on 127.0.0.1 with its dashboard,
 a `build_corpus` job submitted through `JobSubmissionClient` with the repository as its working_dir (what
-`ray job submit --working-dir .` uploads), crawling a local web, and the stage manifests it leaves behind.
+`ray job submit --working-dir .` uploads), crawling a local web, and the stage manifests it leaves behind; then a
+`pretrain` job on the shards it wrote, Ray Train placing 2 ranks on the head's CPUs.
 
 The head is stopped through its own process group, never `ray stop`, which would kill every Ray on the machine.
 """
@@ -42,9 +43,29 @@ def job_client(url: str):
             time.sleep(0.5)
 
 
+def run_job(client, entrypoint: str, timeout_s: float) -> str:
+    """Submit with the repository as working_dir, wait for the end, return the logs; fail unless it succeeded."""
+    runtime_env = {"working_dir": str(REPO), "excludes": [".venv", ".git", "out", "runs", "bench"]}
+    deadline = time.time() + 60
+    while True:  # the head's job agent registers a little after the dashboard answers ("No available agent")
+        try:
+            job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+            break
+        except RuntimeError as err:
+            if "No available agent" not in str(err) or time.time() > deadline:
+                raise
+            time.sleep(1)
+    deadline = time.time() + timeout_s
+    while (status := client.get_job_status(job_id)).is_terminal() is False and time.time() < deadline:
+        time.sleep(1)
+    logs = client.get_job_logs(job_id)
+    assert status.value == "SUCCEEDED", logs[-4000:]
+    return logs
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(180)
-def test_build_corpus_submitted_through_the_jobs_api(ray_head, tmp_path):
+@pytest.mark.timeout(420)
+def test_build_corpus_then_pretrain_submitted_through_the_jobs_api(ray_head, tmp_path):
     web = LocalWeb(seed=3, n_hosts=4, pages_per_host=4, hang_s=30.0)
     web.start()
     try:
@@ -59,21 +80,7 @@ def test_build_corpus_submitted_through_the_jobs_api(ray_head, tmp_path):
         entrypoint = " ".join([sys.executable, "-m", "jobs.build_corpus", "--dumps", str(dump), "--out", str(out)]
                               + [f"--set '{o}'" for o in overrides])
         client = job_client(ray_head.dashboard_url)
-        runtime_env = {"working_dir": str(REPO), "excludes": [".venv", ".git", "out", "runs", "bench"]}
-        deadline = time.time() + 60
-        while True:  # the head's job agent registers a little after the dashboard answers ("No available agent")
-            try:
-                job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
-                break
-            except RuntimeError as err:
-                if "No available agent" not in str(err) or time.time() > deadline:
-                    raise
-                time.sleep(1)
-        deadline = time.time() + 150
-        while (status := client.get_job_status(job_id)).is_terminal() is False and time.time() < deadline:
-            time.sleep(1)
-        logs = client.get_job_logs(job_id)
-        assert status.value == "SUCCEEDED", logs[-4000:]
+        logs = run_job(client, entrypoint, timeout_s=150)
     finally:
         web.stop()
 
@@ -88,3 +95,16 @@ def test_build_corpus_submitted_through_the_jobs_api(ray_head, tmp_path):
     docs = [r for p in sorted((out / "dedup").glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
     assert docs and all(d["text"] for d in docs)
     assert list((out / "tokenize").glob("part-train-*.bin"))
+
+    run = tmp_path / "run"
+    overrides = [f"out_dir={run}", f"data.train=['{out / 'tokenize'}']", "data.val=[]", "max_steps=4",
+                 "batch.seq_len=64", "model.block_size=64", "batch.micro_batch_size=2", "batch.global_batch_size=4",
+                 "launch.num_workers=2", "launch.cpus_per_worker=0.5", "checkpoint.every=4", "log.every=1",
+                 "optim.warmup_steps=1"]
+    logs = run_job(client, " ".join([sys.executable, "-m", "jobs.pretrain", "--config",
+                                     "configs/pretrain_tiny.yaml"] + [f"--set \"{o}\"" for o in overrides]),
+                   timeout_s=200)
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["step"], summary["world_size"]) == (4, 2), logs[-2000:]
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert (run / "checkpoints" / "step_00000004" / "COMPLETE").exists() and (run / "report.html").exists()
