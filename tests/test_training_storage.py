@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -90,6 +91,24 @@ def test_shards_are_fetched_verified_reused_and_a_corrupt_copy_fetched_again(tok
     monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "env-cache"))
     assert TokenWindows(uri, batch_size=2, seq_len=16, split="val").stream.n_tokens > 0
     assert list((tmp_path / "env-cache" / "shards").rglob("part-val-00000.bin"))
+
+
+def test_one_process_per_machine_downloads_while_the_others_wait(tokenized, s3, tmp_path):
+    """While one process holds the machine's lock on a shard directory (downloading), another's fetch waits; it
+    then finds the copies verified and reuses them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    uri = put_dir(tokenized, s3("data/locked/tokenize"))
+    cache = tmp_path / "cache"
+    lock_dir = cache / storage.location_key(uri)
+    with ThreadPoolExecutor(1) as pool:
+        with storage.node_lock(lock_dir):  # another process's open file would do the same: flock is per open
+            waiting = pool.submit(expand_shards, [uri], "train", str(cache))
+            time.sleep(1.0)
+            assert not waiting.done() and not list(lock_dir.glob("part-*"))
+        fetched = waiting.result(timeout=60)
+    assert [os.path.dirname(p) for p in fetched] == [str(lock_dir)] * len(fetched)
+    assert expand_shards([uri], "train", str(cache)) == fetched
 
 
 def test_a_remote_shard_that_does_not_match_its_manifest_is_refused(tokenized, s3, tmp_path):

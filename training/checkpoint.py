@@ -3,7 +3,8 @@ cursor, every RNG state and the loop's counters; the newest K kept; a consolidat
 
 Layout under `<out_dir>/checkpoints/`: one directory per step (`step_00000100/`) holding DeepSpeed's files,
 `trainer_rank<R>.pt` for each rank and, written last after a barrier, `COMPLETE`. A run killed mid-save leaves a
-directory without `COMPLETE`, which resume ignores.
+directory without `COMPLETE`, which resume ignores. With `out_dir` a URI the same layout is saved in each
+machine's staging directory and uploaded from there, `COMPLETE` last (`save`, training/storage.py).
 
 Loading never unpickles arbitrary objects: our files and DeepSpeed's are read with `torch.load(weights_only=True)`
 (DeepSpeed's own calls are redirected to it for the duration, with its few plain classes allow-listed), and fp32

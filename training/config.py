@@ -130,8 +130,9 @@ class LaunchConfig(Config):
 
 class TrainConfig(Config):
     out_dir: str = Field("runs/pretrain", description="a local path, or a URI (s3://...) every machine reaches")
-    staging_dir: str | None = Field(None, description="for a URI out_dir: each machine's local working copy "
-                                                      "(default ~/.cache/webtext/runs/<hash of out_dir>)")
+    staging_dir: str | None = Field(None, description="for a URI out_dir: where each machine keeps its working "
+                                                      "copy, under <hash of out_dir>/ (default "
+                                                      "$WEBTEXT_CACHE or ~/.cache/webtext, then runs/)")
     max_steps: int = Field(1000, ge=1)
     seed: int = 1337
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"

@@ -1,4 +1,5 @@
-"""Training on storage that only some machines see: token shards, run directories and checkpoints given as URIs.
+"""Training with its shards, run directory and checkpoints at URIs (s3://...): storage every machine reaches and
+none mounts, so a multi-node run needs no shared filesystem.
 
 A local path is used in place, exactly as before. A URI (`s3://bucket/dir?endpoint_override=...`, any pyarrow
 filesystem, through `pipeline.storage`) is worked on through node-local disk, with the URI holding the truth:
@@ -8,7 +9,7 @@ filesystem, through `pipeline.storage`) is worked on through node-local disk, wi
   checks each file's size and, where the tokenize stage's `_manifest.json` records one, its sha256, and renames it
   into place; a `.<name>.verified` stamp lets the next run reuse it without reading it again. The loader then
   memory-maps the local copies.
-- A run directory (`RunStore`): the ranks of a node write into one staging directory (`<staging>/run`); a
+- A run directory (`RunStore`): the ranks of a node write into one staging directory (`<cache>/runs/<hash>/run`); a
   checkpoint goes up tag by tag (every node the files its ranks wrote, `COMPLETE` last, by rank 0:
   training/checkpoint.py), metrics and exports after it. Resume lists the complete tags remotely and downloads the
   newest into each node's staging directory.
@@ -186,7 +187,7 @@ def _stamp_path(path: Path) -> Path:
 
 def _stamp(f: RemoteFile, path: Path, sha256: str | None) -> dict:
     stat = path.stat()
-    return {"uri": split_query(f.uri)[0], "remote_size": f.size, "remote_mtime_ns": f.mtime_ns, "sha256": sha256,
+    return {"uri": display_uri(f.uri), "remote_size": f.size, "remote_mtime_ns": f.mtime_ns, "sha256": sha256,
             "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
@@ -288,8 +289,8 @@ def complete_tags(ckpt_root: Dir) -> list[str]:
 # -- a run directory that may be remote -----------------------------------------------------------------------------
 class RunStore:
     """A run's `out_dir`: `local` is where this process reads and writes; when `out_dir` is a URI, `remote` is it
-    and `local` is a node-local staging directory (`<staging_dir>/<role>`, default
-    `<cache>/runs/<hash of out_dir>/<role>`); the ranks of one machine share role "run", a driver uses "driver"."""
+    and `local` is a node-local staging directory, `<staging_dir>/<hash of out_dir>/<role>` (`staging_dir` defaults
+    to `<cache>/runs`); the ranks of one machine share role "run", a job's driver uses "driver"."""
 
     def __init__(self, out_dir: str | Path, staging_dir: str | None = None, role: str = "run"):
         self.location = str(out_dir)
@@ -297,9 +298,8 @@ class RunStore:
         if self.remote is None:
             self.local = Path(out_dir).resolve()
         else:
-            base = Path(staging_dir).expanduser() if staging_dir else cache_root() / "runs" / location_key(
-                self.location)
-            self.local = base / role
+            base = Path(staging_dir).expanduser() if staging_dir else cache_root() / "runs"
+            self.local = base / location_key(self.location) / role
 
     @property
     def ckpt_root(self) -> Path:
