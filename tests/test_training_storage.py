@@ -195,6 +195,16 @@ def test_localize_mirrors_the_newest_complete_checkpoint_and_reuses_it(s3, tmp_p
         storage.localize(s3("mirror/runs/missing"), cache)
     assert storage.localize(str(tmp_path / "local-run")) == tmp_path / "local-run"  # a path is itself
 
+    # A Hugging Face directory comes whole, and again when its files change.
+    hf = Dir(s3("mirror/hf/gpt2"))
+    hf.write_bytes("config.json", json.dumps({"model_type": "gpt2"}).encode())
+    hf.write_bytes("model.safetensors", b"v1")
+    copy = storage.localize(hf.location, cache)
+    assert copy.name == "hf" and (copy / "model.safetensors").read_bytes() == b"v1"
+    assert storage.localize(hf.location, cache) == copy and (copy / "config.json").is_file()
+    hf.write_bytes("model.safetensors", b"v2!")
+    assert (storage.localize(hf.location, cache) / "model.safetensors").read_bytes() == b"v2!"
+
 
 # -- end to end ------------------------------------------------------------------------------------------------------
 STEPS, KILL_AT = 8, 5
