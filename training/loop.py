@@ -69,16 +69,11 @@ def loader_class(spec: str):
     return getattr(importlib.import_module(module_name), class_name)
 
 
-_SHARDS: dict[tuple, list[str]] = {}  # per process: remote shards are listed and checked once, not every eval
-
-
 def make_loader(cfg: TrainConfig, split: str, rank: int, world_size: int, seed: int):
+    # Remote shards are listed again at every evaluation (a listing and two small reads); their copies are reused.
     specs = cfg.data.train if split == "train" else cfg.data.val
-    key = (tuple(specs), split, cfg.data.cache_dir)
-    if key not in _SHARDS:
-        _SHARDS[key] = expand_shards(specs, split, cfg.data.cache_dir)
-    return loader_class(cfg.data.loader)(_SHARDS[key], cfg.batch.micro_batch_size, cfg.batch.seq_len, rank,
-                                         world_size, seed)
+    return loader_class(cfg.data.loader)(expand_shards(specs, split, cfg.data.cache_dir), cfg.batch.micro_batch_size,
+                                         cfg.batch.seq_len, rank, world_size, seed)
 
 
 def seed_everything(seed: int) -> None:
