@@ -5,7 +5,7 @@ that reads its inputs and writes through a `TaskContext`. The runner owns everyt
 
     <out>/<stage>/part-XXXXX.<ext>        the stage's output (written by the last phase)
     <out>/<stage>/_rejected/*.parquet      every dropped record with a `reason` column
-    <out>/<stage>/_work/                   intermediate files of earlier phases (e.g. a shuffle)
+    <out>/<stage>/_work/                   intermediate files of earlier phases (e.g. a shuffle), deleted at the end
     <out>/<stage>/_tasks/<phase>-XXXXX.json a task's done marker: its plan hash, counters and files, written last
     <out>/<stage>/_resume/<plan>/<task>/    checkpoints of a task not yet done (kept across a kill while the
                                            plan holds, so a long task can continue; removed when the stage ends)
@@ -186,6 +186,7 @@ class RunOptions:
     task_cpus: float = 1.0
     force: bool = False  # rebuild even if the manifest is current
     quiet: bool = False
+    keep_work: bool = False  # keep `_work/` (a shuffle's intermediate files) after the stage has finished
 
 
 @dataclass
@@ -313,6 +314,8 @@ def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: Run
             pass  # each task writes its own outputs and marker; the markers are read back below
         markers = _valid_markers(out, plan)
     out.delete(RESUME_DIR)
+    if not options.keep_work:  # every task is done: no later phase reads them again
+        out.delete(WORK_DIR)
     task_markers = [m for task_id, m in sorted(markers.items())]
     manifest = _manifest(stage, inputs, plan, task_markers, time.time() - started)
     out.write_json(MANIFEST, manifest)

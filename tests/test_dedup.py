@@ -48,7 +48,7 @@ def clusters(out: Path) -> list[dict]:
 def test_recall_and_precision_against_brute_force(corpus, tmp_path):
     rows, docs = corpus
     config = DedupConfig()
-    result = run_dedup(docs, tmp_path / "out")
+    result = run_dedup(docs, tmp_path / "out", RunOptions(executor="local", quiet=True, keep_work=True))
     cluster_of = {c["doc_id"]: c["cluster_id"] for c in clusters(tmp_path / "out")}
     truth = true_pairs(rows, config.threshold)
     for minimum in (config.threshold, 0.8):

@@ -41,9 +41,10 @@ def write_parts(directory: Path, docs: list[tuple[str, str | None]], n_parts: in
     return directory
 
 
-def run(docs_dir: Path, out: Path, executor: str = "local", **config) -> dict:
+def run(docs_dir: Path, out: Path, executor: str = "local", keep_work: bool = False, **config) -> dict:
     stage = TokenizeStage(TokenizeConfig(**{"shard_tokens": 1000, "val_fraction": 0.2, **config}))
-    result = run_stage(stage, expand_inputs([str(docs_dir)]), str(out), RunOptions(executor=executor, quiet=True))
+    options = RunOptions(executor=executor, quiet=True, keep_work=keep_work)
+    result = run_stage(stage, expand_inputs([str(docs_dir)]), str(out), options)
     return result.manifest
 
 
@@ -151,7 +152,7 @@ def test_documents_without_text_or_id_are_rejected_with_the_reason(tmp_path):
 
 def test_a_killed_shard_task_is_redone_identically(tmp_path):
     docs_dir = write_parts(tmp_path / "docs", make_docs(200, seed=5), 2)
-    run(docs_dir, tmp_path / "out")
+    run(docs_dir, tmp_path / "out", keep_work=True)  # as a kill in the last phase leaves it: earlier phases' files
     stage_dir = tmp_path / "out" / "tokenize"
     before = {p.name: p.read_bytes() for p in stage_dir.glob("part-*.bin")}
     marker = json.loads((stage_dir / "_tasks" / "shards-00001.json").read_text())
