@@ -70,7 +70,7 @@ def quality(planted: list[dict], docs: Path, out: Path, **config) -> dict:
 
     cfg = DedupConfig(**config)
     result = run_stage(DedupStage(cfg), expand_inputs([str(docs)]), str(out),
-                       RunOptions(executor="local", quiet=True, force=True))
+                       RunOptions(executor="local", quiet=True, force=True, keep_work=True))
     cluster = {c["doc_id"]: c["cluster_id"] for c in pq.read_table(out / "dedup" / "_clusters" / "clusters.parquet").to_pylist()}
     truth = true_pairs(planted, min(cfg.threshold, 0.8))
     report = {"candidates": result.funnel.get("candidate_pairs", 0)}
