@@ -190,6 +190,12 @@ def finetune_and_sample(out: Path, steps: int, seed: int) -> tuple[dict, list[st
 
 def run(args: argparse.Namespace) -> int:
     started = time.time()
+    story: list[str] = []  # what the demo says, on stdout and at the top of its report
+
+    def say(line: str) -> None:
+        print(f"demo: {line}", flush=True)
+        story.append(line)
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     web = LocalWeb(seed=args.seed, n_hosts=args.hosts, pages_per_host=args.pages, hang_s=30.0)
@@ -205,42 +211,43 @@ def run(args: argparse.Namespace) -> int:
             old.unlink()
         write_dump(dumps / "RS_demo.zst", records, "zst")
         kinds = Counter(p.kind for p in pages)
-        print(f"demo: local web on 127.0.0.1:{web.port}: {args.hosts} sites, {len(pages)} pages "
-              f"({kinds['article']} articles, {kinds['near_duplicate']} near duplicates, "
-              f"{kinds['stub'] + kinds['foreign']} stubs or foreign, {len(pages) - kinds['article']} other); "
-              f"dump of {len(records):,} submissions in {dumps}/", flush=True)
+        say(f"local web on 127.0.0.1:{web.port}: {args.hosts} sites, {len(pages)} pages "
+            f"({kinds['article']} articles, {kinds['near_duplicate']} near duplicates, "
+            f"{kinds['stub'] + kinds['foreign']} stubs or foreign, {len(pages) - kinds['article']} other); "
+            f"dump of {len(records):,} submissions in {dumps}/")
         results = build_corpus([str(dumps)], str(out), demo_config(web), run_options(args))
     finally:
         web.stop()
     problems = check_against_truth(out, expected_urls, pages)
     for problem in problems:
-        print(f"demo: CHECK FAILED: {problem}")
+        say(f"CHECK FAILED: {problem}")
     if not problems:
         funnel = {r.name: r.funnel for r in results}
         dropped = {k.split(":", 1)[1]: v for k, v in funnel["filter"].items() if k.startswith("rejected:")}
-        print(f"demo: every stage matches the planted truth: the URL table ({len(expected_urls)} URLs with "
-              f"karma >= 3), every crawl outcome, the pages extracted, the filter's drops "
-              f"({', '.join(f'{v} {k}' for k, v in sorted(dropped.items()))}) and one document kept per family of "
-              f"duplicates ({funnel['dedup'].get('clusters', 0)} clusters, "
-              f"{funnel['dedup'].get('rejected:exact_duplicate', 0)} exact and "
-              f"{funnel['dedup'].get('rejected:near_duplicate', 0)} near duplicates removed)")
+        say(f"every stage matches the planted truth: the URL table ({len(expected_urls)} URLs with "
+            f"karma >= 3), every crawl outcome, the pages extracted, the filter's drops "
+            f"({', '.join(f'{v} {k}' for k, v in sorted(dropped.items()))}) and one document kept per family of "
+            f"duplicates ({funnel['dedup'].get('clusters', 0)} clusters, "
+            f"{funnel['dedup'].get('rejected:exact_duplicate', 0)} exact and "
+            f"{funnel['dedup'].get('rejected:near_duplicate', 0)} near duplicates removed)")
     summary = {r.name: r.funnel.get("out", 0) for r in results}
-    print("demo: corpus funnel:", ", ".join(f"{k} {v:,}" for k, v in summary.items()))
+    say("corpus funnel: " + ", ".join(f"{k} {v:,}" for k, v in summary.items()))
     samples = []
     if args.steps:
         metrics = pretrain(out, args.steps, args.seed, args.model)
-        print(f"demo: pretrained the {args.model} GPT for {args.steps} steps with ZeRO-2 on 2 Ray Train workers: "
-              f"val loss {metrics['val_loss']:.2f} nats/token (perplexity {metrics['val_ppl']:.0f}); token "
-              f"frequencies alone score {unigram_baseline(out / 'tokenize'):.2f}, uniform over the vocabulary "
-              f"{math.log(50257):.2f}")
+        say(f"pretrained the {args.model} GPT for {args.steps} steps with ZeRO-2 on 2 Ray Train workers: "
+            f"val loss {metrics['val_loss']:.2f} nats/token (perplexity {metrics['val_ppl']:.0f}); token "
+            f"frequencies alone score {unigram_baseline(out / 'tokenize'):.2f}, uniform over the vocabulary "
+            f"{math.log(50257):.2f}")
         summary, samples = finetune_and_sample(out, args.finetune_steps, args.seed)
-        print(f"demo: fine-tuned it on QA and dialogue for {args.finetune_steps} steps: "
-              + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()
-                          if k in ("train_examples", "val_loss", "val_exact_match")))
+        say(f"fine-tuned it on QA and dialogue for {args.finetune_steps} steps: "
+            + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()
+                        if k in ("train_examples", "val_loss", "val_exact_match")))
         for sample in samples:
             print(f"demo: sample: {sample!r}")
     runs = {name: out / name for name in ("pretrain", "finetune")} if args.steps else {}
-    print(f"demo: report in {write_report(str(out), runs, samples, title='webtext demo report')}")
+    report = write_report(str(out), runs, samples, title="webtext demo report", notes=story)
+    print(f"demo: report in {report}")
     print(f"demo: done in {time.time() - started:.0f}s; outputs under {out}/")
     return 1 if problems else 0
 

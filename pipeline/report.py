@@ -42,6 +42,7 @@ class RunInputs:
     corpus: Dir | None = None
     runs: dict[str, Path] = field(default_factory=dict)  # label -> training run dir holding metrics.jsonl
     samples: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the job itself found and said, shown first
 
 
 # -- collect ------------------------------------------------------------------------------------------------
@@ -307,8 +308,12 @@ p.absent{color:#777;font-style:italic}img{max-width:100%}pre{white-space:pre-wra
 """
 
 
+def notes_section(notes: list[str]) -> Section:
+    return Section("What the job said", "<ul>" + "".join(f"<li>{esc(note)}</li>" for note in notes) + "</ul>")
+
+
 def sections(inputs: RunInputs) -> list[Section]:
-    found: list[Section] = []
+    found: list[Section] = [notes_section(inputs.notes)] if inputs.notes else []
     if inputs.corpus is not None:
         manifests = stage_manifests(inputs.corpus)
         found += [summary_section(manifests), funnel_section(manifests), hosts_section(inputs.corpus),
@@ -333,10 +338,11 @@ def render(title: str, found: list[Section]) -> str:
 
 
 def write_report(out: str, runs: dict[str, Path] | None = None, samples: list[str] | None = None,
-                 title: str = "webtext run report", corpus: bool = True) -> str:
+                 title: str = "webtext run report", corpus: bool = True, notes: list[str] | None = None) -> str:
     """Render the report of the job whose output is `out` and write it to `<out>/report.html`; returns its URI."""
     out_dir = Dir(str(out))
-    inputs = RunInputs(corpus=out_dir if corpus else None, runs=dict(runs or {}), samples=list(samples or []))
+    inputs = RunInputs(corpus=out_dir if corpus else None, runs=dict(runs or {}), samples=list(samples or []),
+                       notes=list(notes or []))
     out_dir.write_bytes("report.html", render(title, sections(inputs)).encode("utf-8"))
     return out_dir.uri("report.html")
 

@@ -24,6 +24,8 @@ def test_demo_corpus_matches_the_planted_truth(tmp_path):
     docs = [r for p in sorted((out / "dedup").glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
     assert docs and all(d["text"] and d["score"] >= 3 for d in docs)
     assert list((out / "tokenize").glob("part-train-*.bin"))
+    report = (out / "report.html").read_text()
+    assert "<h2>What the job said</h2>" in report and "every stage matches the planted truth" in report
     assert_truth_check_catches_a_wrong_stage(out)
 
 
