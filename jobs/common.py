@@ -7,7 +7,6 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from pipeline.config import Config, load_config
 from pipeline.report import write_report
@@ -36,7 +35,7 @@ def report_training_run(summary: dict, out_dir: str, label: str) -> None:
     if summary.get("rank", 0) != 0:
         return
     print(json.dumps(summary))
-    report = write_report(out_dir, {label: Path(out_dir)}, corpus=False, title=f"webtext {label}")
+    report = write_report(out_dir, {label: out_dir}, corpus=False, title=f"webtext {label}")
     print(f"report in {report}", file=sys.stderr)
 
 

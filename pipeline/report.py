@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipeline.storage import Dir
+from pipeline.storage import Dir, join
 
 CORPUS_STAGES = ["urls", "crawl", "extract", "filter", "dedup", "tokenize"]
 MANIFEST = "_manifest.json"
@@ -40,7 +40,7 @@ class RunInputs:
     """What a report is made of; every field may be empty."""
 
     corpus: Dir | None = None
-    runs: dict[str, Path] = field(default_factory=dict)  # label -> training run dir holding metrics.jsonl
+    runs: dict[str, str | Path] = field(default_factory=dict)  # label -> run dir (path or URI) with metrics.jsonl
     samples: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the job itself found and said, shown first
 
@@ -101,13 +101,13 @@ def token_index(corpus: Dir) -> dict | None:
     return corpus.read_json(f"tokenize/{TOKEN_INDEX}")
 
 
-def run_metrics(run_dir: Path) -> list[dict] | None:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
+def run_metrics(run_dir: str | Path) -> list[dict] | None:
+    """The metrics.jsonl records of a training run directory (a path or URI); None when it has none."""
+    if not Dir(str(run_dir)).exists("metrics.jsonl"):
         return None
     from training.metrics import read_metrics
 
-    return read_metrics(path)
+    return read_metrics(join(str(run_dir), "metrics.jsonl"))
 
 
 # -- render helpers -----------------------------------------------------------------------------------------
@@ -337,7 +337,7 @@ def render(title: str, found: list[Section]) -> str:
             f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>{''.join(body)}</body></html>\n")
 
 
-def write_report(out: str, runs: dict[str, Path] | None = None, samples: list[str] | None = None,
+def write_report(out: str, runs: dict[str, str | Path] | None = None, samples: list[str] | None = None,
                  title: str = "webtext run report", corpus: bool = True, notes: list[str] | None = None) -> str:
     """Render the report of the job whose output is `out` and write it to `<out>/report.html`; returns its URI."""
     out_dir = Dir(str(out))

@@ -193,3 +193,22 @@ def test_build_corpus_command_ends_with_the_corpus_report(tmp_path, capsys):
     for stage in STAGES:
         assert funnel_rows(page, stage) == json.loads((out / stage / "_manifest.json").read_text())["funnel"]
     assert "<h2>Training" not in page and "Sample generations" not in page  # a corpus job: corpus sections only
+
+
+def test_report_of_a_training_run_on_s3_is_written_next_to_it(s3, tmp_path):
+    """A run with out_dir=s3://… (training/storage.py) ends with its report in the bucket, curves included."""
+    from pipeline.storage import Dir
+    from training.metrics import MetricsLog
+
+    local = tmp_path / "run"
+    log = MetricsLog(local, enabled=True, tensorboard=False, plot=False)
+    for step in (1, 2, 3):
+        log.log(step, loss=10.0 - step, lr=1e-3, tokens_per_s=500.0)
+    log.close()
+    run = Dir(s3("webtext-test/runs/pretrain"))
+    run.write_bytes("metrics.jsonl", (local / "metrics.jsonl").read_bytes())
+    uri = write_report(run.location, {"pretrain": run.location}, corpus=False, title="webtext pretrain")
+    assert uri.startswith("s3://webtext-test/runs/pretrain/report.html")
+    page = run.read_bytes("report.html").decode()
+    training = page.split("<h2>Training: pretrain</h2>", 1)[1]
+    assert training.count("data:image/png;base64,") == 2 and "500 tokens/s" in training
