@@ -226,11 +226,15 @@ def _fetch_one(f: RemoteFile, remote: Dir, directory: Path) -> Path:
     if _cached_copy_is_good(f, path):
         return path
     tmp = directory / f".tmp-{uuid.uuid4().hex[:8]}-{f.name}"
+    digest, size = hashlib.sha256(), 0
     try:
-        pafs.copy_files(remote.path(f.name), str(tmp), source_filesystem=remote.fs,
-                        destination_filesystem=pafs.LocalFileSystem(), chunk_size=CHUNK_BYTES)
-        size = tmp.stat().st_size
-        sha256 = _sha256_file(tmp) if f.sha256 is not None else None  # read back from the page cache: fast
+        # One pass: hashed as it arrives (reads, hashing and writes release the GIL, so files overlap in threads).
+        with remote.fs.open_input_stream(remote.path(f.name), compression=None) as source, open(tmp, "wb") as out:
+            while chunk := source.read(CHUNK_BYTES):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        sha256 = digest.hexdigest() if f.sha256 is not None else None
         if size != f.size or sha256 != f.sha256:
             got = f"{size} bytes" + (f" with sha256 {sha256}" if sha256 else "")
             expected = f"{f.size} bytes" + (f" with sha256 {f.sha256}" if f.sha256 else "")
