@@ -52,32 +52,70 @@ class RayHead:
     dashboard_url: str  # for the Jobs API
 
 
-@pytest.fixture
-def ray_head():
-    """A real `ray start --head` on 127.0.0.1 with its dashboard (and so the Jobs API), stopped through its own
-    process group: `ray stop` would kill every Ray on the machine, the session's included."""
-    port, dashboard_port = free_port(), free_port()
-    temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # AF_UNIX paths must stay short
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-         "--port", str(port), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
-         "--include-dashboard", "true", "--num-cpus", "2", "--temp-dir", temp_dir, "--disable-usage-stats",
+def start_ray_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """`ray start --block` on 127.0.0.1 in a process group of its own; returns once its runtime has started."""
+    node = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--block", "--node-ip-address", "127.0.0.1",
+         "--disable-usage-stats", *args,
          # Ports of our own: the agents' defaults (52365, ...) may be held by another Ray on this machine, such as
          # the test session's, and a job agent that cannot bind leaves the Jobs API with "No available agent".
          "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
          "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    for line in node.stdout:
+        if "Ray runtime started" in line:
+            return node
+    stop_ray_node(node)
+    pytest.fail(f"ray start {' '.join(args)} exited before its runtime started")
+
+
+def stop_ray_node(node: subprocess.Popen) -> None:
+    """Through the node's own process group: `ray stop` would kill every Ray on the machine, the session's included."""
+    os.killpg(node.pid, signal.SIGTERM)
+    node.wait(timeout=60)
+
+
+@pytest.fixture
+def ray_head():
+    """A real `ray start --head` on 127.0.0.1 with its dashboard (and so the Jobs API)."""
+    port, dashboard_port = free_port(), free_port()
+    temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # AF_UNIX paths must stay short
+    head = start_ray_node(
+        ["--head", "--port", str(port), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
+         "--include-dashboard", "true", "--num-cpus", "2", "--temp-dir", temp_dir],
+        {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
     try:
-        for line in head.stdout:
-            if "Ray runtime started" in line:
-                break
-        else:
-            pytest.fail("ray start --head exited before the runtime started")
         yield RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}")
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=60)
+        stop_ray_node(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class TwoNodes:
+    address: str
+    home: dict[str, Path]  # node name -> its own disk: WEBTEXT_CACHE of every process the node starts
+
+
+@pytest.fixture
+def ray_two_nodes(tmp_path):
+    """A Ray cluster of two nodes with one CPU each, so that 2 training ranks land one per node, and a cache
+    directory each: on one machine, two machines' disks that share nothing (run it in a loopback-only namespace)."""
+    port = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ray2", dir="/tmp")
+    home = {name: tmp_path / f"node-{name}" for name in ("a", "b")}
+    # A multi-node cluster: not Ray's single-machine mode, which the embedded Ray uses to stay on loopback.
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_AUTH_MODE": "token"}
+    nodes = []
+    try:
+        nodes.append(start_ray_node(["--head", "--port", str(port), "--num-cpus", "1", "--include-dashboard",
+                                     "false", "--temp-dir", temp_dir], {**env, "WEBTEXT_CACHE": str(home["a"])}))
+        nodes.append(start_ray_node(["--address", f"127.0.0.1:{port}", "--num-cpus", "1"],
+                                    {**env, "WEBTEXT_CACHE": str(home["b"])}))
+        yield TwoNodes(f"127.0.0.1:{port}", home)
+    finally:
+        for node in reversed(nodes):
+            stop_ray_node(node)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -174,6 +174,42 @@ def test_upload_and_download_round_trip(s3, tmp_path):
     assert local.remote is None and local.local == tmp_path / "plain"
 
 
+def test_ranks_sharing_a_staging_directory_do_its_part_once(s3, tmp_path, monkeypatch):
+    """Which ranks share a disk is what their staging directories say, not what a launcher calls a machine (Ray
+    Train groups ranks by IP): the first rank to come uploads or downloads for its directory, the others find it done."""
+    uri = s3("shared/runs/c")
+    Dir(uri).fs.create_dir("shared")
+    calls = []
+    for name in ("upload", "download"):
+        real = getattr(storage, name)
+        monkeypatch.setattr(storage, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    rank0, rank1 = storage.RunStore(uri, str(tmp_path / "node")), storage.RunStore(uri, str(tmp_path / "node"))
+    rank2 = storage.RunStore(uri, str(tmp_path / "other-node"))
+    tag = "step_00000004"
+    for rank, store in enumerate((rank0, rank1, rank2)):
+        (store.ckpt_root / tag).mkdir(parents=True, exist_ok=True)
+        (store.ckpt_root / tag / f"trainer_rank{rank}.pt").write_bytes(b"state %d" % rank)
+    for store in (rank0, rank1, rank2):
+        store.push_checkpoint_files(tag)
+    assert calls == ["upload", "upload"]  # one per staging directory
+    rank0.mark_complete(tag, "{}\n")
+    assert sorted(Dir(uri).list(f"checkpoints/{tag}")) == [f"checkpoints/{tag}/{n}" for n in (
+        "COMPLETE", "trainer_rank0.pt", "trainer_rank1.pt", "trainer_rank2.pt")]
+    for store in (rank0, rank1, rank2):
+        store.drop_staged(tag)
+    assert not (rank0.ckpt_root / tag).exists() and not (rank2.ckpt_root / tag).exists()
+
+    calls.clear()
+    for store in (rank0, rank1, rank2):  # a resumed attempt: each directory emptied and filled once
+        store.open_attempt("attempt-1", tag)
+    assert calls == ["download", "download"]
+    assert sorted(p.name for p in (rank1.ckpt_root / tag).iterdir()) == [
+        "COMPLETE", "trainer_rank0.pt", "trainer_rank1.pt", "trainer_rank2.pt"]
+    (rank0.local / "left-by-a-killed-attempt").write_text("")
+    rank1.open_attempt("attempt-2", None)  # the next attempt starts from an empty directory
+    assert [p.name for p in rank1.local.iterdir()] == [".attempt"]
+
+
 def test_localize_mirrors_the_newest_complete_checkpoint_and_reuses_it(s3, tmp_path):
     run = Dir(s3("mirror/runs/c"))
     run.fs.create_dir("mirror")
@@ -324,3 +360,60 @@ def test_ray_train_on_s3_needs_nothing_but_the_uris(ray_session, tokenized, run_
     assert storage.RunStore(run_uri).complete_tags() == ["step_00000004", "step_00000008"]
     assert remote.exists("ray")  # Ray Train's own run state, in the bucket too
     assert list((tmp_path / "cache").rglob("part-train-00000.bin"))
+
+
+DRIVER = """
+import json, sys
+import ray
+from training.config import TrainConfig
+from training.launch import launch
+config, kill_at = json.loads(sys.argv[1]), sys.argv[2]
+# The job's environment reaches every worker Ray starts for it, on every node: here, the step to kill rank 0 at.
+ray.init(address=config["launch"]["address"], runtime_env={"env_vars": {"WEBTEXT_KILL_AT_STEP": kill_at}})
+print("SUMMARY", json.dumps(launch(TrainConfig.model_validate(config))))  # among the workers' lines
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_two_nodes_share_nothing_but_the_bucket(ray_two_nodes, tokenized, run_on_disk, s3, tmp_path):
+    """Multi-node training as on the AWS cluster: Ray Train puts one rank on each of two nodes that share no disk.
+    Each node fetches the shards into its own cache and uploads what its rank wrote; a run killed mid-way resumes
+    from the bucket on both nodes and ends with the losses of the run on one disk."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.training_helpers import tiny_config
+    from training.metrics import losses_by_step
+
+    def with_credentials(path: str) -> str:
+        return s3(path).replace("s3://", "s3://test:test@")
+
+    data_uri = put_dir(tokenized, with_credentials("nodes/webtext/tokenize"))
+    run_uri = with_credentials("nodes/runs/two")
+    config = tiny_config({"train": [data_uri], "val": [data_uri]}, run_uri, **{
+        **TWO_RANKS, "launch.launcher": "ray", "launch.address": ray_two_nodes.address, "launch.cpus_per_worker": 1})
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_AUTH_MODE": "token",
+           storage.CACHE_ENV: str(tmp_path / "driver")}
+
+    def drive(kill_at: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", DRIVER, json.dumps(config), str(kill_at)], env=env, text=True,
+                              cwd=Path(__file__).resolve().parents[1], capture_output=True, timeout=300)
+
+    killed = drive(KILL_AT)
+    assert killed.returncode != 0 and "training failed" in killed.stderr, killed.stderr[-3000:]
+    assert storage.RunStore(run_uri).complete_tags() == ["step_00000004"]
+    resumed = drive(-1)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(next(line for line in resumed.stdout.splitlines() if line.startswith("SUMMARY "))[8:])
+    assert (summary["resumed_from"], summary["world_size"], summary["step"]) == ("step_00000004", 2, STEPS)
+    remote = Dir(run_uri)
+    assert losses_by_step(remote.uri("metrics.jsonl")) == pytest.approx(
+        losses_by_step(run_on_disk / "metrics.jsonl"), rel=1e-6)  # the launchers' tolerance
+    # rank 1 ran on node b only: its files reached the bucket from there
+    assert {"checkpoints/step_00000008/trainer_rank0.pt", "checkpoints/step_00000008/trainer_rank1.pt"} <= set(
+        remote.list("checkpoints/step_00000008"))
+    for name, home in ray_two_nodes.home.items():  # each node read shards and staged the run on its own disk
+        assert list(home.rglob("part-train-00000.bin")), name
+        assert (home / "runs" / storage.location_key(run_uri) / "run").is_dir(), name

@@ -91,13 +91,13 @@ def _tuples(x):
 
 
 def save(engine, ckpt_root: Path, step: int, trainer_state: dict, keep_last: int,
-         export_fp32: bool = False, store=None, local_rank: int = 0) -> Path:
+         export_fp32: bool = False, store=None) -> Path:
     """Collective: every rank calls it. Returns the checkpoint directory.
 
-    With a remote run (`store`, a training.storage.RunStore with a remote out_dir) the ranks save into the node's
-    staging directory; rank 0 deletes any remote copy of the tag (left by a killed run), then each machine's local
-    rank 0 uploads what that machine's ranks wrote; after a barrier rank 0 uploads COMPLETE and prunes the remote
-    checkpoints; the staging copy goes once uploaded."""
+    With a remote run (`store`, a training.storage.RunStore with a remote out_dir) the ranks save into their
+    machine's staging directory; rank 0 deletes any remote copy of the tag (left by a killed run), then each staging
+    directory's content is uploaded once, by the first of its ranks; after a barrier rank 0 uploads COMPLETE and
+    prunes the remote checkpoints; the staging copy goes once uploaded."""
     tag = tag_for(step)
     rank = dist.get_rank()
     remote = store is not None and store.remote is not None
@@ -112,8 +112,7 @@ def save(engine, ckpt_root: Path, step: int, trainer_state: dict, keep_last: int
         store.delete_remote_checkpoint(tag)
     dist.barrier()
     if remote:
-        if local_rank == 0:
-            store.push_checkpoint_files(tag)
+        store.push_checkpoint_files(tag)
         dist.barrier()
     if rank == 0:
         text = json.dumps({"step": step}) + "\n"
@@ -125,8 +124,8 @@ def save(engine, ckpt_root: Path, step: int, trainer_state: dict, keep_last: int
             for old in complete_tags(ckpt_root)[:-keep_last]:
                 shutil.rmtree(ckpt_root / old, ignore_errors=True)
     dist.barrier()
-    if remote and local_rank == 0:
-        shutil.rmtree(path, ignore_errors=True)
+    if remote:
+        store.drop_staged(tag)
     return path
 
 

@@ -15,9 +15,9 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import time
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -192,8 +192,7 @@ def train_worker(config: dict) -> dict:
         state = checkpoint.load(engine, ckpt_root, tags[-1])
         if store.remote is not None:  # loaded: the staged copy has done its job
             dist.barrier()
-            if d.local_rank == 0:
-                shutil.rmtree(ckpt_root / tags[-1], ignore_errors=True)
+            store.drop_staged(tags[-1])
         loader.load_state_dict(state["loader"])
         step, bad_steps, bad_in_a_row = state["step"], state["bad_steps"], state["bad_in_a_row"]
 
@@ -211,7 +210,7 @@ def train_worker(config: dict) -> dict:
         trainer_state = {"step": step, "loader": loader.state_dict(), "bad_steps": bad_steps,
                          "bad_in_a_row": bad_in_a_row}
         checkpoint.save(engine, ckpt_root, step, trainer_state, cfg.checkpoint.keep_last, cfg.checkpoint.export_fp32,
-                        store, d.local_rank)
+                        store)
         if d.rank == 0:  # a killed run's curve survives up to its last checkpoint
             log.flush()
             store.push(*LOG_FILES)
@@ -273,16 +272,13 @@ def train_worker(config: dict) -> dict:
 
 def open_run(store: storage.RunStore, d, resume: bool) -> list[str]:
     """Collective. The run's complete checkpoints, oldest first (rank 0's listing, the same on every rank). For a
-    remote out_dir each machine's staging directory starts empty and receives the newest checkpoint (what
-    DeepSpeed loads), and rank 0's the metrics and TensorBoard events so far (appended to from here on)."""
-    listing = [store.complete_tags() if resume and d.rank == 0 else None]
+    remote out_dir each staging directory starts empty and receives the newest checkpoint (what DeepSpeed loads),
+    and rank 0's the metrics and TensorBoard events so far (appended to from here on)."""
+    listing = [(store.complete_tags() if resume else [], uuid.uuid4().hex) if d.rank == 0 else None]
     dist.broadcast_object_list(listing, src=0)
-    tags = listing[0] or []
+    tags, attempt = listing[0]
     if store.remote is not None:
-        if d.local_rank == 0:
-            store.reset_staging()
-            if tags:
-                store.pull_checkpoint(tags[-1])
+        store.open_attempt(attempt, tags[-1] if tags else None)
         dist.barrier()
         if d.rank == 0:
             store.pull("metrics.jsonl", "tensorboard")

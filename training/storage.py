@@ -354,6 +354,31 @@ class RunStore:
             _remove(self.local)
             self.local.mkdir(parents=True, exist_ok=True)
 
+    # The ranks that share a staging directory (those of one machine, whatever the launcher thinks a machine is) do
+    # its part of each collective step once: the first to take the lock does it, the others find it done.
+    def _staging_lock(self):
+        return node_lock(self.local.parent)
+
+    def open_attempt(self, attempt: str, tag: str | None) -> None:
+        """For the run attempt named `attempt` (the same on every rank): an emptied staging directory holding the
+        checkpoint `tag` to resume from, if any."""
+        if self.remote is None:
+            return
+        with self._staging_lock():
+            marker = self.local / ".attempt"
+            if marker.is_file() and marker.read_text() == attempt:
+                return
+            self.reset_staging()
+            if tag:
+                self.pull_checkpoint(tag)
+            marker.write_text(attempt)
+
+    def drop_staged(self, tag: str) -> None:
+        """The staged copy of a checkpoint, once uploaded or loaded."""
+        if self.remote is not None:
+            with self._staging_lock():
+                shutil.rmtree(self.ckpt_root / tag, ignore_errors=True)
+
     # checkpoints
     def complete_tags(self) -> list[str]:
         if self.remote is None:
@@ -368,13 +393,18 @@ class RunStore:
             raise FileNotFoundError(f"{display_uri(self.remote.uri(f'checkpoints/{tag}'))}: checkpoint not found")
 
     def push_checkpoint_files(self, tag: str) -> None:
-        """What this machine's ranks wrote of a checkpoint: all of its staging copy, which has no COMPLETE yet
-        (`mark_complete` comes after every machine's upload)."""
+        """What the ranks sharing this staging directory wrote of a checkpoint (all of them have saved: a barrier
+        came first): its whole staged copy, which has no COMPLETE yet (`mark_complete` comes after every upload)."""
         if self.remote is None:
             return
-        if (self.ckpt_root / tag / COMPLETE).exists():
-            raise RuntimeError(f"{self.ckpt_root / tag}: COMPLETE before the upload; it must be uploaded last")
-        upload(self.ckpt_root / tag, self.remote, f"checkpoints/{tag}")
+        with self._staging_lock():
+            uploaded = self.ckpt_root / tag / ".uploaded"
+            if uploaded.exists():
+                return
+            if (self.ckpt_root / tag / COMPLETE).exists():
+                raise RuntimeError(f"{self.ckpt_root / tag}: COMPLETE before the upload; it must be uploaded last")
+            upload(self.ckpt_root / tag, self.remote, f"checkpoints/{tag}")
+            uploaded.write_text("")
 
     def delete_remote_checkpoint(self, tag: str) -> None:
         if self.remote is not None:
