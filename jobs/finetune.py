@@ -3,7 +3,7 @@ directory) on JSONL completion / QA / dialogue examples, loss on the answers onl
 launchers (Ray Train by default) and checkpoints; resumes from the newest checkpoint in out_dir. Prints the
 summary: validation loss on answer tokens and QA exact match.
 
-Under `torchrun`/`deepspeed` (RANK and WORLD_SIZE set) each rank prepares the same data and trains directly.
+Under `torchrun`/`deepspeed` (RANK, WORLD_SIZE and MASTER_ADDR set) each rank prepares the same data and trains directly.
 """
 
 from __future__ import annotations

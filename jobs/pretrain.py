@@ -3,14 +3,13 @@ torchrun or in-process, from one typed config (YAML + --set). Resumes from the n
 
 Also the entry point for `ray job submit -- python -m jobs.pretrain --config FILE`, and for ranks started by
 `torchrun --nproc_per_node 2 -m jobs.pretrain --config FILE` or `deepspeed --num_gpus 2 --module jobs.pretrain
---config FILE`: with RANK and WORLD_SIZE set, this process is one rank and trains directly.
+--config FILE`: with RANK, WORLD_SIZE and MASTER_ADDR set, this process is one rank and trains directly.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from jobs.cli import UserError, module_main
@@ -30,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from training.config import TrainConfig
+    from training.engine import started_as_rank
     from training.launch import LaunchError, launch
     from pipeline.shards import ShardError
     from training.loop import TrainingDiverged, train_worker
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
                           "deepspeed": cfg.deepspeed_config(world)}, indent=2))
         return 0
     try:
-        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # one rank of torchrun / deepspeed
+        if started_as_rank():  # one rank of torchrun / deepspeed
             summary = train_worker(cfg.model_dump(mode="json"))
         else:
             summary = launch(cfg)

@@ -62,11 +62,13 @@ def start_ray_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
          "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
          "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    said = []
     for line in node.stdout:
         if "Ray runtime started" in line:
             return node
+        said.append(line)
     stop_ray_node(node)
-    pytest.fail(f"ray start {' '.join(args)} exited before its runtime started")
+    pytest.fail(f"ray start {' '.join(args)} exited before its runtime started:\n{''.join(said[-30:])}")
 
 
 def stop_ray_node(node: subprocess.Popen) -> None:

@@ -30,6 +30,13 @@ class Dist:
     device: torch.device
 
 
+def started_as_rank() -> bool:
+    """Whether torchrun or the deepspeed launcher started this process as one rank: they set RANK, WORLD_SIZE and
+    MASTER_ADDR. (The local launcher sets RANK and WORLD_SIZE for DeepSpeed but no MASTER_ADDR, and a process it
+    starts inherits them: that child is not a rank.)"""
+    return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR"))
+
+
 def init_distributed(cfg: TrainConfig) -> Dist:
     import deepspeed
 
@@ -40,7 +47,7 @@ def init_distributed(cfg: TrainConfig) -> Dist:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if dist.is_initialized():
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
-    elif "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+    elif started_as_rank():
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, init_method="env://")
     else:
         store = tempfile.mkdtemp(prefix="webtext-pg-")

@@ -60,8 +60,9 @@ def _rank_suffix() -> str:
     that already ran the local launcher has RANK set by it and a process group: it is a driver, not a rank.)"""
     import torch.distributed as dist
 
-    started_as_rank = "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized()
-    return f"-rank{os.environ['RANK']}" if started_as_rank else ""
+    from training.engine import started_as_rank
+
+    return f"-rank{os.environ['RANK']}" if started_as_rank() and not dist.is_initialized() else ""
 
 
 def source_model(source: str | Path, out_dir: Path) -> tuple[Path, dict]:
