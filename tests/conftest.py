@@ -60,7 +60,8 @@ def start_ray_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
          # Ports of our own: the agents' defaults (52365, ...) may be held by another Ray on this machine, such as
          # the test session's, and a job agent that cannot bind leaves the Jobs API with "No available agent".
          "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-         "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())],
+         "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
+         *(["--ray-client-server-port", str(free_port())] if "--head" in args else [])],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     said = []
     for line in node.stdout:
