@@ -34,6 +34,7 @@ from pipeline.urlnorm import normalize_url
 
 REPO = Path(__file__).resolve().parents[1]
 SEQ_LEN = 128  # of the demo's pretraining and fine-tuning
+PLANTED = ("article", "near_duplicate", "stub", "foreign")  # page kinds with text for the corpus
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,10 +78,11 @@ def check_against_truth(out: Path, expected_urls: set[str], web_pages) -> list[s
         problems.append(f"urls: {len(got ^ expected_urls)} URLs differ from the planted truth")
     page_of = {normalize_url(page.url): page for page in web_pages}
     log = rows(out / "crawl", columns=["url", "url_norm", "outcome"])
-    wrong = [(r["url"], r["outcome"], page_of[r["url_norm"]].expected) for r in log
-             if r["url_norm"] not in page_of or r["outcome"] != page_of[r["url_norm"]].expected]
+    planted = {r["url_norm"]: getattr(page_of.get(r["url_norm"]), "expected", "not planted") for r in log}
+    wrong = [(r["url"], r["outcome"], planted[r["url_norm"]]) for r in log if r["outcome"] != planted[r["url_norm"]]]
     if wrong:
         problems.append(f"crawl: {len(wrong)} outcomes differ from the planted ones, e.g. {wrong[:3]}")
+        return problems  # the stages after the crawl are checked against pages the crawl got right
     crawled_with_text = {r["url_norm"] for r in log if r["outcome"] == "ok" and page_of[r["url_norm"]].family}
 
     def pages_in(stage: str, pattern: str = "part-*.parquet") -> dict[str, dict]:
@@ -91,10 +93,12 @@ def check_against_truth(out: Path, expected_urls: set[str], web_pages) -> list[s
     if set(extracted) != crawled_with_text:
         problems.append(f"extract: {len(set(extracted) ^ crawled_with_text)} pages differ from the crawled articles, "
                         f"e.g. {sorted(set(extracted) ^ crawled_with_text)[:3]}")
+        return problems
     filtered = {url: r["reason"] for url, r in pages_in("filter", "_rejected/*.parquet").items()}
     expected_filtered = {url: page_of[url].expected_filter for url in extracted if page_of[url].expected_filter}
     if filtered != expected_filtered:
-        problems.append(f"filter: dropped {sorted(filtered.items())[:3]}..., planted {sorted(expected_filtered.items())[:3]}...")
+        differ = sorted(set(filtered.items()) ^ set(expected_filtered.items()))
+        problems.append(f"filter: {len(differ)} drops differ from the planted ones, e.g. {differ[:3]}")
     kept = set(extracted) - set(filtered)
     survivors = Counter(page_of[url].family for url in pages_in("dedup"))
     families = Counter(page_of[url].family for url in kept)
@@ -213,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
         kinds = Counter(p.kind for p in pages)
         say(f"local web on 127.0.0.1:{web.port}: {args.hosts} sites, {len(pages)} pages "
             f"({kinds['article']} articles, {kinds['near_duplicate']} near duplicates, "
-            f"{kinds['stub'] + kinds['foreign']} stubs or foreign, {len(pages) - kinds['article']} other); "
+            f"{kinds['stub'] + kinds['foreign']} stubs or foreign, {len(pages) - sum(kinds[k] for k in PLANTED)} "
+            f"robots-disallowed or faulty); "
             f"dump of {len(records):,} submissions in {dumps}/")
         results = build_corpus([str(dumps)], str(out), demo_config(web), run_options(args))
     finally:
