@@ -215,10 +215,11 @@ class LocalWeb:
                 add("/private/0", "private", "ok", family=f"{host}/0")
             else:
                 add("/private/0", "private", "robots_disallowed")
-            k = i % self.pages_per_host
-            title, text = self.syndicated(host, k)
-            add(f"/syndicated/{k}", "near_duplicate", "ok", title=title, text=text,
-                family=f"{self.host_name((i - 1) % self.n_hosts)}/{k}")
+            if self.pages_per_host:
+                k = i % self.pages_per_host
+                title, text = self.syndicated(host, k)
+                add(f"/syndicated/{k}", "near_duplicate", "ok", title=title, text=text,
+                    family=f"{self.host_name((i - 1) % self.n_hosts)}/{k}")
             if i % 2:
                 title, text = self.stub(host, 0)
                 add("/stub/0", "stub", "ok", title=title, text=text, family=f"{host}/stub", expected_filter="min_tokens")
