@@ -26,6 +26,7 @@ from training.launch import launch
 from training.loop import KILL_AT_STEP_ENV
 from training.metrics import losses_by_step, read_metrics
 from training.model import GPT
+from training.storage import complete_tags
 
 STEPS, KILL_AT = 8, 5  # checkpoints every 4 steps: the killed run resumes from step 4 and redoes step 5
 TWO_RANKS = {"launch.num_workers": 2, "batch.micro_batch_size": 2, "batch.global_batch_size": 8,
@@ -63,7 +64,7 @@ def test_zero_stage_follows_stage0_and_resumes_exactly_after_a_kill(stage, data,
     monkeypatch.setenv(KILL_AT_STEP_ENV, str(KILL_AT))
     with pytest.raises(Exception, match="torchrun exited"):
         run(data, tmp_path / "killed", **opts)
-    assert checkpoint.complete_tags(tmp_path / "killed" / "checkpoints") == ["step_00000004"]
+    assert complete_tags(tmp_path / "killed" / "checkpoints") == ["step_00000004"]
     monkeypatch.delenv(KILL_AT_STEP_ENV)
     summary = run(data, tmp_path / "killed", **opts)
     assert summary["resumed_from"] == "step_00000004" and summary["step"] == STEPS
@@ -124,7 +125,7 @@ def test_one_process_run_logs_evaluates_keeps_last_k_and_exports(data, tmp_path,
     out = tmp_path / "run"
     summary = run(data, out, **{"checkpoint.every": 2, "checkpoint.keep_last": 2, "checkpoint.export_hf": True, "log.tensorboard": True,
                                 "eval.every": 4})
-    assert checkpoint.complete_tags(out / "checkpoints") == ["step_00000006", "step_00000008"]
+    assert complete_tags(out / "checkpoints") == ["step_00000006", "step_00000008"]
     records = read_metrics(out / "metrics.jsonl")
     train = [r for r in records if "loss" in r]
     assert [r["step"] for r in train] == list(range(1, STEPS + 1))

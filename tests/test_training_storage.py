@@ -22,7 +22,7 @@ from pipeline.storage import Dir, expand_inputs
 from pipeline.tokenize import TokenizeConfig, TokenizeStage
 from training import storage
 from training.data import TokenWindows
-from training.loop import expand_shards
+from training.data import expand_shards
 
 
 @pytest.fixture(scope="module")

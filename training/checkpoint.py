@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +23,13 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-COMPLETE = "COMPLETE"
+from training.storage import RunStore
+
 FP32_EXPORT = "model_fp32.safetensors"
 
 
 def tag_for(step: int) -> str:
     return f"step_{step:08d}"
-
-
-def complete_tags(ckpt_root: Path) -> list[str]:
-    """Tags of complete checkpoints, oldest first."""
-    if not ckpt_root.is_dir():
-        return []
-    return sorted(p.name for p in ckpt_root.glob("step_*") if (p / COMPLETE).is_file())
 
 
 def _deepspeed_safe_globals() -> list:
@@ -90,42 +83,31 @@ def _tuples(x):
     return tuple(_tuples(i) for i in x) if isinstance(x, (list, tuple)) else x
 
 
-def save(engine, ckpt_root: Path, step: int, trainer_state: dict, keep_last: int,
-         export_fp32: bool = False, store=None) -> Path:
-    """Collective: every rank calls it. Returns the checkpoint directory.
+def save(engine, store: RunStore, step: int, trainer_state: dict, keep_last: int, export_fp32: bool = False) -> Path:
+    """Collective: every rank calls it. Returns the checkpoint directory (in `store.ckpt_root`).
 
-    With a remote run (`store`, a training.storage.RunStore with a remote out_dir) the ranks save into their
-    machine's staging directory; rank 0 deletes any remote copy of the tag (left by a killed run), then each staging
-    directory's content is uploaded once, by the first of its ranks; after a barrier rank 0 uploads COMPLETE and
-    prunes the remote checkpoints; the staging copy goes once uploaded."""
+    For a remote run the ranks save into their machine's staging directory; rank 0 deletes any remote copy of the tag
+    (left by a killed run), then each staging directory's content is uploaded once, by the first of its ranks. After
+    a barrier rank 0 writes COMPLETE (uploaded last) and prunes old checkpoints; a staged copy goes once uploaded."""
     tag = tag_for(step)
     rank = dist.get_rank()
-    remote = store is not None and store.remote is not None
-    engine.save_checkpoint(str(ckpt_root), tag=tag)
-    path = ckpt_root / tag
+    engine.save_checkpoint(str(store.ckpt_root), tag=tag)
+    path = store.ckpt_root / tag
     path.mkdir(parents=True, exist_ok=True)  # on a machine whose ranks DeepSpeed gave nothing to write
     torch.save({**trainer_state, "rng": rng_state(), "world_size": dist.get_world_size()},
                path / f"trainer_rank{rank}.pt")
     if export_fp32:
         save_fp32(engine, path / FP32_EXPORT)
-    if remote and rank == 0:
+    if rank == 0:
         store.delete_remote_checkpoint(tag)
     dist.barrier()
-    if remote:
-        store.push_checkpoint_files(tag)
-        dist.barrier()
-    if rank == 0:
-        text = json.dumps({"step": step}) + "\n"
-        if remote:
-            store.mark_complete(tag, text)
-            store.prune(keep_last)
-        else:
-            (path / COMPLETE).write_text(text)
-            for old in complete_tags(ckpt_root)[:-keep_last]:
-                shutil.rmtree(ckpt_root / old, ignore_errors=True)
+    store.push_checkpoint_files(tag)
     dist.barrier()
-    if remote:
-        store.drop_staged(tag)
+    if rank == 0:
+        store.mark_complete(tag, json.dumps({"step": step}) + "\n")
+        store.prune(keep_last)
+    dist.barrier()
+    store.drop_staged(tag)
     return path
 
 

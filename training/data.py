@@ -19,12 +19,15 @@ above, which depends on B*W). A different sequence length, seed or data is refus
 
 from __future__ import annotations
 
+import glob
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.shards import ShardError, read_index, read_shard
+from training.storage import fetch_shards, is_remote
 
 
 class TokenStream:
@@ -149,18 +152,31 @@ def validation_batches(source: str | Path | list, batch_size: int, seq_len: int,
     return batches
 
 
-def _shard_paths(source, split: str) -> list[Path]:
-    from training.storage import fetch_shards, is_remote
-
-    if isinstance(source, (list, tuple)):
-        paths = [Path(p) for p in source]
-    elif is_remote(source):  # a tokenize output directory at a URI: its split's shards, fetched to this machine
-        paths = [Path(p) for p in fetch_shards(source, split)]
-    else:
-        index, directory = read_index(source)
-        if split not in index["splits"]:
-            raise ShardError(f"{directory}: no split {split!r} in the index (has {', '.join(index['splits'])})")
-        paths = [directory / shard["name"] for shard in index["splits"][split]["shards"]]
-    if not paths:
-        raise ShardError(f"{source}: split {split!r} has no shards")
+def expand_shards(specs: list[str], split: str, cache_dir: str | None = None) -> list[str]:
+    """Shard files from files, globs and tokenize output directories (the split's shards in their index.json),
+    in a stable order. A URI's shards are fetched into this machine's cache (training/storage.py) and their local
+    copies returned."""
+    paths: list[str] = []
+    for spec in specs:
+        if is_remote(spec):
+            found = fetch_shards(spec, split, cache_dir)
+        elif os.path.isdir(spec):
+            index, directory = read_index(spec)
+            shards = index["splits"].get(split, {}).get("shards", [])
+            found = [str(directory / shard["name"]) for shard in shards]
+        elif any(c in spec for c in "*?["):
+            found = sorted(glob.glob(spec))
+        else:
+            found = [spec] if os.path.isfile(spec) else []
+        if not found:
+            raise FileNotFoundError(f"data.{split}: no token shards at {spec!r}")
+        paths.extend(found)
     return paths
+
+
+def _shard_paths(source, split: str) -> list[Path]:
+    if isinstance(source, (list, tuple)):
+        if not source:
+            raise ShardError(f"split {split!r}: no shard files given")
+        return [Path(p) for p in source]
+    return [Path(p) for p in expand_shards([str(source)], split)]

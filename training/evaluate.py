@@ -19,17 +19,18 @@ from training import checkpoint
 from training.config import TrainConfig
 from training.loop import make_loader, prepare_batch
 from training.model import GPT
+from training.storage import COMPLETE, complete_tags
 
 
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
     """(checkpoint directory or HF directory, the run directory if there is one)."""
     path = Path(path)
     if (path / "checkpoints").is_dir():
-        tags = checkpoint.complete_tags(path / "checkpoints")
+        tags = complete_tags(path / "checkpoints")
         if not tags:
             raise FileNotFoundError(f"{path}/checkpoints: no complete checkpoint")
         return path / "checkpoints" / tags[-1], path
-    if (path / checkpoint.COMPLETE).is_file():
+    if (path / COMPLETE).is_file():
         return path, path.parent.parent
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
         return path, None

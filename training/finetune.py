@@ -30,7 +30,7 @@ from pipeline.config import Config, ConfigError
 from training.config import TrainConfig
 from training.finetune_data import TEMPLATE_FILE, ChatTemplate, prepare
 from training.model import GPT2_VOCAB_SIZE
-from training.storage import RunStore, is_remote
+from training.storage import RunStore, display_uri, is_remote, localize
 
 LOADER = "training.finetune_data:ExampleBatches"
 
@@ -70,7 +70,6 @@ def source_model(source: str | Path, out_dir: Path) -> tuple[Path, dict]:
     block_size, vocab_size). Our runs and checkpoints are consolidated to fp32 and exported to `out_dir/init`.
     A source at a URI is read from this machine's mirror of it (training/storage.py)."""
     from training.generate import locate_checkpoint, run_model_config
-    from training.storage import display_uri, is_remote, localize
 
     path = localize(str(source)).resolve()
     if not path.exists():

@@ -158,12 +158,12 @@ def load_model(source: str | Path, device: str | torch.device = "cpu") -> tuple[
 def locate_checkpoint(path: Path) -> tuple[Path, Path, str]:
     """(run directory, checkpoints directory, tag) for a run dir, its checkpoints dir or a step dir; the newest
     complete checkpoint unless a step is named."""
-    from training import checkpoint
+    from training.storage import COMPLETE, complete_tags
 
-    if path.name.startswith("step_") and (path / checkpoint.COMPLETE).is_file():
+    if path.name.startswith("step_") and (path / COMPLETE).is_file():
         return path.parent.parent, path.parent, path.name
     ckpt_root = path if path.name == "checkpoints" else path / "checkpoints"
-    tags = checkpoint.complete_tags(ckpt_root)
+    tags = complete_tags(ckpt_root)
     if not tags:
         raise FileNotFoundError(f"{path}: no complete checkpoint (looked in {ckpt_root}) and no HF config.json")
     return ckpt_root.parent, ckpt_root, tags[-1]

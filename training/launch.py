@@ -43,9 +43,9 @@ def launch(cfg: TrainConfig) -> dict:
     store.delete("summary.json")
     store.write_text("config.json", json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
     if cfg.launch.launcher == "ray":
-        return launch_ray(cfg)
+        return launch_ray(cfg, store)
     if cfg.launch.launcher == "torchrun":
-        return launch_torchrun(cfg)
+        return launch_torchrun(cfg, store)
     if cfg.launch.num_workers != 1:
         raise LaunchError("launch.launcher=local runs one process; use ray or torchrun for num_workers > 1")
     return train_worker(cfg.model_dump(mode="json"))
@@ -87,7 +87,7 @@ def _file_store_torch_config(store_path: str, backend: str):
     return FileStoreTorchConfig(backend=backend)
 
 
-def launch_ray(cfg: TrainConfig) -> dict:
+def launch_ray(cfg: TrainConfig, run: RunStore) -> dict:
     from pipeline.executor import connect_ray
 
     address = cfg.launch.address or os.environ.get("RAY_ADDRESS")
@@ -96,8 +96,7 @@ def launch_ray(cfg: TrainConfig) -> dict:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     backend = "nccl" if cfg.launch.use_gpu else "gloo"
-    run = RunStore(cfg.out_dir, cfg.staging_dir, role="driver")
-    out_dir = run.location if run.remote is not None else str(Path(cfg.out_dir).resolve())
+    out_dir = run.shared_location
     # Ray Train keeps its own run state beside ours: in out_dir, through the same filesystem when it is a URI.
     ray_storage = (run.remote.path("ray"), run.remote.fs) if run.remote is not None else (f"{out_dir}/ray", None)
     rendezvous = cfg.launch.rendezvous
@@ -138,9 +137,8 @@ def _root_message(err: BaseException) -> str:
     return next((line for line in reversed(text) if line.strip() and not line.startswith(" ")), repr(seen))
 
 
-def launch_torchrun(cfg: TrainConfig) -> dict:
-    run = RunStore(cfg.out_dir, cfg.staging_dir, role="driver")
-    out_dir = run.location if run.remote is not None else str(Path(cfg.out_dir).resolve())
+def launch_torchrun(cfg: TrainConfig, run: RunStore) -> dict:
+    out_dir = run.shared_location
     # the ranks' config: the run's config.json, or for a URI out_dir the driver's staging copy of it
     config_file = run.local.resolve() / "config.json"
     config = cfg.model_dump(mode="json")

@@ -9,7 +9,6 @@ rank is skipped (no weight changes) and counted; `max_bad_steps` of them in a ro
 from __future__ import annotations
 
 import contextlib
-import glob
 import importlib
 import json
 import math
@@ -26,6 +25,7 @@ import torch.distributed as dist
 
 from training import checkpoint, storage
 from training.config import TrainConfig
+from training.data import expand_shards
 from training.engine import build_engine, grad_norm, init_distributed, local_grad_norm
 from training.metrics import MetricsLog, device_name, mfu, peak_flops
 from training.model import GPT, mask_for_mlm
@@ -38,30 +38,6 @@ KILL_AT_STEP_ENV = "WEBTEXT_KILL_AT_STEP"
 
 class TrainingDiverged(RuntimeError):
     """Too many consecutive steps with a non-finite loss."""
-
-
-def expand_shards(specs: list[str], split: str, cache_dir: str | None = None) -> list[str]:
-    """Shard files from files, globs and tokenize output directories (the split's shards in their index.json),
-    in a stable order. A URI's shards are fetched into this machine's cache (training/storage.py) and their local
-    copies returned."""
-    paths: list[str] = []
-    for spec in specs:
-        if storage.is_remote(spec):
-            found = storage.fetch_shards(spec, split, cache_dir)
-        elif os.path.isdir(spec):
-            from pipeline.shards import read_index
-
-            index, directory = read_index(spec)
-            shards = index["splits"].get(split, {}).get("shards", [])
-            found = [str(directory / shard["name"]) for shard in shards]
-        elif any(c in spec for c in "*?["):
-            found = sorted(glob.glob(spec))
-        else:
-            found = [spec] if os.path.isfile(spec) else []
-        if not found:
-            raise FileNotFoundError(f"data.{split}: no token shards at {spec!r}")
-        paths.extend(found)
-    return paths
 
 
 def loader_class(spec: str):
@@ -209,8 +185,7 @@ def train_worker(config: dict) -> dict:
     def save_checkpoint():
         trainer_state = {"step": step, "loader": loader.state_dict(), "bad_steps": bad_steps,
                          "bad_in_a_row": bad_in_a_row}
-        checkpoint.save(engine, ckpt_root, step, trainer_state, cfg.checkpoint.keep_last, cfg.checkpoint.export_fp32,
-                        store)
+        checkpoint.save(engine, store, step, trainer_state, cfg.checkpoint.keep_last, cfg.checkpoint.export_fp32)
         if d.rank == 0:  # a killed run's curve survives up to its last checkpoint
             log.flush()
             store.push(*LOG_FILES)

@@ -33,12 +33,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
+from pipeline.runner import MANIFEST as MANIFEST_NAME
 from pipeline.shards import HEADER_BYTES, INDEX_NAME, TOKEN_DTYPE, ShardError
 from pipeline.storage import Dir, expand_inputs, is_uri, join
 
 CACHE_ENV = "WEBTEXT_CACHE"
-COMPLETE = "COMPLETE"  # training.checkpoint.COMPLETE; repeated to keep this module free of torch
-MANIFEST_NAME = "_manifest.json"
+COMPLETE = "COMPLETE"  # written last into a checkpoint directory (training/checkpoint.py)
 CHUNK_BYTES = 8 << 20
 FETCH_THREADS = 8
 
@@ -102,9 +102,10 @@ class RemoteFile:
     sha256: str | None  # from the tokenize stage's manifest; None where nothing records it
 
 
-def _manifest_checksums(directory: Dir) -> dict[str, dict]:
-    """name -> {bytes, sha256} of a stage directory's parts; empty where there is no manifest."""
-    if not directory.exists(MANIFEST_NAME):
+def _manifest_checksums(directory: Dir, has_manifest: bool | None = None) -> dict[str, dict]:
+    """name -> {bytes, sha256} of a stage directory's parts; empty where there is no manifest (`has_manifest`:
+    already known from a listing, else asked)."""
+    if not (directory.exists(MANIFEST_NAME) if has_manifest is None else has_manifest):
         return {}
     return {part["name"]: part for part in directory.read_json(MANIFEST_NAME).get("parts", [])}
 
@@ -130,8 +131,7 @@ def remote_shards(spec: str, split: str) -> list[RemoteFile]:
             raise ShardError(f"{display_uri(spec)}: no {INDEX_NAME} (a tokenize output directory has one)")
         index = directory.read_json(INDEX_NAME)
         shards = index.get("splits", {}).get(split, {}).get("shards", [])
-        checksums = ({part["name"]: part for part in directory.read_json(MANIFEST_NAME).get("parts", [])}
-                     if MANIFEST_NAME in listed else {})
+        checksums = _manifest_checksums(directory, MANIFEST_NAME in listed)
         files = []
         for shard in shards:
             name = shard["name"]
@@ -281,8 +281,11 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def complete_tags(ckpt_root: Dir) -> list[str]:
-    """Tags (`step_*` directories) under a remote `checkpoints/` that hold COMPLETE, oldest first."""
+def complete_tags(ckpt_root: Dir | Path) -> list[str]:
+    """Tags (`step_*` directories) under a `checkpoints/` directory (local or remote) that hold COMPLETE, oldest
+    first."""
+    if isinstance(ckpt_root, Path):
+        ckpt_root = Dir(str(ckpt_root))
     if ckpt_root.fs.get_file_info(ckpt_root.path()).type != pafs.FileType.Directory:
         return []
     infos = ckpt_root.fs.get_file_info(pafs.FileSelector(ckpt_root.path(), recursive=False))
@@ -304,6 +307,11 @@ class RunStore:
         else:
             base = Path(staging_dir).expanduser() if staging_dir else cache_root() / "runs"
             self.local = base / location_key(self.location) / role
+
+    @property
+    def shared_location(self) -> str:
+        """out_dir as every process of the run names it, wherever it starts: the URI, or the absolute path."""
+        return self.location if self.remote is not None else str(self.local)
 
     @property
     def ckpt_root(self) -> Path:
@@ -381,11 +389,7 @@ class RunStore:
 
     # checkpoints
     def complete_tags(self) -> list[str]:
-        if self.remote is None:
-            if not self.ckpt_root.is_dir():
-                return []
-            return sorted(p.name for p in self.ckpt_root.glob("step_*") if (p / COMPLETE).is_file())
-        return complete_tags(self.remote.sub("checkpoints"))
+        return complete_tags(self.ckpt_root if self.remote is None else self.remote.sub("checkpoints"))
 
     def pull_checkpoint(self, tag: str) -> None:
         """All files of a remote checkpoint into staging (DeepSpeed reads every rank's ZeRO shards on load)."""
