@@ -30,6 +30,7 @@ from jobs.common import add_run_arguments, run_options
 from jobs.dumpgen import submissions_for_web, write_dump
 from pipeline.localweb import LocalWeb
 from pipeline.report import write_report
+from pipeline.tokenizer import GPT2_N_VOCAB
 from pipeline.urlnorm import normalize_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,26 +86,25 @@ def check_against_truth(out: Path, expected_urls: set[str], web_pages) -> list[s
         return problems  # the stages after the crawl are checked against pages the crawl got right
     crawled_with_text = {r["url_norm"] for r in log if r["outcome"] == "ok" and page_of[r["url_norm"]].family}
 
-    def pages_in(stage: str, pattern: str = "part-*.parquet") -> dict[str, dict]:
-        return {normalize_url(r["url"]): r for r in rows(out / stage, pattern, ["url", "doc_id", *(
-            ["reason"] if pattern.startswith("_rejected") else [])])}
+    def documents(stage: str) -> set[str]:
+        return {normalize_url(r["url"]) for r in rows(out / stage, columns=["url"])}
 
-    extracted = pages_in("extract")
-    if set(extracted) != crawled_with_text:
-        problems.append(f"extract: {len(set(extracted) ^ crawled_with_text)} pages differ from the crawled articles, "
-                        f"e.g. {sorted(set(extracted) ^ crawled_with_text)[:3]}")
+    extracted = documents("extract")
+    if extracted != crawled_with_text:
+        problems.append(f"extract: {len(extracted ^ crawled_with_text)} pages differ from the crawled articles, "
+                        f"e.g. {sorted(extracted ^ crawled_with_text)[:3]}")
         return problems
-    filtered = {url: r["reason"] for url, r in pages_in("filter", "_rejected/*.parquet").items()}
+    filtered = {normalize_url(r["url"]): r["reason"]
+                for r in rows(out / "filter", "_rejected/*.parquet", ["url", "reason"])}
     expected_filtered = {url: page_of[url].expected_filter for url in extracted if page_of[url].expected_filter}
     if filtered != expected_filtered:
         differ = sorted(set(filtered.items()) ^ set(expected_filtered.items()))
         problems.append(f"filter: {len(differ)} drops differ from the planted ones, e.g. {differ[:3]}")
-    kept = set(extracted) - set(filtered)
-    survivors = Counter(page_of[url].family for url in pages_in("dedup"))
-    families = Counter(page_of[url].family for url in kept)
-    if survivors != Counter(set(families)):
+    families = {page_of[url].family for url in extracted - set(filtered)}
+    survivors = Counter(page_of[url].family for url in documents("dedup"))
+    if survivors != Counter(families):
         problems.append(f"dedup: kept {sum(survivors.values())} documents of {len(survivors)} families; "
-                        f"planted {len(families)} families among {len(kept)} documents")
+                        f"planted {len(families)} families among {len(extracted) - len(filtered)} documents")
     return problems
 
 
@@ -140,7 +140,7 @@ def unigram_baseline(tokens: Path) -> float:
     def split(name: str) -> np.ndarray:
         return np.concatenate([read_shard(p) for p in sorted(tokens.glob(f"part-{name}-*.bin"))])
 
-    counts = np.bincount(split("train"), minlength=50257) + 0.01  # unseen tokens keep a little mass
+    counts = np.bincount(split("train"), minlength=GPT2_N_VOCAB) + 0.01  # unseen tokens keep a little mass
     return float(-np.log(counts / counts.sum())[split("val")].mean())
 
 
@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         say(f"pretrained the {args.model} GPT for {args.steps} steps with ZeRO-2 on 2 Ray Train workers: "
             f"val loss {metrics['val_loss']:.2f} nats/token (perplexity {metrics['val_ppl']:.0f}); token "
             f"frequencies alone score {unigram_baseline(out / 'tokenize'):.2f}, uniform over the vocabulary "
-            f"{math.log(50257):.2f}")
+            f"{math.log(GPT2_N_VOCAB):.2f}")
         summary, samples = finetune_and_sample(out, args.finetune_steps, args.seed)
         say(f"fine-tuned it on QA and dialogue for {args.finetune_steps} steps: "
             + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()

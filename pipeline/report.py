@@ -192,7 +192,9 @@ def last_document_stage(corpus: Dir) -> tuple[str, str] | None:
 
 def hosts_section(corpus: Dir) -> Section:
     blocks = []
-    sources = [("urls", "URL table")] + [s for s in [last_document_stage(corpus)] if s]
+    sources = [("urls", "URL table")]
+    if (documents := last_document_stage(corpus)) is not None:
+        sources.append(documents)
     for column, noun in (("host", "host"), ("subreddits", "subreddit")):
         for stage, label in sources:
             values = read_column(corpus, stage, column)

@@ -122,15 +122,9 @@ def test_runs_as_a_module():
         proc.wait(timeout=10)
 
 
-def shingles(text: str) -> set[tuple[str, ...]]:
-    from pipeline.dedup import normalised_text
-
-    words = normalised_text(text).split()
-    return {tuple(words[i:i + 5]) for i in range(len(words) - 4)}
-
-
 def test_near_duplicates_stubs_and_foreign_pages(web):
     """What the corpus stages after the crawl are tested with: each page is served, and is what it claims to be."""
+    from jobs.dupgen import shingle_set
     from pipeline.langid import detect_language
     from pipeline.tokenizer import gpt2_encoding
 
@@ -138,7 +132,7 @@ def test_near_duplicates_stubs_and_foreign_pages(web):
         host = web.host_name(k + 1)
         _, source = web.article(web.host_name(k), k)
         title, text = web.syndicated(host, k)
-        jaccard = len(shingles(source) & shingles(text)) / len(shingles(source) | shingles(text))
+        jaccard = len(shingle_set(source) & shingle_set(text)) / len(shingle_set(source) | shingle_set(text))
         assert 0.6 < jaccard < 0.95, jaccard  # a near duplicate at the dedup threshold of 0.5, not an exact one
         resp, body = get(web, host, f"/syndicated/{k}")
         assert resp.status == 200 and text.split("\n\n")[-1] in body.decode()
