@@ -1,15 +1,22 @@
 """The `webtext` command: one subcommand per stage or job, each implemented by a module in `jobs/`.
 
 A job module exposes `add_arguments(parser)` and `run(args) -> int`, and `main()` for `python -m jobs.X`; the CLI
-imports only the module of the subcommand that is run. Expected failures (bad config, missing input, unreadable
-file) end with one line naming what is wrong and exit code 2, not a traceback.
+imports only the module of the subcommand that is run. Every failure a user can cause or meet (bad config, bad or
+missing input, an output held by another command, an `--out` that is a file, a read-only or full disk) ends with
+one line naming what is wrong and exit code 2, caught here once (pipeline/errors.py says which errors those are);
+`--verbose` or WEBTEXT_VERBOSE=1 adds the traceback (a Ray task's own included). Anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
+
+from pipeline.errors import WebtextError, user_message
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -28,23 +35,30 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class UserError(Exception):
+class UserError(WebtextError):
     """An error the user can fix; printed as one line."""
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    from pipeline.config import ConfigError
-    from pipeline.runner import StageError
+VERBOSE_ENV = "WEBTEXT_VERBOSE"
 
-    return (UserError, ConfigError, StageError, FileNotFoundError)
+
+def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true",
+                        help=f"on an error, print its traceback too (or set {VERBOSE_ENV}=1)")
 
 
 def run_module(module_name: str, args: argparse.Namespace) -> int:
     module = importlib.import_module(module_name)
+    verbose = getattr(args, "verbose", False) or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
     try:
         return module.run(args) or 0
-    except user_errors() as err:
-        print(f"webtext: error: {err}", file=sys.stderr)
+    except Exception as err:
+        message = user_message(err)
+        if message is None:
+            raise
+        if verbose:
+            traceback.print_exc()
+        print(f"webtext: error: {message}", file=sys.stderr)
         return 2
 
 
@@ -53,6 +67,7 @@ def module_main(module_name: str, argv: list[str] | None = None) -> int:
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"python -m {module_name}", description=module.__doc__)
     module.add_arguments(parser)
+    add_verbose_argument(parser)
     return run_module(module_name, parser.parse_args(argv))
 
 
@@ -65,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         # Only the chosen subcommand's module is imported (torch and ray are slow to import).
         if argv and argv[0] == name:
             importlib.import_module(module_name).add_arguments(sub_parser)
+            add_verbose_argument(sub_parser)
     args = parser.parse_args(argv)
     return run_module(COMMANDS[args.command][0], args)
 

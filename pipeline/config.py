@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from pipeline.errors import ConfigError
+
+__all__ = ["Config", "ConfigError", "load_config", "parse_override"]
+
 T = TypeVar("T", bound="Config")
-
-
-class ConfigError(ValueError):
-    """A config a user wrote is wrong; the message names the file and key."""
 
 
 class Config(BaseModel):

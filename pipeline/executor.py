@@ -8,6 +8,7 @@ Ray port lets anyone who reaches it run code). With an address it joins that clu
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -62,7 +63,7 @@ def run_on_ray(fn: Callable[[T], R], items: Iterable[T], num_cpus: float = 1, ma
     """Run `fn` over `items` as Ray tasks, yielding results as they finish (not in order).
 
     Retries cover lost workers; an exception raised by `fn` itself is not retried and is re-raised here as
-    the original exception type, so user-facing errors keep their message.
+    the original exception itself (see `unwrap`), so user-facing errors keep their type and one-line message.
     """
     import ray
 
@@ -75,10 +76,29 @@ def run_on_ray(fn: Callable[[T], R], items: Iterable[T], num_cpus: float = 1, ma
             try:
                 yield ray.get(done[0])
             except ray.exceptions.RayTaskError as err:
-                raise err.as_instanceof_cause() from None
+                raise unwrap(err) from None
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def unwrap(err: BaseException) -> BaseException:
+    """The exception a Ray task raised, without Ray's wrapper: its message alone, as raised; the remote traceback
+    (without colour codes) is kept as a note, which a traceback shows (`--verbose`) and a one-line message does not."""
+    import ray
+
+    while isinstance(err, ray.exceptions.RayTaskError) and isinstance(err.cause, BaseException):
+        # ray.get raises a subclass of both RayTaskError and the cause's class whose message is the whole
+        # coloured remote traceback; its attributes other than `cause` are the cause's.
+        remote = ANSI_ESCAPE.sub("", vars(err).get("traceback_str") or str(err)).rstrip()
+        err = err.cause
+        note = f"raised in a Ray task:\n{remote}"
+        if remote and note not in getattr(err, "__notes__", ()):
+            err.add_note(note)
+    return err
 
 
 def _apply(fn: Callable[[T], R], item: T) -> R:

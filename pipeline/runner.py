@@ -10,10 +10,15 @@ that reads its inputs and writes through a `TaskContext`. The runner owns everyt
     <out>/<stage>/_resume/<plan>/<task>/    checkpoints of a task not yet done (kept across a kill while the
                                            plan holds, so a long task can continue; removed when the stage ends)
     <out>/<stage>/_manifest.json            inputs, config, code version, parts with checksums, funnel; written last
+    <out>/<stage>/_lock                     the run that writes the output now (pipeline/lock.py); never output
 
-A stage whose manifest carries the current plan hash (stage, version, config, inputs) is skipped. Otherwise tasks
-whose marker carries the current plan hash are kept and the others rerun, after every file that no current marker
-lists has been deleted: a run killed at any point and rerun gives exactly the output of an uninterrupted run.
+A stage whose manifest carries the current plan hash (stage, version, config, inputs) is skipped. Otherwise the
+stage is planned first: every phase's `tasks()` opens and checks the inputs and builds every task, and only when
+that has succeeded is the output touched, so a command refused for its inputs leaves the previous output
+byte-identical. Then the runner takes the output's lock (a second command on it is refused), keeps the tasks whose
+marker carries the current plan hash and reruns the others, after every file that no current marker lists has been
+deleted: a run killed at any point and rerun gives exactly the output of an uninterrupted run. Every file a task
+commits is fenced: it is renamed into place only while the lock still names the task's run and its driver lives.
 """
 
 from __future__ import annotations
@@ -35,18 +40,18 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.config import Config
+from pipeline.errors import StageError
 from pipeline.executor import connect_ray, run_tasks
+from pipeline.lock import Fence, OutputLock, is_lock_file
 from pipeline.storage import TMP_PREFIX, Dir, InputFile
+
+__all__ = ["Stage", "StageError", "StageResult", "RunOptions", "TaskContext", "run_stage", "format_funnel"]
 
 MANIFEST = "_manifest.json"
 TASKS_DIR = "_tasks"
 REJECTED_DIR = "_rejected"
 WORK_DIR = "_work"
 RESUME_DIR = "_resume"
-
-
-class StageError(RuntimeError):
-    """A failure a user can act on (an unreadable input, an inconsistent output); the message names the file."""
 
 
 def code_version() -> str:
@@ -70,7 +75,11 @@ class Stage(ABC):
 
     @abstractmethod
     def tasks(self, phase: str, inputs: list[InputFile]) -> list[Any]:
-        """The payloads of `phase`'s tasks, one per task, in a deterministic order (the task index)."""
+        """The payloads of `phase`'s tasks, one per task, in a deterministic order (the task index).
+
+        Called for every phase before any task runs and before the output is touched, from the inputs and the
+        config alone: raise `StageError` here for inputs that cannot work (wrong kind, unreadable, missing
+        columns, a missing tokenizer file), so that such a command leaves the previous output as it was."""
 
     @abstractmethod
     def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:
@@ -86,6 +95,7 @@ class TaskContext:
     index: int
     is_final_phase: bool
     plan: str = ""
+    fence: Fence | None = None  # checked before every commit: the run still holds the output
     files: dict[str, dict] = field(default_factory=dict)
     counters: Counter = field(default_factory=Counter)
     _rejected_writer: Any = None
@@ -119,12 +129,17 @@ class TaskContext:
         self.count("out", table.num_rows)
 
     def write_table(self, name: str, table: pa.Table) -> None:
-        self.out.write_parquet(name, table)
+        self.out.write_parquet(name, table, before_commit=self.check_fence)
         self._record(name, rows=table.num_rows)
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        self.out.write_bytes(name, data)
+        self.out.write_bytes(name, data, before_commit=self.check_fence)
         self._record(name, sha256=hashlib.sha256(data).hexdigest())
+
+    def check_fence(self) -> None:
+        """Raise FencedError if this task's run no longer holds the output (its driver died, or it was taken over)."""
+        if self.fence is not None:
+            self.fence.check()
 
     @contextmanager
     def open_output(self, name: str) -> Iterator[Any]:
@@ -133,9 +148,11 @@ class TaskContext:
         parent, _, base = final.rpartition("/")
         fs.create_dir(parent, recursive=True)
         tmp = f"{parent}/{TMP_PREFIX}{base}"
-        with fs.open_output_stream(tmp, compression=None) as stream:
-            yield stream
-        fs.move(tmp, final)
+        with self.out.removed_on_error(tmp):
+            with fs.open_output_stream(tmp, compression=None) as stream:
+                yield stream
+            self.check_fence()
+            fs.move(tmp, final)
         self._record(name)
 
     def reject(self, table: pa.Table) -> None:
@@ -161,10 +178,25 @@ class TaskContext:
 
     def finish(self) -> None:
         if self._rejected_writer is not None:
-            self._rejected_writer.close()
-            self._rejected_stream.close()
-            self.out.fs.move(self._rejected_tmp, self.out.path(self._rejected_name))
+            with self.out.removed_on_error(self._rejected_tmp):
+                self._rejected_writer.close()
+                self._rejected_stream.close()
+                self.check_fence()
+                self.out.fs.move(self._rejected_tmp, self.out.path(self._rejected_name))
             self._record(self._rejected_name)
+
+    def abort(self) -> None:
+        """After a failed task: close and delete the rejected records' temporary (nothing half-written stays)."""
+        if self._rejected_writer is not None:
+            for closing in (self._rejected_writer.close, self._rejected_stream.close):
+                try:
+                    closing()
+                except Exception:  # the error that failed the task (e.g. a full disk) may fail these too
+                    pass
+            try:
+                self.out.fs.delete_file(self._rejected_tmp)
+            except OSError:
+                pass
 
     def _record(self, name: str, rows: int | None = None, sha256: str | None = None) -> None:
         """List a written file in the task's marker; output parts get their checksum here, on the worker."""
@@ -210,21 +242,30 @@ def plan_hash(stage: Stage, inputs: list[InputFile]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _execute(stage: Stage, out: Dir, phase: str, is_final: bool, plan: str, index: int, payload: Any) -> dict:
-    """One task, wherever it runs: run it, then write its done marker last."""
-    ctx = TaskContext(out=out, phase=phase, index=index, is_final_phase=is_final, plan=plan)
-    stage.run_task(phase, index, payload, ctx)
-    ctx.finish()
+def _execute(stage: Stage, out: Dir, phase: str, is_final: bool, plan: str, fence: Fence | None, index: int,
+             payload: Any) -> dict:
+    """One task, wherever it runs: run it, then write its done marker last (fenced, like every file it commits)."""
+    ctx = TaskContext(out=out, phase=phase, index=index, is_final_phase=is_final, plan=plan, fence=fence)
+    try:
+        stage.run_task(phase, index, payload, ctx)
+        ctx.finish()
+    except BaseException:
+        ctx.abort()
+        raise
     marker = {"plan": plan, "counters": dict(ctx.counters), "files": ctx.files}
-    out.write_json(f"{TASKS_DIR}/{ctx.task_id}.json", marker)
+    out.write_bytes(f"{TASKS_DIR}/{ctx.task_id}.json", _json_bytes(marker), before_commit=ctx.check_fence)
     return marker
+
+
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 
 class _TaskCall:
     """A picklable callable for the executor: (index, payload) -> marker."""
 
-    def __init__(self, stage: Stage, out: Dir, phase: str, is_final: bool, plan: str):
-        self.args = (stage, out, phase, is_final, plan)
+    def __init__(self, stage: Stage, out: Dir, phase: str, is_final: bool, plan: str, fence: Fence | None):
+        self.args = (stage, out, phase, is_final, plan, fence)
 
     def __call__(self, item: tuple[int, Any]) -> dict:
         return _execute(*self.args, *item)
@@ -255,6 +296,8 @@ def _prune(out: Dir, markers: dict[str, dict], plan: str = "") -> None:
         if info.type != pafs.FileType.File:
             continue
         rel = info.path[len(out.path()) + 1 :]
+        if is_lock_file(rel):
+            continue  # the live lock of this run
         if resumable and rel.startswith(resumable) and rel[len(resumable):].split("/", 1)[0] not in markers:
             if not info.base_name.startswith(TMP_PREFIX):
                 continue
@@ -288,38 +331,54 @@ def funnel_of(stage: Stage, markers: list[dict]) -> dict[str, int]:
 
 
 def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: RunOptions = RunOptions()) -> StageResult:
-    """Run `stage` over `inputs` into `<out_root>/<stage.name>/`, skipping or resuming as the markers allow."""
+    """Run `stage` over `inputs` into `<out_root>/<stage.name>/`, skipping or resuming as the markers allow.
+
+    Nothing under the output changes until every phase is planned (inputs opened and checked, tasks built), the
+    executor is reachable and this command holds the output's lock."""
     out = Dir(out_root).sub(stage.name)
     plan = plan_hash(stage, inputs)
-    if not options.force and out.exists(MANIFEST):
-        manifest = out.read_json(MANIFEST)
-        if manifest.get("plan") == plan:
-            if not options.quiet:
-                print(f"{stage.name}: up to date ({out.location}), skipped", file=sys.stderr)
-            return StageResult(stage.name, True, manifest)
-    started = time.time()
-    out.makedirs()
-    out.delete(MANIFEST)
-    markers = {} if options.force else _valid_markers(out, plan)
-    _prune(out, markers, plan)
+    if (current := _current(stage, out, plan, options)) is not None:
+        return current
+    planned = [(phase, stage.tasks(phase, inputs)) for phase in stage.phases]
     if options.executor == "ray":
         connect_ray(options.address, options.num_cpus)
-    for phase in stage.phases:
-        is_final = phase == stage.phases[-1]
-        payloads = stage.tasks(phase, inputs)
-        todo = [(i, p) for i, p in enumerate(payloads) if f"{phase}-{i:05d}" not in markers]
-        call = _TaskCall(stage, out, phase, is_final, plan)
-        results = run_tasks(call, todo, options.executor, num_cpus=options.task_cpus)
-        for _ in _progress(results, len(todo), f"{stage.name}:{phase}", len(payloads) - len(todo), options):
-            pass  # each task writes its own outputs and marker; the markers are read back below
-        markers = _valid_markers(out, plan)
-    out.delete(RESUME_DIR)
-    if not options.keep_work:  # every task is done: no later phase reads them again
-        out.delete(WORK_DIR)
-    task_markers = [m for task_id, m in sorted(markers.items())]
-    manifest = _manifest(stage, inputs, plan, task_markers, time.time() - started)
-    out.write_json(MANIFEST, manifest)
+    with OutputLock(out) as fence:
+        if (current := _current(stage, out, plan, options)) is not None:
+            return current  # another command finished it while we planned
+        started = time.time()
+        out.delete(MANIFEST)
+        markers = {} if options.force else _valid_markers(out, plan)
+        _prune(out, markers, plan)
+        for phase, payloads in planned:
+            is_final = phase == stage.phases[-1]
+            todo = [(i, p) for i, p in enumerate(payloads) if f"{phase}-{i:05d}" not in markers]
+            call = _TaskCall(stage, out, phase, is_final, plan, fence)
+            results = run_tasks(call, todo, options.executor, num_cpus=options.task_cpus)
+            for _ in _progress(results, len(todo), f"{stage.name}:{phase}", len(payloads) - len(todo), options):
+                pass  # each task writes its own outputs and marker; the markers are read back below
+            markers = _valid_markers(out, plan)
+        out.delete(RESUME_DIR)
+        if not options.keep_work:  # every task is done: no later phase reads them again
+            out.delete(WORK_DIR)
+        task_markers = [m for task_id, m in sorted(markers.items())]
+        manifest = _manifest(stage, inputs, plan, task_markers, time.time() - started)
+        out.write_bytes(MANIFEST, _json_bytes(manifest), before_commit=fence.check)
     return StageResult(stage.name, False, manifest)
+
+
+def _current(stage: Stage, out: Dir, plan: str, options: RunOptions) -> StageResult | None:
+    """The result of a finished run of this very plan, if its manifest is there (and no rebuild is forced)."""
+    if options.force or not out.exists(MANIFEST):
+        return None
+    try:
+        manifest = out.read_json(MANIFEST)
+    except ValueError:  # a damaged manifest: the output is not known to be current, so the stage runs
+        return None
+    if manifest.get("plan") != plan:
+        return None
+    if not options.quiet:
+        print(f"{stage.name}: up to date ({out.location}), skipped", file=sys.stderr)
+    return StageResult(stage.name, True, manifest)
 
 
 def _progress(results, total: int, label: str, already: int, options: RunOptions):

@@ -12,6 +12,8 @@ import io
 import json
 import os
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import urlsplit, urlunsplit
@@ -79,23 +81,42 @@ class Dir:
     def exists(self, name: str) -> bool:
         return self.fs.get_file_info(self.path(name)).type != pafs.FileType.NotFound
 
-    def write_bytes(self, name: str, data: bytes) -> None:
-        """Write `data` to `name` under a temporary name first, so readers see all of it or nothing."""
+    def write_bytes(self, name: str, data: bytes, before_commit: Callable[[], None] | None = None) -> None:
+        """Write `data` to `name` under a temporary name first, so readers see all of it or nothing.
+
+        `before_commit` runs between the write and the rename and may refuse the commit by raising; on any error
+        (a full disk, a refused commit) the temporary is removed and `name` is left as it was."""
         final = self.path(name)
         parent, _, base = final.rpartition("/")
         self.fs.create_dir(parent, recursive=True)
         tmp = f"{parent}/{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{base}"
-        with self.fs.open_output_stream(tmp, compression=None) as out:
-            out.write(data)
-        self.fs.move(tmp, final)
+        with self.removed_on_error(tmp):
+            with self.fs.open_output_stream(tmp, compression=None) as out:
+                out.write(data)
+            if before_commit is not None:
+                before_commit()
+            self.fs.move(tmp, final)
+
+    @contextmanager
+    def removed_on_error(self, path: str) -> Iterator[None]:
+        """Delete the file at `path` (a temporary) if the block raises."""
+        try:
+            yield
+        except BaseException:
+            try:
+                self.fs.delete_file(path)
+            except OSError:
+                pass
+            raise
 
     def write_json(self, name: str, obj) -> None:
         self.write_bytes(name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
-    def write_parquet(self, name: str, table: pa.Table, compression: str = "zstd") -> None:
+    def write_parquet(self, name: str, table: pa.Table, compression: str = "zstd",
+                      before_commit: Callable[[], None] | None = None) -> None:
         sink = io.BytesIO()
         pq.write_table(table, sink, compression=compression)
-        self.write_bytes(name, sink.getvalue())
+        self.write_bytes(name, sink.getvalue(), before_commit)
 
     def read_bytes(self, name: str) -> bytes:
         with self.fs.open_input_stream(self.path(name), compression=None) as f:

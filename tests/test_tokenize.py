@@ -204,7 +204,7 @@ def test_unreadable_or_foreign_inputs_are_named(tmp_path):
 
 
 def test_a_vocabulary_that_cannot_be_checked_is_a_stage_error(tmp_path):
-    with pytest.raises(StageError, match="GPT-2 vocabulary not found"):
+    with pytest.raises(StageError, match="GPT-2 vocabulary incomplete: no encoder.json and no vocab.bpe"):
         run(write_parts(tmp_path / "docs", make_docs(5), 1), tmp_path / "out", tokenizer={"path": str(tmp_path)})
 
 

@@ -97,6 +97,9 @@ def test_altered_vocabulary_is_refused(tmp_path):
 def test_missing_vocabulary_names_the_files(tmp_path):
     with pytest.raises(TokenizerError, match="encoder.json"):
         gpt2_files(tmp_path)
+    missing = tmp_path / "gone" / "gpt2.tiktoken"  # a file that is not there is named as the file, not a directory
+    with pytest.raises(TokenizerError, match=rf"^{missing}: no such file \(the GPT-2 vocabulary"):
+        gpt2_files(missing)
     (tmp_path / "other.txt").write_text("x")
     with pytest.raises(TokenizerError, match="expected gpt2.tiktoken"):
         gpt2_files(tmp_path / "other.txt")
