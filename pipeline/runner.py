@@ -43,7 +43,7 @@ from pipeline.config import Config
 from pipeline.errors import StageError
 from pipeline.executor import connect_ray, run_tasks
 from pipeline.lock import Fence, OutputLock, is_lock_file
-from pipeline.storage import TMP_PREFIX, Dir, InputFile
+from pipeline.storage import TMP_PREFIX, Dir, InputFile, naming
 
 __all__ = ["Stage", "StageError", "StageResult", "RunOptions", "TaskContext", "run_stage", "format_funnel"]
 
@@ -148,7 +148,7 @@ class TaskContext:
         parent, _, base = final.rpartition("/")
         fs.create_dir(parent, recursive=True)
         tmp = f"{parent}/{TMP_PREFIX}{base}"
-        with self.out.removed_on_error(tmp):
+        with self.out.removed_on_error(tmp, final):
             with fs.open_output_stream(tmp, compression=None) as stream:
                 yield stream
             self.check_fence()
@@ -168,7 +168,10 @@ class TaskContext:
             self._rejected_tmp = f"{parent}/{TMP_PREFIX}{base}"
             self._rejected_stream = self.out.fs.open_output_stream(self._rejected_tmp, compression=None)
             self._rejected_writer = pq.ParquetWriter(self._rejected_stream, table.schema, compression="zstd")
-        self._rejected_writer.write_table(table.cast(self._rejected_writer.schema))
+        try:
+            self._rejected_writer.write_table(table.cast(self._rejected_writer.schema))
+        except OSError as err:
+            raise naming(err, self.out.path(self._rejected_name)) from None
         for reason, n in Counter(table.column("reason").to_pylist()).items():
             self.counters[f"rejected:{reason}"] += n
 
@@ -178,7 +181,7 @@ class TaskContext:
 
     def finish(self) -> None:
         if self._rejected_writer is not None:
-            with self.out.removed_on_error(self._rejected_tmp):
+            with self.out.removed_on_error(self._rejected_tmp, self.out.path(self._rejected_name)):
                 self._rejected_writer.close()
                 self._rejected_stream.close()
                 self.check_fence()

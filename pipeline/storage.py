@@ -90,7 +90,7 @@ class Dir:
         parent, _, base = final.rpartition("/")
         self.fs.create_dir(parent, recursive=True)
         tmp = f"{parent}/{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{base}"
-        with self.removed_on_error(tmp):
+        with self.removed_on_error(tmp, final):
             with self.fs.open_output_stream(tmp, compression=None) as out:
                 out.write(data)
             if before_commit is not None:
@@ -98,15 +98,18 @@ class Dir:
             self.fs.move(tmp, final)
 
     @contextmanager
-    def removed_on_error(self, path: str) -> Iterator[None]:
-        """Delete the file at `path` (a temporary) if the block raises."""
+    def removed_on_error(self, path: str, final: str) -> Iterator[None]:
+        """Delete the file at `path` (the temporary of `final`) if the block raises; an OSError that names no
+        file (pyarrow's "Error writing bytes to file" on a full disk) is raised again naming `final`."""
         try:
             yield
-        except BaseException:
+        except BaseException as err:
             try:
                 self.fs.delete_file(path)
             except OSError:
                 pass
+            if isinstance(err, OSError):
+                raise naming(err, final)
             raise
 
     def write_json(self, name: str, obj) -> None:
@@ -152,6 +155,16 @@ class Dir:
         for info in self.fs.get_file_info(pafs.FileSelector(self.path(), recursive=True)):
             if info.type == pafs.FileType.File and info.base_name.startswith(TMP_PREFIX):
                 self.fs.delete_file(info.path)
+
+
+def naming(err: OSError, path: str) -> OSError:
+    """`err` with `path` as its file when it names none (pyarrow's "Error writing bytes to file" on a full disk),
+    so that the one-line message says which file could not be written."""
+    if err.errno is None or err.filename is not None:
+        return err
+    named = OSError(err.errno, os.strerror(err.errno), path)
+    named.__cause__ = err
+    return named
 
 
 @dataclass(frozen=True, order=True)
