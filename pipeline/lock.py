@@ -62,23 +62,34 @@ class Holder:
         return self.expires < time.time()
 
 
-def process_start(pid: int) -> str | None:
-    """The start time of process `pid` in clock ticks since boot (Linux), so a reused pid is not taken for it."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name: state, ppid, ... (Linux); None elsewhere or when gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
+            return f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
 
 
+def process_start(pid: int) -> str | None:
+    """The start time of process `pid` in clock ticks since boot (Linux), so a reused pid is not taken for it."""
+    stat = _proc_stat(pid)
+    return stat[19] if stat and len(stat) > 19 else None
+
+
 def process_alive(pid: int, started: str | None = None) -> bool:
+    """Whether `pid` runs (a killed process not yet reaped by its parent counts as gone) and is the process that
+    started at `started`."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
-    return started is None or process_start(pid) in (None, started)
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True  # no /proc: the signal check is all there is
+    return stat[0] not in ("Z", "X") and (started is None or stat[19] == started)
 
 
 def _parse(data: bytes) -> Holder | None:
@@ -174,9 +185,8 @@ class OutputLock:
                 f.flush()
                 os.fsync(f.fileno())
             return True
-        current = _read(self.out)
-        if current is not None and not current.is_stale():
-            return False
+        if _read(self.out) is not None:
+            return False  # live: refused; stale: taken over, then tried again
         self.out.write_bytes(LOCK_NAME, self._content())
         time.sleep(SETTLE_SECONDS)
         current = _read(self.out)
