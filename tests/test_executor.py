@@ -6,7 +6,9 @@ import ipaddress
 import os
 
 import psutil
+import pytest
 
+from pipeline.errors import StageError
 from pipeline.executor import LOOPBACK_ENV, run_tasks
 
 
@@ -43,3 +45,15 @@ def test_embedded_ray_listens_on_loopback_only(ray_session):
     assert listening, "Ray should be listening somewhere"
     exposed = [entry for entry in listening if not is_loopback(entry[1])]
     assert exposed == []
+
+
+def refuse(x: int) -> int:
+    raise StageError(f"item {x}: refused")
+
+
+def test_a_task_error_comes_back_as_the_exception_the_task_raised(ray_session):
+    with pytest.raises(StageError) as raised:
+        list(run_tasks(refuse, [7], "ray"))
+    assert type(raised.value) is StageError and str(raised.value) == "item 7: refused"
+    notes = "\n".join(raised.value.__notes__)  # the remote traceback, for --verbose, without colour codes
+    assert "raised in a Ray task" in notes and "in refuse" in notes and "\x1b[" not in notes

@@ -179,6 +179,24 @@ def test_an_out_that_is_a_file_is_one_line(tmp_path, capsys):
     assert out.read_text() == "a file, not a directory"
 
 
+def test_the_errors_a_user_meets_are_one_line_naming_the_path(tmp_path):
+    import pyarrow.fs as pafs
+
+    from pipeline.errors import user_message
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError) as raised:  # pyarrow's own OSError: the path is in its message only
+        pafs.LocalFileSystem().create_dir(str(tmp_path / "file" / "urls"))
+    assert user_message(raised.value) == f"{tmp_path}/file/urls: a path component is a file, not a directory"
+    (tmp_path / "bad.parquet").write_bytes(b"garbage")
+    with pytest.raises(pa.ArrowInvalid) as raised:
+        pq.read_table(tmp_path / "bad.parquet")
+    message = user_message(raised.value)
+    assert message.startswith("not a valid Arrow/Parquet input: ") and "bad.parquet" in message
+    assert user_message(OSError(errno.EROFS, "Read-only file system", "/o/_lock")) == "/o/_lock: read-only file system"
+    assert user_message(KeyError("a bug")) is None  # keeps its traceback
+
+
 # --- a disk that refuses: read-only, full ------------------------------------------------------------------------
 
 def mount_namespace_available() -> bool:
