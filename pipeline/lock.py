@@ -1,12 +1,12 @@
 """One writer per stage output: `<out>/<stage>/_lock`, and the fence that keeps a dead run's tasks from writing.
 
-The lock is a small JSON object: the run id, host, pid (and the pid's start time, against pid reuse), command,
-start time and a lease expiry that a thread of the holder renews every `LEASE_SECONDS / 4`. A second command on
+The lock is a small JSON object: the run id, host, pid (with the pid's start time, against pid reuse, and its pid
+namespace and machine boot, where the pid means this process), command, start time and a lease expiry that a thread of the holder renews every `LEASE_SECONDS / 4`. A second command on
 the same output refuses at once with a `LockedError` naming the holder (it does not wait).
 
 - Local filesystem: created with O_CREAT|O_EXCL, so exactly one command gets it. A lock is stale when its holder
-  runs on this host and its process is gone, or when its lease has expired (a holder on another host sharing the
-  filesystem that stopped renewing). A stale lock is taken over with a warning; two commands taking over the same
+  runs on this machine (same pid namespace) and its process is gone, or when its lease has expired (a holder on
+  another machine or container sharing the filesystem that stopped renewing). A stale lock is taken over with a warning; two commands taking over the same
   stale lock race for `_lock.takeover-<run id>` (O_EXCL too), and only the winner removes it.
 - Object stores (s3://, gs://) have no create-if-absent in pyarrow: the lock is a lease object written after
   checking that none is live, then read back after `SETTLE_SECONDS`; the command whose lease is read back wins and
@@ -14,7 +14,7 @@ the same output refuses at once with a `LockedError` naming the holder (it does 
   lock guards against the usual mistakes (a second command minutes later, a dead holder), not a tight race.
 
 `Fence` is what a task carries: before it commits a file, it checks that the lock still names its run, that the
-driver holding it is alive (same host) and that the lease has not expired. A task of a killed driver, or of a run
+driver holding it is alive (same machine) and that the lease has not expired. A task of a killed driver, or of a run
 another command has taken over, then raises `FencedError` and commits nothing.
 """
 
@@ -46,6 +46,7 @@ class Holder:
     host: str
     pid: int
     pid_started: str | None
+    pid_space: str  # where `pid` means this process: see `pid_space()`
     command: str
     started: float
     expires: float
@@ -55,11 +56,22 @@ class Holder:
         return f"run {self.run_id} (pid {self.pid} on {self.host}, since {since}: {self.command})"
 
     def is_stale(self) -> bool:
-        """On this host: its process is gone (a live one keeps it however long it stalls); elsewhere: its lease
-        expired."""
-        if self.host == socket.gethostname():
+        """Where its pid can be checked: its process is gone (a live one keeps it however long it stalls);
+        elsewhere (another machine or container): its lease expired."""
+        if self.pid_space == pid_space():
             return not process_alive(self.pid, self.pid_started)
         return self.expires < time.time()
+
+
+def pid_space() -> str:
+    """The machine boot and pid namespace this process runs in: pids compare only within one (a container on
+    the same host, or with the same hostname, has pids of its own)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return socket.gethostname()
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -109,7 +121,7 @@ def _read(out: Dir) -> Holder | None:
     if holder is None:  # written by O_EXCL create + write: empty for an instant, or forever if killed in between
         info = out.fs.get_file_info(out.path(LOCK_NAME))
         age = time.time() - (info.mtime_ns or 0) / 1e9
-        return Holder("unknown", "an unknown host", -1, None, "an unreadable lock", time.time(),
+        return Holder("unknown", "an unknown host", -1, None, "unknown", "an unreadable lock", time.time(),
                       expires=time.time() - 1 if age > 10 else time.time() + 10)
     return holder
 
@@ -140,7 +152,7 @@ class OutputLock:
         self.out = out
         self.lease_seconds = lease_seconds
         self.holder = Holder(uuid.uuid4().hex[:12], socket.gethostname(), os.getpid(), process_start(os.getpid()),
-                             command or " ".join(sys.argv)[:200], time.time(), 0.0)
+                             pid_space(), command or " ".join(sys.argv)[:200], time.time(), 0.0)
         self.local = isinstance(out.fs, pafs.LocalFileSystem)
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
