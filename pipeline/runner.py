@@ -256,12 +256,8 @@ def _execute(stage: Stage, out: Dir, phase: str, is_final: bool, plan: str, fenc
         ctx.abort()
         raise
     marker = {"plan": plan, "counters": dict(ctx.counters), "files": ctx.files}
-    out.write_bytes(f"{TASKS_DIR}/{ctx.task_id}.json", _json_bytes(marker), before_commit=ctx.check_fence)
+    out.write_json(f"{TASKS_DIR}/{ctx.task_id}.json", marker, before_commit=ctx.check_fence)
     return marker
-
-
-def _json_bytes(obj) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 
 class _TaskCall:
@@ -365,7 +361,7 @@ def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: Run
             out.delete(WORK_DIR)
         task_markers = [m for task_id, m in sorted(markers.items())]
         manifest = _manifest(stage, inputs, plan, task_markers, time.time() - started)
-        out.write_bytes(MANIFEST, _json_bytes(manifest), before_commit=fence.check)
+        out.write_json(MANIFEST, manifest, before_commit=fence.check)
     return StageResult(stage.name, False, manifest)
 
 

@@ -112,8 +112,8 @@ class Dir:
                 raise naming(err, final)
             raise
 
-    def write_json(self, name: str, obj) -> None:
-        self.write_bytes(name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    def write_json(self, name: str, obj, before_commit: Callable[[], None] | None = None) -> None:
+        self.write_bytes(name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), before_commit)
 
     def write_parquet(self, name: str, table: pa.Table, compression: str = "zstd",
                       before_commit: Callable[[], None] | None = None) -> None:

@@ -39,7 +39,8 @@ from pipeline.documents import read_parquet
 from pipeline.runner import Stage, StageError, TaskContext
 from pipeline.shards import HEADER_BYTES, INDEX_NAME, MAGIC, TOKEN_DTYPE, VERSION, shard_header
 from pipeline.storage import InputFile, filesystem
-from pipeline.tokenizer import Tokenizer, TokenizerError, bpe_from_json, bpe_tokenizer, gpt2_tokenizer, train_bpe
+from pipeline.tokenizer import (Tokenizer, TokenizerError, bpe_from_json, bpe_tokenizer, gpt2_files, gpt2_tokenizer,
+                                train_bpe)
 
 SPLITS = ("train", "val")
 INPUT_COLUMNS = ["doc_id", "text"]
@@ -119,8 +120,13 @@ class TokenizeStage(Stage):
         """At plan time, before the output is touched: the configured tokenizer loads (its files are there and
         unaltered) and every part is a readable Parquet table with `doc_id` and `text` (its footer only)."""
         tok = self.config.tokenizer
-        if not (tok.kind == "bpe" and tok.path is None):
-            self._load_tokenizer(None, "")
+        if tok.kind == "gpt2":
+            try:
+                gpt2_files(tok.path)  # present and sha256-checked; the tasks load them
+            except TokenizerError as err:
+                raise StageError(f"tokenize: {err}") from None
+        elif tok.path is not None:
+            self._load_tokenizer(None, "")  # a tokenizer.json of the user's: small, and its size must fit uint16
         for part in parts:
             with _document_file(part, INPUT_COLUMNS):
                 pass

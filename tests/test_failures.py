@@ -120,6 +120,11 @@ def tokenize_altered_tokenizer(root: Path) -> tuple[list[str], list[str]]:
     return args, [*args, "--set", f"tokenizer.path={altered}"]
 
 
+def tokenize_missing_bpe_file(root: Path) -> tuple[list[str], list[str]]:
+    args = ["tokenize", "--docs", str(docs_dir(root)), "--set", "shard_tokens=256"]
+    return args, [*args, "--set", "tokenizer.kind=bpe", "--set", f"tokenizer.path={root / 'gone.json'}"]
+
+
 def tokenize_garbage_parquet(root: Path) -> tuple[list[str], list[str]]:
     docs = docs_dir(root)
     bad = root / "bad-docs"
@@ -141,6 +146,7 @@ CASES = {
     "extract-text-named-warc (i12b)": (extract_fake_warc_inputs, "fake.warc.gz"),
     "tokenize-missing-tokenizer": (tokenize_missing_tokenizer, "gone/gpt2.tiktoken: no such file"),
     "tokenize-altered-tokenizer": (tokenize_altered_tokenizer, "vocab.bpe: sha256"),
+    "tokenize-missing-bpe-file": (tokenize_missing_bpe_file, "gone.json: cannot read tokenizer"),
     "tokenize-garbage-parquet": (tokenize_garbage_parquet, "part-00001.parquet: not a readable Parquet file"),
 }
 
