@@ -206,9 +206,8 @@ class OutputLock:
 
     def _take_over(self, stale: Holder) -> None:
         """Remove a stale lock, exactly once however many commands found it stale (local); then create ours."""
-        print(f"webtext: warning: {self.out.uri(LOCK_NAME)}: taking over the stale lock of {stale.describe()}",
-              file=sys.stderr)
         if not self.local:
+            self._warn_takeover(stale)
             self.out.delete(LOCK_NAME)
             return
         marker = self.out.path(f"{TAKEOVER_PREFIX}{stale.run_id}")
@@ -222,9 +221,14 @@ class OutputLock:
         try:
             current = _read(self.out)
             if current is not None and current.run_id == stale.run_id:
+                self._warn_takeover(stale)
                 os.unlink(self.out.path(LOCK_NAME))
         finally:
             os.unlink(marker)
+
+    def _warn_takeover(self, stale: Holder) -> None:
+        print(f"webtext: warning: {self.out.uri(LOCK_NAME)}: taking over the stale lock of {stale.describe()}",
+              file=sys.stderr)
 
     def _renew(self) -> None:
         while not self._stop.wait(self.lease_seconds / 4):
