@@ -25,7 +25,7 @@ from pipeline.config import Config
 from pipeline.errors import FencedError, LockedError
 from pipeline.lock import LOCK_NAME, Fence, OutputLock, pid_space
 from pipeline.runner import RunOptions, Stage, run_stage
-from pipeline.storage import Dir, expand_inputs
+from pipeline.storage import Dir
 
 REPO = Path(__file__).resolve().parents[1]
 
