@@ -13,8 +13,8 @@ that reads its inputs and writes through a `TaskContext`. The runner owns everyt
     <out>/<stage>/_lock                     the run that writes the output now (pipeline/lock.py); never output
 
 A stage whose manifest carries the current plan hash (stage, version, config, inputs) is skipped. Otherwise the
-stage is planned first: every phase's `tasks()` opens and checks the inputs and builds every task, and only when
-that has succeeded is the output touched, so a command refused for its inputs leaves the previous output
+stage is planned first: `check_inputs()` opens and checks the inputs and every phase's `tasks()` builds its tasks,
+and only when that has succeeded is the output touched, so a command refused for its inputs leaves the previous output
 byte-identical. Then the runner takes the output's lock (a second command on it is refused), keeps the tasks whose
 marker carries the current plan hash and reruns the others, after every file that no current marker lists has been
 deleted: a run killed at any point and rerun gives exactly the output of an uninterrupted run. Every file a task
@@ -73,13 +73,18 @@ class Stage(ABC):
     def __init__(self, config: Config):
         self.config = config
 
+    def check_inputs(self, inputs: list[InputFile]) -> None:
+        """Raise `StageError` for inputs or a config that cannot work (wrong kind of file, unreadable, missing
+        columns, a missing tokenizer file), cheaply (headers, footers, sizes). Called once, before `tasks` and
+        before the output is touched, so that such a command leaves the previous output as it was."""
+
     @abstractmethod
     def tasks(self, phase: str, inputs: list[InputFile]) -> list[Any]:
         """The payloads of `phase`'s tasks, one per task, in a deterministic order (the task index).
 
         Called for every phase before any task runs and before the output is touched, from the inputs and the
-        config alone: raise `StageError` here for inputs that cannot work (wrong kind, unreadable, missing
-        columns, a missing tokenizer file), so that such a command leaves the previous output as it was."""
+        config alone (not from what an earlier phase writes); a `StageError` raised here leaves the output as
+        it was, like one from `check_inputs`."""
 
     @abstractmethod
     def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:
@@ -338,6 +343,7 @@ def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: Run
     plan = plan_hash(stage, inputs)
     if (current := _current(stage, out, plan, options)) is not None:
         return current
+    stage.check_inputs(inputs)
     planned = [(phase, stage.tasks(phase, inputs)) for phase in stage.phases]
     if options.executor == "ray":
         connect_ray(options.address, options.num_cpus)

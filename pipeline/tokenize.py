@@ -96,11 +96,8 @@ class TokenizeStage(Stage):
     config: TokenizeConfig
 
     def tasks(self, phase: str, inputs: list[InputFile]) -> list[Any]:
-        parts = [f for f in inputs if f.name.endswith(".parquet")]
-        if not parts:
-            raise StageError("tokenize: no document Parquet files among the inputs")
+        parts = _parts(inputs)
         if phase == "tokenizer":
-            self.check_inputs(parts)
             tok = self.config.tokenizer
             return [parts] if tok.kind == "bpe" and tok.path is None else []
         if phase == "encode":
@@ -116,9 +113,11 @@ class TokenizeStage(Stage):
             self._write_shards(index, payload, ctx)
 
     # -- plan -----------------------------------------------------------------------------------------------
-    def check_inputs(self, parts: list[InputFile]) -> None:
-        """At plan time, before the output is touched: the configured tokenizer loads (its files are there and
-        unaltered) and every part is a readable Parquet table with `doc_id` and `text` (its footer only)."""
+    def check_inputs(self, inputs: list[InputFile]) -> None:
+        """Before the output is touched: the configured tokenizer's files are there and unaltered (a tokenizer.json
+        of the user's also loads and fits uint16) and every part is a readable Parquet table with `doc_id` and
+        `text` (its footer only)."""
+        parts = _parts(inputs)
         tok = self.config.tokenizer
         if tok.kind == "gpt2":
             try:
@@ -243,6 +242,13 @@ class TokenizeStage(Stage):
                 tokenizer=self.tokenizer(ctx).describe() | {"kind": self.config.tokenizer.kind},
                 shard_tokens=shard_tokens, seed=self.config.seed, val_fraction=self.config.val_fraction)
             ctx.write_bytes(INDEX_NAME, _json(index))
+
+
+def _parts(inputs: list[InputFile]) -> list[InputFile]:
+    parts = [f for f in inputs if f.name.endswith(".parquet")]
+    if not parts:
+        raise StageError("tokenize: no document Parquet files among the inputs")
+    return parts
 
 
 @contextmanager

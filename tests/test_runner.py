@@ -143,3 +143,36 @@ def test_urls_stage_on_s3_equals_local(tmp_path, s3):
         remote_table = pq.read_table(io.BytesIO(out.read_bytes(part["name"])))
         assert remote_table.equals(pq.read_table(tmp_path / "out" / "urls" / part["name"]))
     assert run_stage(UrlsStage(UrlsConfig()), remote_inputs, s3("webtext-test/out"), LOCAL).skipped
+
+
+class TwoPhases(CountLines):
+    """Planning fails in the check of its inputs, or in its last phase's tasks(), when told to."""
+
+    phases = ("first", "parts")
+
+    def __init__(self, config, fail_in: str = ""):
+        super().__init__(config)
+        self.fail_in = fail_in
+
+    def check_inputs(self, inputs):
+        if self.fail_in == "check":
+            raise StageError("refused by check_inputs")
+
+    def tasks(self, phase, inputs):
+        if self.fail_in == phase:
+            raise StageError(f"refused while planning {phase}")
+        return list(inputs) if phase == "parts" else []
+
+
+@pytest.mark.parametrize("fail_in", ["check", "parts"])
+def test_a_plan_that_fails_leaves_the_output_byte_identical(tmp_path, inputs, fail_in):
+    run_stage(TwoPhases(CountConfig()), expand_inputs([str(inputs)]), str(tmp_path / "out"), LOCAL)
+    stage_dir = tmp_path / "out" / "count"
+    before = {p: p.read_bytes() if p.is_file() else None for p in stage_dir.rglob("*")}
+    (inputs / "c.txt").write_text("a new input: a new plan\n")
+    with pytest.raises(StageError, match="refused"):
+        run_stage(TwoPhases(CountConfig(), fail_in), expand_inputs([str(inputs)]), str(tmp_path / "out"), LOCAL)
+    assert {p: p.read_bytes() if p.is_file() else None for p in stage_dir.rglob("*")} == before
+    with pytest.raises(StageError):  # nothing is created for an output that did not exist either
+        run_stage(TwoPhases(CountConfig(), fail_in), expand_inputs([str(inputs)]), str(tmp_path / "new"), LOCAL)
+    assert not (tmp_path / "new").exists()
