@@ -230,6 +230,12 @@ class OutputLock:
         print(f"webtext: warning: {self.out.uri(LOCK_NAME)}: taking over the stale lock of {stale.describe()}",
               file=sys.stderr)
 
+    def revoke_tasks(self) -> None:
+        """Fence off every task of the run so far (a new run id in the lock): tasks still running after their stage
+        failed commit nothing while the runner cleans up."""
+        self.holder = Holder(**{**asdict(self.holder), "run_id": uuid.uuid4().hex[:12]})
+        self.out.write_bytes(LOCK_NAME, self._content())
+
     def _renew(self) -> None:
         while not self._stop.wait(self.lease_seconds / 4):
             current = _read(self.out)

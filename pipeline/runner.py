@@ -11,13 +11,16 @@ that reads its inputs and writes through a `TaskContext`. The runner owns everyt
                                            plan holds, so a long task can continue; removed when the stage ends)
     <out>/<stage>/_manifest.json            inputs, config, code version, parts with checksums, funnel; written last
     <out>/<stage>/_lock                     the run that writes the output now (pipeline/lock.py); never output
+    <out>/<stage>/_previous/                a finished output of another plan, until the new plan's first task
+                                           has succeeded (pipeline/previous.py)
 
 A stage whose manifest carries the current plan hash (stage, version, config, inputs) is skipped. Otherwise the
 stage is planned first: `check_inputs()` opens and checks the inputs and every phase's `tasks()` builds its tasks,
 and only when that has succeeded is the output touched, so a command refused for its inputs leaves the previous output
 byte-identical. Then the runner takes the output's lock (a second command on it is refused), keeps the tasks whose
 marker carries the current plan hash and reruns the others, after every file that no current marker lists has been
-deleted: a run killed at any point and rerun gives exactly the output of an uninterrupted run. Every file a task
+deleted (a finished output of another plan is set aside, and put back if no task of the new plan succeeds): a run
+killed at any point and rerun gives exactly the output of an uninterrupted run. Every file a task
 commits is fenced: it is renamed into place only while the lock still names the task's run and its driver lives.
 """
 
@@ -36,12 +39,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.config import Config
 from pipeline.errors import StageError
 from pipeline.executor import connect_ray, run_tasks
+from pipeline import previous
 from pipeline.lock import Fence, OutputLock, is_lock_file
 from pipeline.storage import TMP_PREFIX, Dir, InputFile, naming
 
@@ -287,30 +290,29 @@ def _valid_markers(out: Dir, plan: str) -> dict[str, dict]:
     return markers
 
 
-def _prune(out: Dir, markers: dict[str, dict], plan: str = "") -> None:
-    """Delete every file that no current marker lists: stale plans, killed tasks, temporaries.
+def _prune(out: Dir, markers: dict[str, dict], plan: str, set_aside: bool) -> None:
+    """Remove every file that no current marker lists: stale plans, killed tasks, temporaries, the manifest.
 
     Checkpoints of this plan's unfinished tasks (`_resume/<plan>/<task>/`) are kept for the tasks to continue.
+    With `set_aside` the files (a finished output of another plan) are moved under `_previous/`, not deleted.
     """
-    resumable = f"{RESUME_DIR}/{plan}/" if plan else None
+    resumable = f"{RESUME_DIR}/{plan}/"
     keep = {f"{TASKS_DIR}/{task_id}.json" for task_id in markers}
     for marker in markers.values():
         keep.update(marker["files"])
-    for info in out.fs.get_file_info(_selector(out)):
-        if info.type != pafs.FileType.File:
+    stale = []
+    for rel in previous.files_under(out):
+        temporary = rel.rsplit("/", 1)[-1].startswith(TMP_PREFIX)
+        if is_lock_file(rel) or rel in keep:
             continue
-        rel = info.path[len(out.path()) + 1 :]
-        if is_lock_file(rel):
-            continue  # the live lock of this run
-        if resumable and rel.startswith(resumable) and rel[len(resumable):].split("/", 1)[0] not in markers:
-            if not info.base_name.startswith(TMP_PREFIX):
-                continue
-        if rel not in keep and rel != MANIFEST:
-            out.fs.delete_file(info.path)
-
-
-def _selector(out: Dir) -> pafs.FileSelector:
-    return pafs.FileSelector(out.path(), recursive=True, allow_not_found=True)
+        if rel.startswith(resumable) and rel[len(resumable):].split("/", 1)[0] not in markers and not temporary:
+            continue
+        if temporary or not set_aside:
+            out.fs.delete_file(out.path(rel))
+        else:
+            stale.append(rel)
+    if set_aside:
+        previous.set_aside(out, stale, plan, first=MANIFEST)
 
 
 def _sha256(out: Dir, name: str) -> str:
@@ -347,21 +349,32 @@ def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: Run
     planned = [(phase, stage.tasks(phase, inputs)) for phase in stage.phases]
     if options.executor == "ray":
         connect_ray(options.address, options.num_cpus)
-    with OutputLock(out) as fence:
+    lock = OutputLock(out)
+    with lock as fence:
+        _recover_previous(out)  # of a command killed before its first task succeeded
         if (current := _current(stage, out, plan, options)) is not None:
-            return current  # another command finished it while we planned
+            return current  # another command finished it while we planned, or its previous output was put back
         started = time.time()
-        out.delete(MANIFEST)
         markers = {} if options.force else _valid_markers(out, plan)
-        _prune(out, markers, plan)
-        for phase, payloads in planned:
-            is_final = phase == stage.phases[-1]
-            todo = [(i, p) for i, p in enumerate(payloads) if f"{phase}-{i:05d}" not in markers]
-            call = _TaskCall(stage, out, phase, is_final, plan, fence)
-            results = run_tasks(call, todo, options.executor, num_cpus=options.task_cpus)
-            for _ in _progress(results, len(todo), f"{stage.name}:{phase}", len(payloads) - len(todo), options):
-                pass  # each task writes its own outputs and marker; the markers are read back below
-            markers = _valid_markers(out, plan)
+        keeping = not options.force and out.exists(MANIFEST) and previous.can_set_aside(out)
+        _prune(out, markers, plan, set_aside=keeping)
+        try:
+            for phase, payloads in planned:
+                is_final = phase == stage.phases[-1]
+                todo = [(i, p) for i, p in enumerate(payloads) if f"{phase}-{i:05d}" not in markers]
+                call = _TaskCall(stage, out, phase, is_final, plan, fence)
+                results = run_tasks(call, todo, options.executor, num_cpus=options.task_cpus)
+                for _ in _progress(results, len(todo), f"{stage.name}:{phase}", len(payloads) - len(todo), options):
+                    if keeping:  # a task of the new plan has succeeded: the previous output is obsolete
+                        out.delete(previous.PREVIOUS_DIR)
+                        keeping = False
+                markers = _valid_markers(out, plan)
+        except BaseException:
+            if keeping:
+                lock.revoke_tasks()  # tasks still running commit nothing while the previous output goes back
+                _recover_previous(out)
+            raise
+        out.delete(previous.PREVIOUS_DIR)
         out.delete(RESUME_DIR)
         if not options.keep_work:  # every task is done: no later phase reads them again
             out.delete(WORK_DIR)
@@ -369,6 +382,10 @@ def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: Run
         manifest = _manifest(stage, inputs, plan, task_markers, time.time() - started)
         out.write_json(MANIFEST, manifest, before_commit=fence.check)
     return StageResult(stage.name, False, manifest)
+
+
+def _recover_previous(out: Dir) -> None:
+    previous.recover(out, succeeded=lambda plan: bool(_valid_markers(out, plan)), is_kept=is_lock_file)
 
 
 def _current(stage: Stage, out: Dir, plan: str, options: RunOptions) -> StageResult | None:

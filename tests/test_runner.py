@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,10 +21,12 @@ from pipeline.urls import UrlsConfig, UrlsStage
 from jobs.dumpgen import encode, synthetic_records
 
 LOCAL = RunOptions(executor="local", quiet=True)
+REPO = Path(__file__).resolve().parents[1]
 
 
 class CountConfig(Config):
     lose_one: bool = False
+    tag: str = ""  # changes the plan, nothing else
 
 
 class CountLines(Stage):
@@ -176,3 +182,66 @@ def test_a_plan_that_fails_leaves_the_output_byte_identical(tmp_path, inputs, fa
     with pytest.raises(StageError):  # nothing is created for an output that did not exist either
         run_stage(TwoPhases(CountConfig(), fail_in), expand_inputs([str(inputs)]), str(tmp_path / "new"), LOCAL)
     assert not (tmp_path / "new").exists()
+
+
+class CountLinesFailingOn(CountLines):
+    """Fails on the input named by its tag (like a crash would); with `kill-` before the name, its process dies."""
+
+    def run_task(self, phase, index, file, ctx):
+        if file.uri.endswith(self.config.tag.removeprefix("kill-")):
+            if self.config.tag.startswith("kill-"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise StageError(f"{file.uri}: refused")
+        super().run_task(phase, index, file, ctx)
+
+
+def files_of(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_new_plan_whose_first_task_fails_puts_the_previous_output_back(tmp_path, inputs):
+    files, out = expand_inputs([str(inputs)]), str(tmp_path / "out")
+    run_stage(CountLines(CountConfig(tag="a")), files, out, LOCAL)
+    before = files_of(tmp_path / "out" / "count")
+    with pytest.raises(StageError, match="a.txt: refused"):  # the first task (a.txt) of a new plan fails
+        run_stage(CountLinesFailingOn(CountConfig(tag="a.txt")), files, out, LOCAL)
+    assert files_of(tmp_path / "out" / "count") == before
+    assert run_stage(CountLines(CountConfig(tag="a")), files, out, LOCAL).skipped
+
+
+def test_once_a_task_of_the_new_plan_succeeded_the_previous_output_is_gone(tmp_path, inputs):
+    files, out = expand_inputs([str(inputs)]), str(tmp_path / "out")
+    run_stage(CountLines(CountConfig(tag="a")), files, out, LOCAL)
+    with pytest.raises(StageError, match="b.txt: refused"):  # a.txt succeeded first
+        run_stage(CountLinesFailingOn(CountConfig(tag="b.txt")), files, out, LOCAL)
+    stage_dir = tmp_path / "out" / "count"
+    assert not (stage_dir / "_manifest.json").exists() and not (stage_dir / "_previous").exists()
+    assert sorted(p.name for p in (stage_dir / "_tasks").iterdir()) == ["parts-00000.json"]
+
+
+KILLED_DRIVER = """
+import sys
+from pipeline.runner import RunOptions, run_stage
+from pipeline.storage import expand_inputs
+from tests.test_runner import CountConfig, CountLinesFailingOn
+run_stage(CountLinesFailingOn(CountConfig(tag="kill-a.txt")), expand_inputs([sys.argv[1]]), sys.argv[2],
+          RunOptions(executor="local", quiet=True))
+"""
+
+
+def test_a_command_killed_before_its_first_task_succeeded_leaves_the_previous_output_to_the_next(tmp_path, inputs,
+                                                                                                 capsys):
+    files, out = expand_inputs([str(inputs)]), str(tmp_path / "out")
+    run_stage(CountLines(CountConfig(tag="a")), files, out, LOCAL)
+    before = files_of(tmp_path / "out" / "count")
+    killed = subprocess.run([sys.executable, "-c", KILLED_DRIVER, str(inputs), out], cwd=REPO, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    stage_dir = tmp_path / "out" / "count"
+    assert (stage_dir / "_previous" / "_manifest.json").exists() and not (stage_dir / "_manifest.json").exists()
+    assert run_stage(CountLines(CountConfig(tag="a")), files, out, LOCAL).skipped  # put back, and current
+    assert "taking over the stale lock" in capsys.readouterr().err
+    assert files_of(stage_dir) == before
+    subprocess.run([sys.executable, "-c", KILLED_DRIVER, str(inputs), out], cwd=REPO, capture_output=True)
+    result = run_stage(CountLines(CountConfig(tag="b")), files, out, LOCAL)  # a new plan after the kill: runs
+    assert result.funnel["out"] == 3 and not (stage_dir / "_previous").exists()
