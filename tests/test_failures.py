@@ -134,13 +134,14 @@ def tokenize_garbage_parquet(root: Path) -> tuple[list[str], list[str]]:
         ["tokenize", "--docs", str(bad), "--set", "shard_tokens=256"]
 
 
-# case -> (inputs, what the one-line error must say). The cases marked i12b are refused at plan time by the
-# readers of pipeline/{urls,warc,extract,dedup,documents}.py (branch i12b); the runner's part is that any error
-# raised while planning leaves the output untouched.
+# case -> (inputs, what the one-line error must say). An error raised while planning leaves the output untouched;
+# one raised by the first task of the new plan puts the previous output back (pipeline/previous.py). The cases
+# marked i12b need the readers of pipeline/{urls,warc,extract}.py (branch i12b) to refuse the bad file: a corrupt
+# month after a good one fails in a later task, and a text file named like a WARC is read as no records today.
 CASES = {
     "dedup-dir-without-parquet": (dedup_no_parquet, "no document Parquet files"),
-    "dedup-garbage-parquet (i12b)": (dedup_garbage_parquet, "part-00000.parquet"),
-    "dedup-missing-columns (i12b)": (dedup_missing_columns, "part-00000.parquet"),
+    "dedup-garbage-parquet": (dedup_garbage_parquet, "part-00000.parquet"),
+    "dedup-missing-columns": (dedup_missing_columns, "part-00000.parquet"),
     "urls-corrupt-new-month (i12b)": (urls_inputs, "RS_2019-02.zst"),
     "extract-text-file": (extract_inputs, "notes.txt"),
     "extract-text-named-warc (i12b)": (extract_fake_warc_inputs, "fake.warc.gz"),
