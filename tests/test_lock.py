@@ -169,6 +169,17 @@ def test_the_fence_refuses_once_another_run_holds_the_output_or_the_driver_is_go
         fence.check()
 
 
+def test_revoked_tasks_are_fenced_off_while_the_lock_stays_held(tmp_path):
+    lock = OutputLock(Dir(str(tmp_path)))
+    with lock as fence:
+        lock.revoke_tasks()
+        with pytest.raises(FencedError, match="no longer holds this output"):
+            fence.check()
+        with pytest.raises(LockedError):
+            OutputLock(Dir(str(tmp_path))).acquire()
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
 def test_a_fenced_task_commits_nothing(tmp_path):
     from pipeline.runner import TaskContext
 

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -27,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 class CountConfig(Config):
     lose_one: bool = False
     tag: str = ""  # changes the plan, nothing else
+    delay: float = 0  # seconds each task that does not fail waits before it writes
 
 
 class CountLines(Stage):
@@ -192,6 +194,7 @@ class CountLinesFailingOn(CountLines):
             if self.config.tag.startswith("kill-"):
                 os.kill(os.getpid(), signal.SIGKILL)
             raise StageError(f"{file.uri}: refused")
+        time.sleep(self.config.delay)
         super().run_task(phase, index, file, ctx)
 
 
@@ -245,3 +248,15 @@ def test_a_command_killed_before_its_first_task_succeeded_leaves_the_previous_ou
     subprocess.run([sys.executable, "-c", KILLED_DRIVER, str(inputs), out], cwd=REPO, capture_output=True)
     result = run_stage(CountLines(CountConfig(tag="b")), files, out, LOCAL)  # a new plan after the kill: runs
     assert result.funnel["out"] == 3 and not (stage_dir / "_previous").exists()
+
+
+def test_on_ray_tasks_still_running_when_the_first_fails_do_not_write_over_the_previous_output(tmp_path, inputs,
+                                                                                               ray_session):
+    files, out = expand_inputs([str(inputs)]), str(tmp_path / "out")
+    run_stage(CountLines(CountConfig(tag="a")), files, out, LOCAL)
+    before = files_of(tmp_path / "out" / "count")
+    with pytest.raises(StageError, match="a.txt: refused"):  # b.txt's task is still running when a.txt's fails
+        run_stage(CountLinesFailingOn(CountConfig(tag="a.txt", delay=2)), files, out,
+                  RunOptions(executor="ray", quiet=True))
+    time.sleep(3)  # past b.txt's delay: a task left running would have written by now
+    assert files_of(tmp_path / "out" / "count") == before
