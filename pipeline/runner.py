@@ -371,8 +371,11 @@ def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: Run
                 markers = _valid_markers(out, plan)
         except BaseException:
             if keeping:
-                lock.revoke_tasks()  # tasks still running commit nothing while the previous output goes back
-                _recover_previous(out)
+                try:
+                    lock.revoke_tasks()  # tasks still running commit nothing while the previous output goes back
+                    _recover_previous(out)
+                except Exception:  # the error that stopped the run is the one to report
+                    pass  # and the next command on this output puts the previous output back
             raise
         out.delete(previous.PREVIOUS_DIR)
         out.delete(RESUME_DIR)
