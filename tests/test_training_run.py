@@ -18,11 +18,10 @@ import pytest
 import torch
 
 from jobs.cli import main as cli_main
-from tests.training_helpers import tiny_config, write_token_dataset
+from tests.training_helpers import run_tiny as run, tiny_config, write_token_dataset
 from training import checkpoint
 from training.config import TrainConfig
 from training.hf import import_hf
-from training.launch import launch
 from training.loop import KILL_AT_STEP_ENV
 from training.metrics import losses_by_step, read_metrics
 from training.model import GPT
@@ -36,10 +35,6 @@ TWO_RANKS = {"launch.num_workers": 2, "batch.micro_batch_size": 2, "batch.global
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_token_dataset(tmp_path_factory.mktemp("tokens"))
-
-
-def run(data, out_dir, **overrides) -> dict:
-    return launch(TrainConfig.model_validate(tiny_config(data, out_dir, **overrides)))
 
 
 @pytest.fixture(scope="module")
