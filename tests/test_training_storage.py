@@ -7,6 +7,7 @@ losses are equal bit for bit (fp32 on CPU, the same launcher), and so are those 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -20,7 +21,7 @@ from pipeline.runner import RunOptions, run_stage
 from pipeline.shards import ShardError
 from pipeline.storage import Dir, expand_inputs
 from pipeline.tokenize import TokenizeConfig, TokenizeStage
-from training import storage
+from training import checkpoint, storage
 from training.data import TokenWindows
 from training.data import expand_shards
 
@@ -152,7 +153,7 @@ def test_upload_and_download_round_trip(s3, tmp_path):
         (writer.local / name).parent.mkdir(parents=True, exist_ok=True)
         (writer.local / name).write_bytes(data)
     writer.push("metrics.jsonl", "tensorboard", "loss.png")  # loss.png does not exist: skipped
-    writer.push_checkpoint_files("step_00000004")
+    writer.push_checkpoint_files("step_00000004", checkpoint.file_records)
     assert storage.RunStore(uri, str(tmp_path / "x")).complete_tags() == []  # no COMPLETE yet
     writer.mark_complete("step_00000004", '{"step": 4}\n')
 
@@ -189,9 +190,11 @@ def test_ranks_sharing_a_staging_directory_do_its_part_once(s3, tmp_path, monkey
     for rank, store in enumerate((rank0, rank1, rank2)):
         (store.ckpt_root / tag).mkdir(parents=True, exist_ok=True)
         (store.ckpt_root / tag / f"trainer_rank{rank}.pt").write_bytes(b"state %d" % rank)
-    for store in (rank0, rank1, rank2):
-        store.push_checkpoint_files(tag)
+    records = [store.push_checkpoint_files(tag, checkpoint.file_records) for store in (rank0, rank1, rank2)]
     assert calls == ["upload", "upload"]  # one per staging directory
+    # ... and what it uploaded, hashed once, for the checkpoint's manifest (rank 0 gathers them)
+    assert [sorted(r) for r in records] == [["trainer_rank0.pt", "trainer_rank1.pt"], [], ["trainer_rank2.pt"]]
+    assert records[2]["trainer_rank2.pt"] == {"bytes": 7, "sha256": hashlib.sha256(b"state 2").hexdigest()}
     rank0.mark_complete(tag, "{}\n")
     assert sorted(Dir(uri).list(f"checkpoints/{tag}")) == [f"checkpoints/{tag}/{n}" for n in (
         "COMPLETE", "trainer_rank0.pt", "trainer_rank1.pt", "trainer_rank2.pt")]
