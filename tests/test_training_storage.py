@@ -336,6 +336,18 @@ def test_a_run_on_s3_trains_as_on_disk_resumes_exactly_and_is_read_back(tokenize
                  "--max-new-tokens", "3", "--device", "cpu"]) == 0
     assert isinstance(json.loads(capsys.readouterr().out.strip())["completion"], str)
 
+    # A checkpoint damaged in the bucket: the same command again verifies the staged copy, sets the checkpoint
+    # aside and resumes from the one before, as on disk (training/loop.py open_run).
+    victim = "checkpoints/step_00000008/trainer_rank1.pt"
+    remote.write_bytes(victim, remote.read_bytes(victim)[:100])
+    again = launch(remote_config)
+    assert again["resumed_from"] == "step_00000004" and again["step"] == STEPS
+    assert losses_by_step(remote.uri("metrics.jsonl")) == on_disk
+    lines = [json.loads(line) for line in remote.read_bytes("metrics.jsonl").decode().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == list(range(1, STEPS + 1))  # one line per step
+    assert storage.RunStore(run_uri).complete_tags() == ["step_00000004", "step_00000008"]
+    assert not remote.exists("checkpoints/step_00000008/REJECTED")  # saved again, whole
+
 
 @pytest.mark.slow
 def test_ray_train_on_s3_needs_nothing_but_the_uris(ray_session, tokenized, run_on_disk, s3, tmp_path):
