@@ -34,10 +34,14 @@ def export_checkpoint(source: str, out: Path, tag: str | None = None, tokenizer_
     from training import checkpoint
     from training.generate import locate_checkpoint, run_model_config
     from training.hf import export_hf
-    from training.storage import localize
+    from pipeline.storage import join
+    from training.storage import base_name, is_remote, localize
 
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty; choose a new --out")
+    if tag and is_remote(source) and not base_name(source).startswith("step_"):
+        # a remote run is mirrored one checkpoint at a time: the one named
+        source = join(source, tag) if base_name(source) == "checkpoints" else join(source, "checkpoints", tag)
     run_dir, ckpt_root, tag = locate_checkpoint(localize(source), tag)
     config = run_model_config(run_dir)
     if tokenizer_dir is None:

@@ -316,6 +316,13 @@ def test_a_run_on_s3_trains_as_on_disk_resumes_exactly_and_is_read_back(tokenize
     from_disk, _ = load_model(run_on_disk)
     for (name, a), b in zip(from_s3.state_dict().items(), from_disk.state_dict().values()):
         assert torch.equal(a, b), name
+    # `webtext export` of an older checkpoint of the remote run: that checkpoint's weights.
+    assert main(["export", "--checkpoint", run_uri, "--tag", "step_00000004", "--out", str(tmp_path / "hf4")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["checkpoint"].endswith("step_00000004")
+    exported, _ = load_model(tmp_path / "hf4")
+    at_step4, _ = load_model(run_on_disk / "checkpoints" / "step_00000004")
+    idx = torch.randint(0, 512, (2, 16))
+    torch.testing.assert_close(exported(idx)[0], at_step4(idx)[0], rtol=0, atol=1e-6)
 
     # Fine-tuning from the remote run into another remote run, then sampling from that one.
     ft_uri = s3("bucket/runs/finetune")

@@ -2,8 +2,9 @@
 
 `train_worker(config_dict)` builds the model and the DeepSpeed engine, resumes from the newest complete
 checkpoint whose files match its manifest (a damaged one is set aside with a warning, and the one before it is
-tried), drops the metrics logged after that checkpoint (a killed run's), then runs `Stepper.step` (`grad_accum_steps` micro-batches: forward, a loss check agreed by all ranks,
-backward; the optimizer step) and logs, evaluates and checkpoints on schedule. A step whose loss is NaN or inf on any
+tried), drops the metrics logged after that checkpoint (a killed run's), then runs `Stepper.step`
+(`grad_accum_steps` micro-batches: forward, a loss check agreed by all ranks, backward; the optimizer step) and
+logs, evaluates and checkpoints on schedule. A step whose loss is NaN or inf on any
 rank is skipped (no weight changes) and counted; `max_bad_steps` of them in a row stop the run with `TrainingDiverged`.
 """
 

@@ -70,7 +70,8 @@ class MetricsLog:
             if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+                # TensorBoard hides the events a killed run wrote after the resumed step, as the JSONL drops them.
+                self._writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=start_step + 1)
 
     def log(self, step: int, **values) -> None:
         if not self.enabled:
