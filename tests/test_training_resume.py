@@ -114,9 +114,10 @@ def test_a_planted_pickle_or_a_file_cut_short_stops_the_cli_with_one_line_naming
     capsys.readouterr()
     assert cli_main(["pretrain", "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert [line for line in err.splitlines() if line.startswith("webtext:")] == [
-        f"webtext: error: {planted}: refused to load: it holds a pickled object that is not tensors or plain data "
-        "(Trying to load unsupported GLOBAL posix.system whose module posix is blocked)"]
+    errors = [line for line in err.splitlines() if line.startswith("webtext:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"webtext: error: {planted}: refused to load: it holds a pickled object that is not tensors or plain data (")
+    assert "posix.system" in errors[0]  # what it would have called
     assert "Traceback" not in err and "weights_only" not in err
     assert not marker.exists()
 
