@@ -10,12 +10,14 @@ export GLIBC_TUNABLES := glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=687
 install: $(VENV)/.installed
 
 # torch goes in alone and first, pinned: otherwise a dependency could pull a multi-GB CUDA build.
-# DS_BUILD_OPS=0: DeepSpeed compiles its ops when first used, not at install.
+# DS_BUILD_OPS=0: DeepSpeed compiles its ops when first used, not at install; except the CPU comm op that every
+# CPU run needs, built here once (training/ops.py) into torch's extensions cache.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q torch==2.13.0
 	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[test]'
+	$(PY) -m training.ops
 	touch $@
 
 test: install

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("jobs.pretrain", "token shards -> GPT-2 trained with DeepSpeed ZeRO on Ray Train or torchrun; resumable"),
     "eval": ("jobs.evaluate", "checkpoint -> validation loss and perplexity on the run's fixed validation windows"),
     "finetune": ("jobs.finetune", "checkpoint + JSONL completion/QA/dialogue -> fine-tuned model, loss on answers only"),
+    "export": ("jobs.export", "checkpoint (any ZeRO stage) -> Hugging Face GPT-2 directory that transformers loads"),
     "generate": ("jobs.generate", "checkpoint -> sampled text (temperature, top-k/p, KV cache); --chat for dialogue"),
 }
 

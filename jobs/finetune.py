@@ -26,15 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from training.checkpoint import CheckpointError
     from training.finetune import FinetuneConfig, finetune
     from training.finetune_data import FinetuneDataError
+    from training.hf import HFFormatError
     from training.launch import LaunchError
     from training.loop import TrainingDiverged
 
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
     try:
         summary = finetune(cfg, args.source, args.data)
-    except (FinetuneDataError, LaunchError, TrainingDiverged) as err:
+    except (FinetuneDataError, LaunchError, TrainingDiverged, CheckpointError, HFFormatError) as err:
         raise UserError(str(err)) from None
     report_training_run(summary, cfg.out_dir, "finetune")
     return 0

@@ -49,8 +49,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UserError(str(err)) from None
     # DeepSpeed prints while consolidating a ZeRO checkpoint; stdout carries only the JSON lines.
-    with contextlib.redirect_stdout(sys.stderr):
-        model, template = load_model(args.ckpt, device)
+    from training.checkpoint import CheckpointError
+    from training.hf import HFFormatError
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            model, template = load_model(args.ckpt, device)
+    except (CheckpointError, HFFormatError) as err:
+        raise UserError(str(err)) from None
     encoding = gpt2_encoding()
     prompts = args.prompt
     if args.chat:

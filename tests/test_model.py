@@ -9,7 +9,7 @@ import torch
 
 from tests.conftest import shared_data
 from tests.training_helpers import gpt2_encoding
-from training.hf import export_hf, import_hf
+from training.hf import HFFormatError, export_hf, import_hf
 from training.model import GPT, GPTConfig, IGNORE_INDEX, SIZES, mask_for_mlm
 
 
@@ -153,3 +153,48 @@ def test_hf_export_loads_in_transformers_with_the_same_logits_on_real_text(tmp_p
     back = import_hf(tmp_path / "hf", pad_vocab_to=64).eval()
     with torch.no_grad():
         torch.testing.assert_close(back(ids)[0], ours_logits, rtol=0, atol=0)
+
+
+HF_VARIANTS = [
+    {"tie_word_embeddings": False},
+    {"layer_norm_epsilon": 0.1},
+    {"scale_attn_by_inverse_layer_idx": True},
+    {"reorder_and_upcast_attn": True},
+    {"tie_word_embeddings": False, "layer_norm_epsilon": 1e-3, "scale_attn_by_inverse_layer_idx": True,
+     "reorder_and_upcast_attn": True},  # Mistral's GPT-2 models set the last two
+]
+
+
+@pytest.mark.parametrize("variant", HF_VARIANTS, ids=lambda v: "+".join(v))
+def test_hf_gpt2_variants_import_with_transformers_logits_and_export_back(variant, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    # Large init: attention scores far from uniform, so a missing 1/(layer+1) scale shows in the logits.
+    config = transformers.GPT2Config(n_layer=3, n_head=4, n_embd=32, n_positions=32, vocab_size=100,
+                                     initializer_range=0.3, attn_implementation="eager", **variant)
+    torch.manual_seed(0)
+    theirs = transformers.GPT2LMHeadModel(config).eval()  # eager: the path where reorder_and_upcast_attn acts
+    theirs.save_pretrained(tmp_path / "hf")
+    ids = torch.randint(0, 100, (2, 32))
+    with torch.no_grad():
+        expected = theirs(ids).logits
+
+    ours = import_hf(tmp_path / "hf", pad_vocab_to=64).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids)[0], expected, rtol=0, atol=1e-5)
+    assert (ours.lm_head.weight is ours.transformer.wte.weight) == variant.get("tie_word_embeddings", True)
+
+    export_hf(ours, ours.config, tmp_path / "back")  # and out again: transformers rebuilds the same model
+    again = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "back", attn_implementation="eager").eval()
+    for key, value in variant.items():
+        assert getattr(again.config, key) == value, key
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids).logits, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("key,value", [("scale_attn_weights", False), ("add_cross_attention", True)])
+def test_hf_configs_the_model_cannot_represent_are_refused_naming_the_key(key, value, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=16, vocab_size=50, **{key: value})
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "hf")
+    with pytest.raises(HFFormatError, match=f"config.json: {key} {value!r} is not supported"):
+        import_hf(tmp_path / "hf")

@@ -79,6 +79,15 @@ def test_example_configs_load_and_dry_run(capsys):
         assert cli_main(["pretrain", "--config", name, "--dry-run"]) == 0
         out = json.loads(capsys.readouterr().out)
         assert out["deepspeed"]["train_batch_size"] in (16, 512)
+    # GPT-2 124M: OpenAI's count without the padding rows; 47 rows of 768 more with the vocabulary padded to 50304.
+    assert out["parameters_without_vocab_padding"] == 124_439_808
+    assert out["parameters"] == 124_439_808 + 47 * 768
     assert cli_main(["pretrain", "--config", "configs/pretrain_tiny.yaml", "--set", "batch.global_batch_size=20",
                      "--dry-run"]) == 2
     assert "global_batch_size 20" in capsys.readouterr().err
+
+
+def test_pretrain_help_says_rerunning_resumes(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["pretrain", "--help"])
+    assert "Rerunning the same command resumes" in " ".join(capsys.readouterr().out.split())

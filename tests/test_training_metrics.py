@@ -31,21 +31,28 @@ def test_mfu_of_gpt2_matches_nanogpt_accounting():
         pytest.approx(0.41, abs=0.01)
 
 
-def test_jsonl_log_keeps_nan_readable_and_a_resumed_step_replaces_the_earlier_one(tmp_path):
+def test_jsonl_log_keeps_nan_readable_and_a_resumed_run_drops_the_steps_after_its_checkpoint(tmp_path):
     log = MetricsLog(tmp_path, enabled=True, tensorboard=True)
     log.log(1, loss=5.0, lr=1e-3, mfu=None)
     log.log(2, loss=float("nan"), lr=1e-3, mfu=None)
     log.log(2, val_loss=4.5, val_ppl=90.0)
+    log.log(3, loss=4.9, lr=1e-3, mfu=None)  # after the checkpoint at step 2: the killed run's
     log.close()
-    log = MetricsLog(tmp_path, enabled=True, tensorboard=False)  # a resumed run appends
-    log.log(2, loss=4.8, lr=1e-3, mfu=None)
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "lo')  # a line the kill cut short
+    log = MetricsLog(tmp_path, enabled=True, tensorboard=False, start_step=2)  # resumed from step 2
+    log.log(3, loss=4.8, lr=1e-3, mfu=None)
     log.close()
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 2, 3]  # one line per step and kind, in any reader
     assert lines[0]["mfu"] == "unknown" and lines[1]["loss"] == "nan"
-    assert losses_by_step(tmp_path / "metrics.jsonl") == {1: 5.0, 2: 4.8}
+    assert losses_by_step(tmp_path / "metrics.jsonl") == {1: 5.0, 3: 4.8}
     assert losses_by_step(tmp_path / "metrics.jsonl", "val_loss") == {2: 4.5}
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert not list(tmp_path.glob(".*tmp*")), "rewritten through a temporary file renamed over it"
+    MetricsLog(tmp_path, enabled=True, tensorboard=False, plot=False).close()  # a run from scratch: no old curve
+    assert (tmp_path / "metrics.jsonl").read_text() == ""
 
 
 def test_other_ranks_write_nothing(tmp_path):

@@ -18,15 +18,14 @@ import pytest
 import torch
 
 from jobs.cli import main as cli_main
-from tests.training_helpers import tiny_config, write_token_dataset
+from tests.training_helpers import run_tiny as run, tiny_config, write_token_dataset
 from training import checkpoint
 from training.config import TrainConfig
 from training.hf import import_hf
-from training.launch import launch
 from training.loop import KILL_AT_STEP_ENV
 from training.metrics import losses_by_step, read_metrics
 from training.model import GPT
-from training.storage import complete_tags
+from training.storage import COMPLETE, complete_tags
 
 STEPS, KILL_AT = 8, 5  # checkpoints every 4 steps: the killed run resumes from step 4 and redoes step 5
 TWO_RANKS = {"launch.num_workers": 2, "batch.micro_batch_size": 2, "batch.global_batch_size": 8,
@@ -36,10 +35,6 @@ TWO_RANKS = {"launch.num_workers": 2, "batch.micro_batch_size": 2, "batch.global
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_token_dataset(tmp_path_factory.mktemp("tokens"))
-
-
-def run(data, out_dir, **overrides) -> dict:
-    return launch(TrainConfig.model_validate(tiny_config(data, out_dir, **overrides)))
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +64,9 @@ def test_zero_stage_follows_stage0_and_resumes_exactly_after_a_kill(stage, data,
     summary = run(data, tmp_path / "killed", **opts)
     assert summary["resumed_from"] == "step_00000004" and summary["step"] == STEPS
     assert losses_by_step(tmp_path / "killed" / "metrics.jsonl") == full  # bitwise
+    # The resumed run dropped what the killed one logged after its checkpoint: one line per step, no repeats.
+    lines = [json.loads(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == list(range(1, STEPS + 1))
     val = losses_by_step(tmp_path / "killed" / "metrics.jsonl", "val_loss")
     assert val == losses_by_step(tmp_path / "full" / "metrics.jsonl", "val_loss")
 
@@ -77,6 +75,9 @@ def test_zero_stage_follows_stage0_and_resumes_exactly_after_a_kill(stage, data,
     ckpt_root = tmp_path / "full" / "checkpoints"
     exported = checkpoint.load_fp32(ckpt_root / "step_00000008" / checkpoint.FP32_EXPORT)
     (ckpt_root / "step_00000008" / checkpoint.FP32_EXPORT).unlink()
+    manifest = json.loads((ckpt_root / "step_00000008" / COMPLETE).read_text())
+    del manifest["files"][checkpoint.FP32_EXPORT]  # as if the run had written none
+    (ckpt_root / "step_00000008" / COMPLETE).write_text(json.dumps(manifest))
     offline = checkpoint.consolidate(ckpt_root, "step_00000008")
     assert exported.keys() == offline.keys()
     for name in exported:
@@ -86,6 +87,33 @@ def test_zero_stage_follows_stage0_and_resumes_exactly_after_a_kill(stage, data,
         assert cli_main(["eval", "--checkpoint", str(tmp_path / "full")]) == 0
         result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # DeepSpeed logs to stdout first
         assert result["val_loss"] == pytest.approx(val[STEPS], rel=1e-5)
+        # ... and `webtext export` of it loads in transformers with the consolidated weights' logits.
+        transformers = pytest.importorskip("transformers")
+        assert cli_main(["export", "--checkpoint", str(tmp_path / "full"), "--out", str(tmp_path / "hf")]) == 0
+        ours = GPT(TrainConfig.model_validate(tiny_config(data, tmp_path)).model.gpt_config())
+        ours.load_state_dict(offline)
+        idx = torch.randint(0, 512, (2, 32))
+        with torch.no_grad():
+            theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()(idx).logits
+            torch.testing.assert_close(theirs, ours.eval()(idx)[0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_mlm_eval_of_a_two_rank_run_gives_the_val_loss_it_logged_and_torchrun_prints_one_summary(data, tmp_path,
+                                                                                                capfd):
+    out = tmp_path / "mlm"
+    config = tmp_path / "mlm.json"  # JSON is YAML
+    config.write_text(json.dumps(tiny_config(data, out, **TWO_RANKS, **{
+        "launch.launcher": "torchrun", "model.objective": "mlm", "max_steps": 2, "optim.warmup_steps": 1,
+        "checkpoint.every": 0, "eval.every": 0, "eval.batches": 3})))
+    assert cli_main(["pretrain", "--config", str(config)]) == 0
+    printed = capfd.readouterr().out.splitlines()
+    assert len([line for line in printed if line.startswith("{") and '"resumed_from"' in line]) == 1
+    logged = losses_by_step(out / "metrics.jsonl", "val_loss")[2]
+    # Masks are drawn per validation batch, whichever rank read it: one process reading all six gets the same.
+    assert cli_main(["eval", "--checkpoint", str(out)]) == 0
+    result = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    assert result["val_loss"] == pytest.approx(logged, rel=1e-6)
 
 
 @pytest.mark.slow

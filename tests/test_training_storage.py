@@ -7,6 +7,7 @@ losses are equal bit for bit (fp32 on CPU, the same launcher), and so are those 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -20,7 +21,7 @@ from pipeline.runner import RunOptions, run_stage
 from pipeline.shards import ShardError
 from pipeline.storage import Dir, expand_inputs
 from pipeline.tokenize import TokenizeConfig, TokenizeStage
-from training import storage
+from training import checkpoint, storage
 from training.data import TokenWindows
 from training.data import expand_shards
 
@@ -152,7 +153,7 @@ def test_upload_and_download_round_trip(s3, tmp_path):
         (writer.local / name).parent.mkdir(parents=True, exist_ok=True)
         (writer.local / name).write_bytes(data)
     writer.push("metrics.jsonl", "tensorboard", "loss.png")  # loss.png does not exist: skipped
-    writer.push_checkpoint_files("step_00000004")
+    writer.push_checkpoint_files("step_00000004", checkpoint.file_records)
     assert storage.RunStore(uri, str(tmp_path / "x")).complete_tags() == []  # no COMPLETE yet
     writer.mark_complete("step_00000004", '{"step": 4}\n')
 
@@ -189,9 +190,11 @@ def test_ranks_sharing_a_staging_directory_do_its_part_once(s3, tmp_path, monkey
     for rank, store in enumerate((rank0, rank1, rank2)):
         (store.ckpt_root / tag).mkdir(parents=True, exist_ok=True)
         (store.ckpt_root / tag / f"trainer_rank{rank}.pt").write_bytes(b"state %d" % rank)
-    for store in (rank0, rank1, rank2):
-        store.push_checkpoint_files(tag)
+    records = [store.push_checkpoint_files(tag, checkpoint.file_records) for store in (rank0, rank1, rank2)]
     assert calls == ["upload", "upload"]  # one per staging directory
+    # ... and what it uploaded, hashed once, for the checkpoint's manifest (rank 0 gathers them)
+    assert [sorted(r) for r in records] == [["trainer_rank0.pt", "trainer_rank1.pt"], [], ["trainer_rank2.pt"]]
+    assert records[2]["trainer_rank2.pt"] == {"bytes": 7, "sha256": hashlib.sha256(b"state 2").hexdigest()}
     rank0.mark_complete(tag, "{}\n")
     assert sorted(Dir(uri).list(f"checkpoints/{tag}")) == [f"checkpoints/{tag}/{n}" for n in (
         "COMPLETE", "trainer_rank0.pt", "trainer_rank1.pt", "trainer_rank2.pt")]
@@ -313,6 +316,13 @@ def test_a_run_on_s3_trains_as_on_disk_resumes_exactly_and_is_read_back(tokenize
     from_disk, _ = load_model(run_on_disk)
     for (name, a), b in zip(from_s3.state_dict().items(), from_disk.state_dict().values()):
         assert torch.equal(a, b), name
+    # `webtext export` of an older checkpoint of the remote run: that checkpoint's weights.
+    assert main(["export", "--checkpoint", run_uri, "--tag", "step_00000004", "--out", str(tmp_path / "hf4")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["checkpoint"].endswith("step_00000004")
+    exported, _ = load_model(tmp_path / "hf4")
+    at_step4, _ = load_model(run_on_disk / "checkpoints" / "step_00000004")
+    idx = torch.randint(0, 512, (2, 16))
+    torch.testing.assert_close(exported(idx)[0], at_step4(idx)[0], rtol=0, atol=1e-6)
 
     # Fine-tuning from the remote run into another remote run, then sampling from that one.
     ft_uri = s3("bucket/runs/finetune")
@@ -332,6 +342,18 @@ def test_a_run_on_s3_trains_as_on_disk_resumes_exactly_and_is_read_back(tokenize
     assert main(["generate", "--ckpt", ft_uri, "--prompt", "The river", "--temperature", "0",
                  "--max-new-tokens", "3", "--device", "cpu"]) == 0
     assert isinstance(json.loads(capsys.readouterr().out.strip())["completion"], str)
+
+    # A checkpoint damaged in the bucket: the same command again verifies the staged copy, sets the checkpoint
+    # aside and resumes from the one before, as on disk (training/loop.py open_run).
+    victim = "checkpoints/step_00000008/trainer_rank1.pt"
+    remote.write_bytes(victim, remote.read_bytes(victim)[:100])
+    again = launch(remote_config)
+    assert again["resumed_from"] == "step_00000004" and again["step"] == STEPS
+    assert losses_by_step(remote.uri("metrics.jsonl")) == on_disk
+    lines = [json.loads(line) for line in remote.read_bytes("metrics.jsonl").decode().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == list(range(1, STEPS + 1))  # one line per step
+    assert storage.RunStore(run_uri).complete_tags() == ["step_00000004", "step_00000008"]
+    assert not remote.exists("checkpoints/step_00000008/REJECTED")  # saved again, whole
 
 
 @pytest.mark.slow

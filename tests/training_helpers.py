@@ -68,3 +68,11 @@ def tiny_config(data: dict[str, list[str]], out_dir, **overrides) -> dict:
             node = node.setdefault(part, {})
         node[last] = value
     return config
+
+
+def run_tiny(data: dict[str, list[str]], out_dir, **overrides) -> dict:
+    """Launch a `tiny_config` run (its launcher, in this process or as its ranks) and return its summary."""
+    from training.config import TrainConfig
+    from training.launch import launch
+
+    return launch(TrainConfig.model_validate(tiny_config(data, out_dir, **overrides)))

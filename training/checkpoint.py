@@ -2,19 +2,23 @@
 cursor, every RNG state and the loop's counters; the newest K kept; a consolidated fp32 export on request.
 
 Layout under `<out_dir>/checkpoints/`: one directory per step (`step_00000100/`) holding DeepSpeed's files,
-`trainer_rank<R>.pt` for each rank and, written last after a barrier, `COMPLETE`. A run killed mid-save leaves a
-directory without `COMPLETE`, which resume ignores. With `out_dir` a URI the same layout is saved in each
-machine's staging directory and uploaded from there, `COMPLETE` last (`save`, training/storage.py).
+`trainer_rank<R>.pt` for each rank and, written last after a barrier, `COMPLETE`: the checkpoint's manifest, the
+size and sha256 of every other file in it. A run killed mid-save leaves a directory without `COMPLETE`, which
+resume ignores; a complete checkpoint whose files no longer match its manifest (a truncated copy, a bad disk) is
+set aside by resume, which falls back to the previous one (`verify`, training/loop.py). With `out_dir` a URI the
+same layout is saved in each machine's staging directory and uploaded from there, `COMPLETE` last (`save`,
+training/storage.py).
 
 Loading never unpickles arbitrary objects: our files and DeepSpeed's are read with `torch.load(weights_only=True)`
 (DeepSpeed's own calls are redirected to it for the duration, with its few plain classes allow-listed), and fp32
-exports are safetensors.
+exports are safetensors. A file that cannot be read is a `CheckpointError` naming it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 import random
 from pathlib import Path
 
@@ -23,9 +27,13 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from training.storage import RunStore
+from training.storage import COMPLETE, REJECTED, RunStore, sha256_file
 
 FP32_EXPORT = "model_fp32.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names it and says why, on one line."""
 
 
 def tag_for(step: int) -> str:
@@ -43,12 +51,18 @@ def _deepspeed_safe_globals() -> list:
 
 @contextlib.contextmanager
 def weights_only_loading():
-    """Within the block, every `torch.load` (DeepSpeed's included) reads with weights_only=True."""
+    """Within the block, every `torch.load` (DeepSpeed's included) reads with weights_only=True, and a file that
+    cannot be read so is a CheckpointError naming it (never torch's advice to retry with weights_only=False)."""
     original = torch.load
 
-    def load(*args, **kwargs):
+    def load(f, *args, **kwargs):
         kwargs["weights_only"] = True
-        return original(*args, **kwargs)
+        try:
+            return original(f, *args, **kwargs)
+        except pickle.UnpicklingError as err:
+            raise CheckpointError(f"{f}: refused to load: {_refusal_reason(err)}") from None
+        except (RuntimeError, OSError, EOFError, ValueError) as err:
+            raise CheckpointError(f"{f}: unreadable ({_first_line(err)}); the file is damaged or cut short") from None
 
     with torch.serialization.safe_globals(_deepspeed_safe_globals()):
         torch.load = load
@@ -56,6 +70,52 @@ def weights_only_loading():
             yield
         finally:
             torch.load = original
+
+
+def _first_line(err: BaseException) -> str:
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+
+
+def _refusal_reason(err: pickle.UnpicklingError) -> str:
+    """What torch's weights-only unpickler objected to (e.g. "unsupported GLOBAL posix.system"), without its advice
+    to load the file with weights_only=False. Its message is paragraphs: that advice, the objection, a docs link."""
+    paragraphs = [p.strip() for p in str(err).split("\n\n") if p.strip()]
+    for paragraph in paragraphs[1:]:
+        detail = paragraph.splitlines()[0].replace("WeightsUnpickler error:", "").strip()
+        detail = detail.split(" Please use")[0].split(" was not an allowed global")[0].rstrip(".")
+        if detail and "weights_only" not in detail and not detail.startswith("Check the documentation"):
+            return f"it holds a pickled object that is not tensors or plain data ({detail})"
+    return "it holds a pickled object that is not tensors or plain data"
+
+
+def file_records(directory: Path) -> dict[str, dict]:
+    """Relative name -> {bytes, sha256} of every file of a checkpoint directory but its markers and hidden files."""
+    records = {}
+    for path in sorted(directory.rglob("*")):
+        name = path.relative_to(directory).as_posix()
+        if path.is_file() and name not in (COMPLETE, REJECTED) and not path.name.startswith("."):
+            records[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    return records
+
+
+def verify(path: Path) -> str | None:
+    """None if every file the checkpoint's manifest (its COMPLETE) lists is there with its recorded size and
+    sha256, else one line naming the first file that is not. A checkpoint saved before manifests existed has
+    nothing to check against and passes."""
+    try:
+        manifest = json.loads((path / COMPLETE).read_text())
+    except (OSError, ValueError) as err:
+        return f"{path / COMPLETE}: unreadable manifest ({_first_line(err)})"
+    for name, record in manifest.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            return f"{file}: missing (the checkpoint's manifest lists it)"
+        size = file.stat().st_size
+        if size != record["bytes"]:
+            return f"{file}: {size} bytes, {record['bytes']} when it was saved"
+        if sha256_file(file) != record["sha256"]:
+            return f"{file}: its sha256 differs from the one recorded when it was saved"
+    return None
 
 
 def rng_state() -> dict:
@@ -87,8 +147,9 @@ def save(engine, store: RunStore, step: int, trainer_state: dict, keep_last: int
     """Collective: every rank calls it. Returns the checkpoint directory (in `store.ckpt_root`).
 
     For a remote run the ranks save into their machine's staging directory; rank 0 deletes any remote copy of the tag
-    (left by a killed run), then each staging directory's content is uploaded once, by the first of its ranks. After
-    a barrier rank 0 writes COMPLETE (uploaded last) and prunes old checkpoints; a staged copy goes once uploaded."""
+    (left by a killed run), then each staging directory's content is hashed and uploaded once, by the first of its
+    ranks (locally rank 0 hashes the directory every rank wrote into). Rank 0 gathers the hashes, writes COMPLETE
+    with them (uploaded last) and prunes old checkpoints; a staged copy goes once uploaded."""
     tag = tag_for(step)
     rank = dist.get_rank()
     engine.save_checkpoint(str(store.ckpt_root), tag=tag)
@@ -101,10 +162,15 @@ def save(engine, store: RunStore, step: int, trainer_state: dict, keep_last: int
     if rank == 0:
         store.delete_remote_checkpoint(tag)
     dist.barrier()
-    store.push_checkpoint_files(tag)
-    dist.barrier()
+    if store.remote is not None:
+        records = store.push_checkpoint_files(tag, file_records)
+    else:
+        records = file_records(path) if rank == 0 else {}
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, records)  # also the barrier: every rank's files are written and uploaded
     if rank == 0:
-        store.mark_complete(tag, json.dumps({"step": step}) + "\n")
+        files = {name: record for part in gathered for name, record in part.items()}
+        store.mark_complete(tag, json.dumps({"step": step, "files": files}, indent=1) + "\n")
         store.prune(keep_last)
     dist.barrier()
     store.drop_staged(tag)
@@ -146,24 +212,28 @@ def full_fp32_state_dict(engine) -> dict[str, torch.Tensor]:
 
 
 def save_fp32(engine, path: Path) -> None:
-    """Collective: rank 0 writes the consolidated fp32 weights as safetensors (tied head written once)."""
+    """Collective: rank 0 writes the consolidated fp32 weights as safetensors (a tied head written once: as the
+    embedding)."""
     state = full_fp32_state_dict(engine)
     if dist.get_rank() == 0:
-        state.pop("lm_head.weight", None)
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
 
 
 def load_fp32(path: Path) -> dict[str, torch.Tensor]:
-    """A consolidated export, with the tied head restored: ready for `GPT.load_state_dict`."""
+    """A consolidated export, with a tied head restored: ready for `GPT.load_state_dict`."""
     state = load_file(str(path))
-    state["lm_head.weight"] = state["transformer.wte.weight"]
+    state.setdefault("lm_head.weight", state["transformer.wte.weight"])
     return state
 
 
 def consolidate(ckpt_root: Path, tag: str) -> dict[str, torch.Tensor]:
     """fp32 weights from a DeepSpeed checkpoint directory, without processes: the export if the run wrote one,
-    else DeepSpeed's zero_to_fp32 (stages 1-3) or the stage-0 model file, read with weights_only=True."""
+    else DeepSpeed's zero_to_fp32 (stages 1-3) or the stage-0 model file, read with weights_only=True. A checkpoint
+    whose files do not match its manifest is a CheckpointError naming the file."""
     path = ckpt_root / tag
+    problem = verify(path)
+    if problem is not None:
+        raise CheckpointError(problem)
     if (path / FP32_EXPORT).is_file():
         return load_fp32(path / FP32_EXPORT)
     with weights_only_loading():

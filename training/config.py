@@ -29,7 +29,13 @@ class ModelConfig(Config):
     mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
     activation_checkpointing: bool = False
     compile: bool = Field(False, description="torch.compile the model through DeepSpeed (GPUs; slow to start)")
-    init_from: str | None = Field(None, description="a Hugging Face GPT-2 directory to start from")
+    init_from: str | None = Field(None, description="a Hugging Face GPT-2 directory to start from; the run takes "
+                                                    "its architecture (written into the run's config.json)")
+    # GPT-2 variants (set from an init_from model's config; GPT-2's own values by default)
+    tie_word_embeddings: bool = True
+    layer_norm_eps: float = Field(1e-5, gt=0)
+    scale_attn_by_inverse_layer_idx: bool = False
+    upcast_attn: bool = False
 
     def gpt_config(self) -> GPTConfig:
         n_layer, n_head, n_embd = SIZES[self.size]
@@ -37,7 +43,16 @@ class ModelConfig(Config):
             n_layer=self.n_layer or n_layer, n_head=self.n_head or n_head, n_embd=self.n_embd or n_embd,
             block_size=self.block_size, vocab_size=self.vocab_size, pad_vocab_to=self.pad_vocab_to,
             dropout=self.dropout, objective=self.objective, activation_checkpointing=self.activation_checkpointing,
+            **{name: getattr(self, name) for name in ARCHITECTURE_VARIANTS},
         )
+
+    def set_architecture(self, config: GPTConfig) -> None:
+        """Take a built model's shape and variant switches (a model imported from `init_from`)."""
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", *ARCHITECTURE_VARIANTS):
+            setattr(self, name, getattr(config, name))
+
+
+ARCHITECTURE_VARIANTS = ("tie_word_embeddings", "layer_norm_eps", "scale_attn_by_inverse_layer_idx", "upcast_attn")
 
 
 class DataConfig(Config):

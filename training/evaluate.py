@@ -17,7 +17,7 @@ import torch
 from pipeline.config import ConfigError, load_config
 from training import checkpoint
 from training.config import TrainConfig
-from training.loop import make_loader, prepare_batch
+from training.loop import validation_batches
 from training.model import GPT
 from training.storage import COMPLETE, complete_tags
 
@@ -63,12 +63,9 @@ def evaluate_checkpoint(ckpt: Path, cfg: TrainConfig) -> dict:
     if not cfg.data.val:
         raise ConfigError("data.val: no validation shards to evaluate on")
     model = load_model(ckpt, cfg).eval()
-    # One process reads what every rank of the run read: world_size x eval.batches micro-batches.
-    loader = make_loader(cfg, "val", 0, 1, cfg.seed)
+    # One process reads what every rank of the run read, masks included: world_size x eval.batches micro-batches.
     total, count = 0.0, 0
-    for i in range(cfg.eval.batches * cfg.launch.num_workers):
-        x, y = loader.next_batch()
-        x, y = prepare_batch(cfg, model.config, x, y, cfg.seed + 1, -1, 0, i)
+    for x, y in validation_batches(cfg, model.config, 0, 1, cfg.eval.batches * cfg.launch.num_workers):
         _, loss = model(x, y)
         if torch.isfinite(loss):
             total, count = total + loss.item(), count + 1

@@ -155,18 +155,20 @@ def load_model(source: str | Path, device: str | torch.device = "cpu") -> tuple[
     return model.to(device).eval(), template
 
 
-def locate_checkpoint(path: Path) -> tuple[Path, Path, str]:
+def locate_checkpoint(path: Path, tag: str | None = None) -> tuple[Path, Path, str]:
     """(run directory, checkpoints directory, tag) for a run dir, its checkpoints dir or a step dir; the newest
-    complete checkpoint unless a step is named."""
+    complete checkpoint unless a step is named (as the path, or as `tag`)."""
     from training.storage import COMPLETE, complete_tags
 
-    if path.name.startswith("step_") and (path / COMPLETE).is_file():
+    if path.name.startswith("step_") and (path / COMPLETE).is_file() and tag in (None, path.name):
         return path.parent.parent, path.parent, path.name
     ckpt_root = path if path.name == "checkpoints" else path / "checkpoints"
     tags = complete_tags(ckpt_root)
     if not tags:
         raise FileNotFoundError(f"{path}: no complete checkpoint (looked in {ckpt_root}) and no HF config.json")
-    return ckpt_root.parent, ckpt_root, tags[-1]
+    if tag is not None and tag not in tags:
+        raise FileNotFoundError(f"{ckpt_root / tag}: not a complete checkpoint (complete: {', '.join(tags)})")
+    return ckpt_root.parent, ckpt_root, tag or tags[-1]
 
 
 def run_model_config(run_dir: Path) -> GPTConfig:

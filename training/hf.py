@@ -3,7 +3,9 @@ checkpoint in that format to start from.
 
 Our parameter names are Hugging Face's; the only difference is that their attention and MLP projections are
 `Conv1D` layers, which store the weight transposed (in_features, out_features). Padding rows of the embedding
-are dropped on export. Weights are written as safetensors and read from safetensors or, for older checkpoints,
+are dropped on export. A config key that would make `transformers` compute something our model does not is
+either carried into our config (`HF_VARIANTS`) or refused with an error naming it: an import never builds a
+different model silently. Weights are written as safetensors and read from safetensors or, for older checkpoints,
 `pytorch_model.bin` with `torch.load(weights_only=True)`: nothing is unpickled.
 """
 
@@ -24,6 +26,15 @@ TOKENIZER_FILES = {"encoder.json": "vocab.json", "vocab.bpe": "merges.txt"}
 EOS_TOKEN_ID = 50256
 
 
+# Hugging Face GPT2Config key -> our GPTConfig field, and GPT-2's value of it.
+HF_VARIANTS = {
+    "tie_word_embeddings": ("tie_word_embeddings", True),
+    "layer_norm_epsilon": ("layer_norm_eps", 1e-5),
+    "scale_attn_by_inverse_layer_idx": ("scale_attn_by_inverse_layer_idx", False),
+    "reorder_and_upcast_attn": ("upcast_attn", False),
+}
+
+
 class HFFormatError(ValueError):
     """A directory that is not a GPT-2 checkpoint we can read; the message names the file."""
 
@@ -40,13 +51,12 @@ def hf_config(config: GPTConfig) -> dict:
         "n_head": config.n_head,
         "n_inner": None,
         "activation_function": "gelu_new",
-        "layer_norm_epsilon": 1e-5,
         "resid_pdrop": config.dropout,
         "embd_pdrop": config.dropout,
         "attn_pdrop": config.dropout,
         "initializer_range": 0.02,
         "scale_attn_weights": True,
-        "tie_word_embeddings": True,
+        **{key: getattr(config, ours) for key, (ours, _) in HF_VARIANTS.items()},
         "bos_token_id": EOS_TOKEN_ID,
         "eos_token_id": EOS_TOKEN_ID,
         "torch_dtype": "float32",
@@ -64,10 +74,10 @@ def export_hf(model_or_state: GPT | dict, config: GPTConfig, out_dir: str | Path
     out.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for name, tensor in state.items():
-        if name == "lm_head.weight":
+        if name == "lm_head.weight" and config.tie_word_embeddings:
             continue  # tied to transformer.wte.weight; transformers re-ties it on load
         tensor = tensor.detach().to(torch.float32)
-        if name == "transformer.wte.weight":
+        if name in ("transformer.wte.weight", "lm_head.weight"):
             tensor = tensor[: config.vocab_size]
         if name.endswith(CONV1D_SUFFIXES):
             tensor = tensor.t()
@@ -122,24 +132,32 @@ def import_hf(src_dir: str | Path, **overrides) -> GPT:
         raise HFFormatError(f"{config_path}: activation {hf['activation_function']!r}; GPT-2 uses gelu_new")
     if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
         raise HFFormatError(f"{config_path}: n_inner {hf['n_inner']} is not 4 x n_embd")
+    for key, supported in (("scale_attn_weights", True), ("add_cross_attention", False)):
+        if hf.get(key, supported) != supported:
+            raise HFFormatError(f"{config_path}: {key} {hf[key]!r} is not supported (only {supported!r})")
+    variants = {ours: hf.get(key, default) for key, (ours, default) in HF_VARIANTS.items()}
     config = GPTConfig(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
-                       block_size=hf["n_positions"], vocab_size=hf["vocab_size"], **overrides)
+                       block_size=hf["n_positions"], vocab_size=hf["vocab_size"], **variants, **overrides)
     model = GPT(config)
     state = {}
     for name, tensor in _read_weights(src).items():
         if not name.startswith(("transformer.", "lm_head.")):
             name = "transformer." + name  # OpenAI's original upload has no "transformer." prefix
-        if name.endswith((".attn.bias", ".attn.masked_bias")) or name == "lm_head.weight":
-            continue  # causal-mask buffers of old transformers versions; the head is tied
+        if name.endswith((".attn.bias", ".attn.masked_bias")):
+            continue  # causal-mask buffers of old transformers versions
         if name.endswith(CONV1D_SUFFIXES):
             tensor = tensor.t()
         state[name] = tensor.to(torch.float32)
-    wte = model.transformer.wte.weight
-    if state["transformer.wte.weight"].shape[0] < wte.shape[0]:  # our padding rows keep their init
-        padded = wte.detach().clone()
-        padded[: config.vocab_size] = state["transformer.wte.weight"]
-        state["transformer.wte.weight"] = padded
-    state["lm_head.weight"] = state["transformer.wte.weight"]
+    if config.tie_word_embeddings:
+        state["lm_head.weight"] = state["transformer.wte.weight"]
+    elif "lm_head.weight" not in state:
+        raise HFFormatError(f"{src}: tie_word_embeddings is false but the weights have no lm_head.weight")
+    for name in ("transformer.wte.weight", "lm_head.weight"):  # our padding rows keep their init
+        ours = model.get_parameter(name)
+        if state[name].shape[0] < ours.shape[0]:
+            padded = ours.detach().clone()
+            padded[: config.vocab_size] = state[name]
+            state[name] = padded
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise HFFormatError(f"{src}: weights do not match GPT-2 (missing {missing}, unexpected {unexpected})")

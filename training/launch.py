@@ -33,6 +33,10 @@ from training.storage import RunStore
 LOOPBACK_SOCKETS = {"GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo"}
 
 
+# Set for the ranks our torchrun launcher starts: the driver prints the run's summary, the ranks do not.
+DRIVER_REPORTS_ENV = "WEBTEXT_DRIVER_REPORTS"
+
+
 class LaunchError(RuntimeError):
     """The training run failed; the message carries the worker's error."""
 
@@ -144,7 +148,7 @@ def launch_torchrun(cfg: TrainConfig, run: RunStore) -> dict:
     config = cfg.model_dump(mode="json")
     config["out_dir"] = out_dir
     config_file.write_text(json.dumps(config, indent=2) + "\n")
-    env = {**os.environ, **LOOPBACK_SOCKETS}
+    env = {**os.environ, **LOOPBACK_SOCKETS, DRIVER_REPORTS_ENV: "1"}
     if not cfg.launch.use_gpu and cfg.launch.threads_per_worker:
         env["OMP_NUM_THREADS"] = str(cfg.launch.threads_per_worker)
     # Each rank runs `python -m jobs.pretrain`, which sees RANK/WORLD_SIZE and trains as that rank.

@@ -1,8 +1,10 @@
 """The training function: one per rank, the same under every launcher (Ray Train, torchrun, deepspeed, local).
 
 `train_worker(config_dict)` builds the model and the DeepSpeed engine, resumes from the newest complete
-checkpoint, then runs `Stepper.step` (`grad_accum_steps` micro-batches: forward, a loss check agreed by all ranks,
-backward; the optimizer step) and logs, evaluates and checkpoints on schedule. A step whose loss is NaN or inf on any
+checkpoint whose files match its manifest (a damaged one is set aside with a warning, and the one before it is
+tried), drops the metrics logged after that checkpoint (a killed run's), then runs `Stepper.step`
+(`grad_accum_steps` micro-batches: forward, a loss check agreed by all ranks, backward; the optimizer step) and
+logs, evaluates and checkpoints on schedule. A step whose loss is NaN or inf on any
 rank is skipped (no weight changes) and counted; `max_bad_steps` of them in a row stop the run with `TrainingDiverged`.
 """
 
@@ -15,6 +17,7 @@ import math
 import os
 import random
 import signal
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -59,12 +62,16 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(cfg: TrainConfig) -> GPT:
+    """The model to train. From `model.init_from` (a Hugging Face directory) its architecture is written into
+    `cfg.model`, so the run's config.json rebuilds the model that was trained (`webtext eval`, export, generate)."""
     if cfg.model.init_from:
         from training.hf import import_hf
 
         m = cfg.model
-        return import_hf(storage.localize(m.init_from), pad_vocab_to=m.pad_vocab_to, dropout=m.dropout,
-                         objective=m.objective, activation_checkpointing=m.activation_checkpointing)
+        model = import_hf(storage.localize(m.init_from), pad_vocab_to=m.pad_vocab_to, dropout=m.dropout,
+                          objective=m.objective, activation_checkpointing=m.activation_checkpointing)
+        cfg.model.set_architecture(model.config)
+        return model
     return GPT(cfg.model.gpt_config())
 
 
@@ -79,15 +86,23 @@ def prepare_batch(cfg: TrainConfig, model_cfg, x, y, seed: int, step: int, rank:
     return x, y
 
 
+def validation_batches(cfg: TrainConfig, model_cfg, rank: int, world_size: int, batches: int):
+    """The fixed validation set as rank `rank` of `world_size` sees it: `batches` (x, y) micro-batches, the same
+    on every call (a fresh loader with the run's seed). The loader gives rank r the run's batch i * W + r, and that
+    index alone seeds its masked-LM masks: one process reading W x batches gets the batches, masks included, that
+    W ranks read (`webtext eval`, training/evaluate.py)."""
+    loader = make_loader(cfg, "val", rank, world_size, cfg.seed)
+    for i in range(batches):
+        x, y = loader.next_batch()
+        yield prepare_batch(cfg, model_cfg, x, y, cfg.seed + 1, -1, 0, i * world_size + rank)
+
+
 @torch.no_grad()
 def evaluate(engine, cfg: TrainConfig, rank: int, world_size: int, device) -> dict:
-    """Mean loss over the fixed validation windows (the same every time: a fresh loader with the run's seed)."""
-    loader = make_loader(cfg, "val", rank, world_size, cfg.seed)
+    """Mean loss over the fixed validation windows (`validation_batches`)."""
     engine.eval()
     total = torch.zeros(2, dtype=torch.float64, device=device)
-    for i in range(cfg.eval.batches):
-        x, y = loader.next_batch()
-        x, y = prepare_batch(cfg, engine.module.config, x, y, cfg.seed + 1, -1, rank, i)
+    for x, y in validation_batches(cfg, engine.module.config, rank, world_size, cfg.eval.batches):
         _, loss = engine(x.to(device), y.to(device))
         if torch.isfinite(loss):
             total += torch.stack([loss.double(), loss.new_ones((), dtype=torch.float64)])
@@ -172,7 +187,9 @@ def train_worker(config: dict) -> dict:
         loader.load_state_dict(state["loader"])
         step, bad_steps, bad_in_a_row = state["step"], state["bad_steps"], state["bad_in_a_row"]
 
-    log = MetricsLog(out_dir, enabled=d.rank == 0, tensorboard=cfg.log.tensorboard, plot=cfg.log.plot)
+    # Lines a killed run logged after its checkpoint are dropped: this run logs those steps again.
+    log = MetricsLog(out_dir, enabled=d.rank == 0, tensorboard=cfg.log.tensorboard, plot=cfg.log.plot,
+                     start_step=step)
     if d.rank == 0:  # what `webtext eval` reads to rebuild the model and the validation windows
         store.write_text("config.json", json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
     peak = peak_flops(device_name(), cfg.precision)
@@ -246,17 +263,31 @@ def train_worker(config: dict) -> dict:
 
 
 def open_run(store: storage.RunStore, d, resume: bool) -> list[str]:
-    """Collective. The run's complete checkpoints, oldest first (rank 0's listing, the same on every rank). For a
-    remote out_dir each staging directory starts empty and receives the newest checkpoint (what DeepSpeed loads),
-    and rank 0's the metrics and TensorBoard events so far (appended to from here on)."""
+    """Collective. The run's complete checkpoints, oldest first (rank 0's listing, the same on every rank), the
+    last being the newest whose files match its manifest: rank 0 verifies it, and one that fails is set aside
+    (`RunStore.reject_checkpoint`) with a warning and the one before it tried. For a remote out_dir each staging
+    directory starts empty and receives the checkpoint to verify and load, and rank 0's the metrics and TensorBoard
+    events so far (appended to from here on)."""
     listing = [(store.complete_tags() if resume else [], uuid.uuid4().hex) if d.rank == 0 else None]
     dist.broadcast_object_list(listing, src=0)
     tags, attempt = listing[0]
-    if store.remote is not None:
-        store.open_attempt(attempt, tags[-1] if tags else None)
-        dist.barrier()
+    while True:
+        tag = tags[-1] if tags else None
+        if store.remote is not None:
+            store.open_attempt(f"{attempt}-{len(tags)}", tag)
+            dist.barrier()
+        problem = [checkpoint.verify(store.ckpt_root / tag) if d.rank == 0 and tag else None]
+        dist.broadcast_object_list(problem, src=0)
+        if problem[0] is None:
+            break
+        tags = tags[:-1]
         if d.rank == 0:
-            store.pull("metrics.jsonl", "tensorboard")
+            store.reject_checkpoint(tag, problem[0])
+            instead = f"resuming from {tags[-1]} instead" if tags else "no earlier checkpoint: starting afresh"
+            print(f"webtext: warning: checkpoint {tag} is damaged and set aside: {problem[0]}; {instead}",
+                  file=sys.stderr, flush=True)
+    if store.remote is not None and d.rank == 0:
+        store.pull("metrics.jsonl", "tensorboard")
     return tags
 
 

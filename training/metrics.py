@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from pipeline.storage import filesystem, is_uri
@@ -52,20 +53,25 @@ def mfu(tokens_per_s: float, flops_per_token: float, peak: float | None, n_devic
 
 
 class MetricsLog:
-    """Rank 0's log of a run; other ranks hold a disabled instance so call sites need no branches."""
+    """Rank 0's log of a run; other ranks hold a disabled instance so call sites need no branches. A run that
+    starts at `start_step` (resumed from that step's checkpoint) first drops the lines of later steps, which a
+    killed run logged and this one logs again: one line per step and record kind, for every reader."""
 
-    def __init__(self, out_dir: str | Path, enabled: bool, tensorboard: bool = True, plot: bool = True):
+    def __init__(self, out_dir: str | Path, enabled: bool, tensorboard: bool = True, plot: bool = True,
+                 start_step: int = 0):
         self.enabled, self.plot = enabled, plot
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / "metrics.jsonl"
         self._writer = None
         if enabled:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            drop_steps_after(self.path, start_step)
             self._file = open(self.path, "a", buffering=1)
             if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+                # TensorBoard hides the events a killed run wrote after the resumed step, as the JSONL drops them.
+                self._writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=start_step + 1)
 
     def log(self, step: int, **values) -> None:
         if not self.enabled:
@@ -90,6 +96,26 @@ class MetricsLog:
             self._writer.close()
         if self.plot:
             plot_loss_curve(self.path, self.out_dir / "loss.png")
+
+
+def drop_steps_after(path: Path, step: int) -> None:
+    """Rewrite a metrics.jsonl without its records past `step`, atomically (a temporary file renamed over it).
+    A last line cut short by a kill is dropped too."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        os.replace(tmp, path)
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _clean(value):

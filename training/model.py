@@ -1,5 +1,9 @@
 """GPT-2, the whole network in one file: embeddings, pre-LayerNorm blocks, final LayerNorm, tied LM head.
 
+A few switches exist only so that GPT-2 variants published in Hugging Face's format import exactly
+(training/hf.py): an untied LM head, another LayerNorm epsilon, attention scores scaled down by the layer's
+depth and computed in fp32 (Mistral's GPT-2 models). Their defaults are GPT-2's.
+
 Follows the GPT-2 paper (Radford et al., 2019) and nanoGPT's layout. No parallelism lives here: the DeepSpeed
 engine (`training/engine.py`) wraps this module as it is. Parameter names match Hugging Face's `GPT2LMHeadModel`
 (`transformer.h.0.attn.c_attn.weight`, ...), so `training/hf.py` only transposes the Conv1D weights.
@@ -46,6 +50,10 @@ class GPTConfig:
     dropout: float = 0.0
     objective: str = "clm"  # "clm" or "mlm"
     activation_checkpointing: bool = False  # recompute each block in the backward pass to save memory
+    tie_word_embeddings: bool = True  # the LM head is the token embedding matrix
+    layer_norm_eps: float = 1e-5
+    scale_attn_by_inverse_layer_idx: bool = False  # attention scores of layer i also scaled by 1 / (i + 1)
+    upcast_attn: bool = False  # attention computed in fp32 whatever the precision (HF: reorder_and_upcast_attn)
 
     @classmethod
     def named(cls, size: str, **overrides) -> "GPTConfig":
@@ -59,6 +67,12 @@ class GPTConfig:
         return math.ceil(rows / self.pad_vocab_to) * self.pad_vocab_to
 
     @property
+    def padding_params(self) -> int:
+        """Parameters in the padding rows of the embedding (and of an untied head)."""
+        rows = self.embedding_rows - self.vocab_size - (1 if self.objective == "mlm" else 0)
+        return rows * self.n_embd * (1 if self.tie_word_embeddings else 2)
+
+    @property
     def mask_token_id(self) -> int:
         return self.vocab_size
 
@@ -67,12 +81,16 @@ class GPTConfig:
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer_idx: int = 0):
         super().__init__()
         assert config.n_embd % config.n_head == 0, "n_embd must be a multiple of n_head"
         self.n_head = config.n_head
         self.dropout = config.dropout
         self.causal = config.objective == "clm"
+        self.scale = (config.n_embd // config.n_head) ** -0.5  # scaled dot product
+        if config.scale_attn_by_inverse_layer_idx:
+            self.scale /= layer_idx + 1
+        self.upcast = config.upcast_attn
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # query, key, value in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -86,11 +104,13 @@ class CausalSelfAttention(nn.Module):
             if layer_cache:
                 k, v = torch.cat([layer_cache[0], k], dim=2), torch.cat([layer_cache[1], v], dim=2)
             layer_cache[:] = [k, v]
+        if self.upcast:
+            q, k, v = q.float(), k.float(), v.float()
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, is_causal=self.causal and attn_mask is None,
-            dropout_p=self.dropout if self.training else 0.0
+            dropout_p=self.dropout if self.training else 0.0, scale=self.scale
         )
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = y.to(x.dtype).transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -110,11 +130,11 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: LayerNorm at the input of each sub-block, a residual around each."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer_idx: int = 0):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd)
-        self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, layer_cache: list | None = None,
@@ -146,11 +166,12 @@ class GPT(nn.Module):
             wte=nn.Embedding(config.embedding_rows, config.n_embd),
             wpe=nn.Embedding(config.block_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd),  # GPT-2's extra LayerNorm after the last block
+            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps),  # GPT-2: a LayerNorm after the last block
         ))
         self.lm_head = nn.Linear(config.n_embd, config.embedding_rows, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # weight tying: one matrix embeds and un-embeds
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight  # weight tying: one matrix embeds and un-embeds
 
         self.apply(self._init_weights)
         # GPT-2 paper: scale the weights of residual layers at initialization by 1/sqrt(N), N = 2 per block.

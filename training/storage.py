@@ -38,7 +38,8 @@ from pipeline.shards import HEADER_BYTES, INDEX_NAME, TOKEN_DTYPE, ShardError
 from pipeline.storage import Dir, expand_inputs, is_uri, join
 
 CACHE_ENV = "WEBTEXT_CACHE"
-COMPLETE = "COMPLETE"  # written last into a checkpoint directory (training/checkpoint.py)
+COMPLETE = "COMPLETE"  # written last into a checkpoint directory, its manifest (training/checkpoint.py)
+REJECTED = "REJECTED"  # why resume set a checkpoint aside (its COMPLETE removed); gone when the step is saved again
 CHUNK_BYTES = 8 << 20
 FETCH_THREADS = 8
 
@@ -191,7 +192,7 @@ def _stamp(f: RemoteFile, path: Path, sha256: str | None) -> dict:
             "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK_BYTES):
@@ -215,7 +216,7 @@ def _cached_copy_is_good(f: RemoteFile, path: Path) -> bool:
             return True
     if f.sha256 is None:
         return False  # nothing to check the bytes against: fetch again rather than trust them
-    if _sha256_file(path) != f.sha256:
+    if sha256_file(path) != f.sha256:
         return False
     stamp_file.write_text(json.dumps(_stamp(f, path, f.sha256)))
     return True
@@ -396,28 +397,43 @@ class RunStore:
         if self.remote is not None and not download(self.remote, f"checkpoints/{tag}", self.ckpt_root / tag):
             raise FileNotFoundError(f"{display_uri(self.remote.uri(f'checkpoints/{tag}'))}: checkpoint not found")
 
-    def push_checkpoint_files(self, tag: str) -> None:
+    def push_checkpoint_files(self, tag: str, records) -> dict:
         """What the ranks sharing this staging directory wrote of a checkpoint (all of them have saved: a barrier
-        came first): its whole staged copy, which has no COMPLETE yet (`mark_complete` comes after every upload)."""
+        came first): its whole staged copy, which has no COMPLETE yet (`mark_complete` comes after every upload).
+        Returns `records(directory)` of what this rank uploaded (the first of the directory's ranks), else {}."""
         if self.remote is None:
-            return
+            return {}
         with self._staging_lock():
             uploaded = self.ckpt_root / tag / ".uploaded"
             if uploaded.exists():
-                return
+                return {}
             if (self.ckpt_root / tag / COMPLETE).exists():
                 raise RuntimeError(f"{self.ckpt_root / tag}: COMPLETE before the upload; it must be uploaded last")
+            found = records(self.ckpt_root / tag)
             upload(self.ckpt_root / tag, self.remote, f"checkpoints/{tag}")
             uploaded.write_text("")
+            return found
 
     def delete_remote_checkpoint(self, tag: str) -> None:
         if self.remote is not None:
             self.remote.delete(f"checkpoints/{tag}")
 
     def mark_complete(self, tag: str, text: str) -> None:
+        (self.ckpt_root / tag / REJECTED).unlink(missing_ok=True)  # remotely the tag was deleted before saving
         (self.ckpt_root / tag / COMPLETE).write_text(text)
         if self.remote is not None:
             self.remote.write_bytes(f"checkpoints/{tag}/{COMPLETE}", text.encode())
+
+    def reject_checkpoint(self, tag: str, reason: str) -> None:
+        """Set a complete checkpoint aside (it failed verification): REJECTED holds the reason and COMPLETE goes,
+        so listings skip it; its files stay for inspection until the step is saved again."""
+        local = self.ckpt_root / tag
+        if local.is_dir():
+            (local / REJECTED).write_text(f"{reason}\n")
+            (local / COMPLETE).unlink(missing_ok=True)
+        if self.remote is not None:
+            self.remote.write_bytes(f"checkpoints/{tag}/{REJECTED}", f"{reason}\n".encode())
+            self.remote.delete(f"checkpoints/{tag}/{COMPLETE}")
 
     def prune(self, keep_last: int) -> list[str]:
         """Delete complete checkpoints older than the newest `keep_last` (remotely for a remote run)."""

@@ -1,0 +1,73 @@
+"""`webtext export`: a Hugging Face GPT-2 directory from one of our checkpoints, whatever its ZeRO stage: the
+newest complete checkpoint of a run, or the one `--tag` names, consolidated to fp32 and written as
+`model.safetensors` + `config.json` (+ the tokenizer files, given OpenAI's encoder.json and vocab.bpe).
+
+`transformers.GPT2LMHeadModel.from_pretrained(DIR)` loads the result; so do `model.init_from: DIR` (pretrain),
+`webtext finetune --from DIR`, `webtext eval` and `webtext generate`. The directory appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+from jobs.cli import UserError, module_main
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="RUN",
+                        help="run directory (its newest complete checkpoint), <run>/checkpoints or "
+                             "<run>/checkpoints/step_N; a path or a URI")
+    parser.add_argument("--tag", metavar="step_N", help="the checkpoint to export (default: the newest complete)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the Hugging Face directory to write (new)")
+    parser.add_argument("--tokenizer-dir", metavar="DIR",
+                        help="OpenAI's encoder.json + vocab.bpe, copied in as the tokenizer (default: the run's "
+                             "checkpoint.tokenizer_dir, if set)")
+
+
+def export_checkpoint(source: str, out: Path, tag: str | None = None, tokenizer_dir: str | None = None) -> dict:
+    from training import checkpoint
+    from training.generate import locate_checkpoint, run_model_config
+    from training.hf import export_hf
+    from pipeline.storage import join
+    from training.storage import base_name, is_remote, localize
+
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: exists and is not empty; choose a new --out")
+    if tag and is_remote(source) and not base_name(source).startswith("step_"):
+        # a remote run is mirrored one checkpoint at a time: the one named
+        source = join(source, tag) if base_name(source) == "checkpoints" else join(source, "checkpoints", tag)
+    run_dir, ckpt_root, tag = locate_checkpoint(localize(source), tag)
+    config = run_model_config(run_dir)
+    if tokenizer_dir is None:
+        tokenizer_dir = json.loads((run_dir / "config.json").read_text())["checkpoint"].get("tokenizer_dir")
+    tmp = out.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{out.name}")
+    try:
+        export_hf(checkpoint.consolidate(ckpt_root, tag), config, tmp, tokenizer_dir)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"checkpoint": str(ckpt_root / tag), "out": str(out)}
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.checkpoint import CheckpointError
+    from training.hf import HFFormatError
+
+    try:
+        result = export_checkpoint(args.checkpoint, Path(args.out), args.tag, args.tokenizer_dir)
+    except (CheckpointError, HFFormatError) as err:
+        raise UserError(str(err)) from None
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(module_main("jobs.export"))
