@@ -34,7 +34,7 @@ COMPARED = ["url", "url_norm", "outcome", "status", "final_url", "content_type",
 
 
 def fast_settings(web: LocalWeb, **extra) -> list[str]:
-    settings = {"allow": ["127.0.0.0/8"], "resolve": web.resolve(), "total_timeout_s": 1.5, "read_timeout_s": 1.0,
+    settings = {"allow_networks": ["127.0.0.0/8"], "resolve": web.resolve(), "total_timeout_s": 1.5, "read_timeout_s": 1.0,
                 "connect_timeout_s": 1.0, "backoff_base_s": 0.05, "max_body_bytes": 1 << 20,
                 "max_decoded_bytes": 4 << 20, "min_delay_s": 0.02, "retry_budget": 1.0, **extra}
     return [item for key, value in settings.items() for item in ("--set", f"{key}={json.dumps(value)}")]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
+import socket
 import time
 import zlib
 
@@ -15,7 +17,7 @@ from pipeline.fetch import BoundedDecoder, FetchConfig, FetchError, Fetcher, Htt
 from pipeline.localweb import LocalWeb
 from pipeline.robots import RobotsRules, robots_url, user_agent_token
 
-FAST = dict(allow=["127.0.0.0/8"], total_timeout_s=1.5, read_timeout_s=1.0, connect_timeout_s=1.0,
+FAST = dict(allow_networks=["127.0.0.0/8"], total_timeout_s=1.5, read_timeout_s=1.0, connect_timeout_s=1.0,
             backoff_base_s=0.05, max_body_bytes=1 << 20, max_decoded_bytes=4 << 20, retry_budget=1.0)
 
 
@@ -91,7 +93,21 @@ def test_robots_semantics_rfc9309():
     assert RobotsRules.from_response(404).allowed("http://h/x", agent)  # unavailable: allowed
     assert RobotsRules.from_response(401).allowed("http://h/x", agent)
     assert not RobotsRules.from_response(503).allowed("http://h/x", agent)  # unreachable: disallowed
-    assert not RobotsRules.from_response(None, detail="timeout").allowed("http://h/x", agent)
+    timeout = RobotsRules.from_error("timeout", "no complete response in time")
+    assert not timeout.allowed("http://h/x", agent)
+    assert (timeout.outcome(), RobotsRules.from_response(503).outcome(), rules.outcome()) == (
+        "robots_unreachable", "robots_unreachable", "robots_disallowed")
+    assert "timeout" in timeout.why_disallowed() and "HTTP 503" in RobotsRules.from_response(503).why_disallowed()
+    for refusal in ("blocked_address", "bad_url", "bad_scheme"):
+        refused = RobotsRules.from_error(refusal, "why")
+        assert not refused.allowed("http://h/x", agent) and refused.outcome() == refusal
+    # A decision survives the checkpoint unchanged.
+    for decision in (rules, timeout, RobotsRules.from_response(404), RobotsRules.from_error("bad_scheme", "ftp")):
+        again = RobotsRules.from_json(json.loads(json.dumps(decision.to_json())))
+        assert (again.outcome(), again.crawl_delay(agent), again.allowed("http://h/private/x", agent),
+                again.allowed("http://h/a", agent)) == (decision.outcome(), decision.crawl_delay(agent),
+                                                        decision.allowed("http://h/private/x", agent),
+                                                        decision.allowed("http://h/a", agent))
     assert robots_url("https://h:8080/a/b?q=1#f") == "https://h:8080/robots.txt"
 
 
@@ -180,3 +196,75 @@ def test_caps_and_robots_off(web):
     no_redirects = FetchConfig(**FAST, resolve=web.resolve(), min_delay_s=0, max_redirects=0)
     [hop] = crawl(no_redirects, [web.url(9, "/redirect/1")])
     assert hop.outcome == "too_many_redirects"
+
+
+def test_robots_unreachable_is_its_own_outcome_with_its_cause(web):
+    """A host whose robots.txt answers 5xx, refuses connections or never answers: every URL of it is
+    robots_unreachable (complete disallow, RFC 9309) with the cause, told apart from a site's own rules."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead_port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: connection refused
+    silent = socket.socket()  # accepts connections (the kernel's backlog) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    unreachable = next(i for i in range(web.n_hosts) if web.robots_variant(web.host_name(i)) == "unreachable")
+    ruled = next(i for i in range(web.n_hosts) if web.robots_variant(web.host_name(i)) == "rules")
+    config = FetchConfig(**{**FAST, "max_attempts": 1, "total_timeout_s": 0.5},
+                         resolve={"dead.web.test": f"127.0.0.1:{dead_port}",
+                                  "silent.web.test": f"127.0.0.1:{silent.getsockname()[1]}", **web.resolve()},
+                         min_delay_s=0)
+    try:
+        results = crawl(config, [web.url(unreachable, "/article/0"), "http://dead.web.test/a",
+                                 "http://dead.web.test/b", "http://silent.web.test/c", web.url(ruled, "/private/0")])
+    finally:
+        silent.close()
+    outcomes = [r.outcome for r in results]
+    assert outcomes == ["robots_unreachable"] * 4 + ["robots_disallowed"], outcomes
+    assert "HTTP 503" in results[0].error and "connect_error" in results[1].error and "timeout" in results[3].error
+    assert results[4].error == "disallowed by robots.txt"
+
+
+def test_host_politeness_holds_at_any_concurrency():
+    """Two requests in flight per host and a delay of 0.4 s, pages served in 0.15 s: seen from the server, no
+    request starts sooner than the delay after another one to the host started or ended, and none before a
+    Retry-After the host gave has passed, even for requests that were already waiting."""
+    delay = 0.4
+    site = LocalWeb(seed=4, n_hosts=3, pages_per_host=6, slow_s=0.15, retry_after_s=1)
+    site.start()
+    try:
+        config = FetchConfig(**FAST, resolve=site.resolve(), min_delay_s=delay, per_host_concurrency=2,
+                             obey_robots=False)
+        urls = [site.url(h, f"/slow/{k}") for h in (0, 1) for k in range(5)]
+        urls += [site.url(2, "/busy/0")] + [site.url(2, f"/slow/{k}") for k in range(4)]
+        results = crawl(config, urls)
+        assert [r.outcome for r in results] == ["ok"] * len(urls)
+        stats = site.stats()
+        for h in (0, 1, 2):
+            seen = stats[site.host_name(h)]
+            starts = [t for t, _ in seen.requests]
+            assert seen.max_in_flight <= 2
+            assert min(b - a for a, b in zip(starts, starts[1:])) >= delay - 0.01  # start -> start
+            for end, path, status in seen.responses:  # end -> start
+                later = [t for t in starts if t > end]
+                assert not later or later[0] - end >= delay - 0.01, (h, path, later[0] - end)
+        busy = stats[site.host_name(2)]
+        [(said_at, _, _)] = [r for r in busy.responses if r[2] == 503]
+        after = [t for t, _ in busy.requests if t > said_at]
+        assert after and after[0] - said_at >= site.retry_after_s - 0.01  # Retry-After held for the whole host
+    finally:
+        site.stop()
+
+
+def test_every_request_on_the_wire_is_an_attempt(web):
+    """A server that drops the connection before answering: aiohttp's own silent resend is off, so the server
+    sees exactly `max_attempts` requests, each one an attempt in the result, spaced by the host's delay."""
+    for max_attempts in (1, 3):
+        config = FetchConfig(**{**FAST, "max_attempts": max_attempts, "backoff_base_s": 0}, resolve=web.resolve(),
+                             min_delay_s=0.3, obey_robots=False)
+        web.reset_stats()
+        [result] = crawl(config, [web.url(12, f"/drop/{max_attempts}")])
+        assert (result.outcome, result.attempt) == ("read_error", max_attempts), result.error
+        times = [t for t, path in web.stats()[web.host_name(12)].requests]
+        assert len(times) == max_attempts
+        assert all(b - a >= 0.3 - 0.01 for a, b in zip(times, times[1:]))
