@@ -18,8 +18,8 @@ Every request sent is one attempt: aiohttp's own silent resend after a dropped c
 Outcomes: ok, http_status, robots_disallowed (the site's rules), robots_unreachable (robots.txt answered 5xx or
 could not be fetched: connect error, timeout, DNS; RFC 9309 says assume complete disallow; the cause is in
 `error`), timeout, connect_error, read_error, dns_error, tls_error (certificate not valid for the host, handshake
-failed), blocked_address, bad_scheme, bad_url (a refusal met fetching robots.txt, or its redirects, is recorded as
-that refusal), too_large, decoded_too_large, decode_error, bad_content_type, binary_content, too_many_redirects,
+failed), blocked_address, bad_scheme, bad_url (one of these four met fetching robots.txt, or its redirects, is
+recorded as itself), too_large, decoded_too_large, decode_error, bad_content_type, binary_content, too_many_redirects,
 bad_response, not_in_warc (replay only).
 """
 

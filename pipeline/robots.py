@@ -9,11 +9,12 @@ and the outcome a URL of the host gets when the decision stops it:
 - 2xx: the rules in the body (only its first `max_bytes`, at least the 500 KiB the RFC asks parsers to read);
   a URL they disallow is `robots_disallowed`;
 - 4xx ("unavailable"): everything allowed;
-- 5xx, or the server unreachable (timeout, connection error, TLS failure, DNS, a redirect loop): everything
+- 5xx, or the server unreachable (timeout, connection error, DNS, a redirect loop): everything
   disallowed for the rest of this crawl task, as the RFC allows; the outcome is `robots_unreachable` and the cause
   (`HTTP 503`, `connect_error: …`) is in the error, so dead hosts can be told from sites' own rules;
-- a refusal of the crawler's own (the SSRF guard, a malformed URL, a redirect to a scheme other than http(s)):
-  nothing of the host is fetched, and the outcome is the refusal (`blocked_address`, `bad_url`, `bad_scheme`);
+- a refusal of the crawler's own (the SSRF guard, a malformed URL, a redirect to a scheme other than http(s), a
+  certificate that does not verify): nothing of the host is fetched, and the outcome is the refusal
+  (`blocked_address`, `bad_url`, `bad_scheme`, `tls_error`);
 - redirects are followed by the fetcher (up to its redirect cap) before a status is known.
 
 A decision is a small JSON object (`to_json` / `from_json`): the crawl checkpoints them, so a resumed crawl applies
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 from protego import Protego
 
-REFUSALS = ("blocked_address", "bad_url", "bad_scheme")
+REFUSALS = ("blocked_address", "bad_url", "bad_scheme", "tls_error")
 
 
 @dataclass
