@@ -577,6 +577,20 @@ class Fetcher:
         return RobotsRules.from_error("too_many_redirects", "robots.txt: too many redirects"), exchanges
 
 
+def fetch_urls(config: FetchConfig, urls: list[str]) -> list[FetchResult]:
+    """Fetch `urls` over the network with one fetcher (all at once, within its limits): one-off checks and tests."""
+
+    async def go() -> list[FetchResult]:
+        transport = HttpTransport(config)
+        fetcher = Fetcher(config, transport, len(urls))
+        try:
+            return await asyncio.gather(*(fetcher.fetch(u) for u in urls))
+        finally:
+            await transport.close()
+
+    return asyncio.run(go())
+
+
 def mime_of(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 

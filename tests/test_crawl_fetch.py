@@ -3,7 +3,6 @@ robots.txt semantics, and the decoders' caps."""
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import socket
@@ -13,24 +12,12 @@ import zlib
 import brotli
 import pytest
 
-from pipeline.fetch import BoundedDecoder, FetchConfig, FetchError, Fetcher, HttpTransport, parse_retry_after
+from pipeline.fetch import BoundedDecoder, FetchConfig, FetchError, fetch_urls, parse_retry_after
 from pipeline.localweb import LocalWeb
 from pipeline.robots import RobotsRules, robots_url, user_agent_token
 
 FAST = dict(allow_networks=["127.0.0.0/8"], total_timeout_s=1.5, read_timeout_s=1.0, connect_timeout_s=1.0,
             backoff_base_s=0.05, max_body_bytes=1 << 20, max_decoded_bytes=4 << 20, retry_budget=1.0)
-
-
-def crawl(config: FetchConfig, urls: list[str]):
-    async def go():
-        transport = HttpTransport(config)
-        fetcher = Fetcher(config, transport, len(urls))
-        try:
-            return await asyncio.gather(*(fetcher.fetch(u) for u in urls))
-        finally:
-            await transport.close()
-
-    return asyncio.run(go())
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +109,7 @@ def test_every_fault_has_its_outcome_and_politeness_holds(web):
     assert {p.kind for p in pages} >= {"article", "private", "hang", "gzip_bomb", "endless", "reset", "busy"}
     config = FetchConfig(**FAST, resolve=web.resolve(), min_delay_s=0.1, global_concurrency=8)
     web.reset_stats()
-    results = crawl(config, [p.url for p in pages])
+    results = fetch_urls(config, [p.url for p in pages])
     mismatches = [(p.kind, p.url, p.expected, r.outcome, r.error) for p, r in zip(pages, results) if r.outcome != p.expected]
     assert not mismatches
     stats = web.stats()
@@ -144,19 +131,19 @@ def test_every_fault_has_its_outcome_and_politeness_holds(web):
 def test_retry_after_pauses_the_host_and_budget_limits_retries(web):
     config = FetchConfig(**FAST, resolve=web.resolve(), min_delay_s=0)
     web.reset_stats()
-    busy, throttled = crawl(config, [web.url(1, "/busy/7"), web.url(2, "/throttle/7")])
+    busy, throttled = fetch_urls(config, [web.url(1, "/busy/7"), web.url(2, "/throttle/7")])
     assert (busy.outcome, busy.attempt, throttled.outcome, throttled.attempt) == ("ok", 2, "ok", 2)
     for host, path in ((web.host_name(1), "/busy/7"), (web.host_name(2), "/throttle/7")):
         times = [t for t, p in web.stats()[host].requests if p == path]
         assert len(times) == 2 and times[1] - times[0] >= web.retry_after_s - 0.01
 
     no_budget = FetchConfig(**{**FAST, "retry_budget": 0, "retry_budget_min": 0}, resolve=web.resolve(), min_delay_s=0)
-    [flaky] = crawl(no_budget, [web.url(3, "/flaky/7")])
+    [flaky] = fetch_urls(no_budget, [web.url(3, "/flaky/7")])
     assert (flaky.outcome, flaky.status, flaky.attempt) == ("http_status", 500, 1)
-    [error] = crawl(config, [web.url(3, "/error/7")])
+    [error] = fetch_urls(config, [web.url(3, "/error/7")])
     assert (error.outcome, error.status, error.attempt) == ("http_status", 500, 3)  # 5xx retried to the limit
     too_long = FetchConfig(**{**FAST, "max_retry_after_s": 0.5}, resolve=web.resolve(), min_delay_s=0)
-    [gave_up] = crawl(too_long, [web.url(4, "/busy/8")])
+    [gave_up] = fetch_urls(too_long, [web.url(4, "/busy/8")])
     assert (gave_up.outcome, gave_up.status, gave_up.attempt) == ("http_status", 503, 1)
 
 
@@ -166,7 +153,7 @@ def test_crawl_delay_concurrency_and_global_limits():
     try:
         delayed = FetchConfig(**FAST, resolve=site.resolve(), min_delay_s=0)
         urls = [site.url(h, f"/article/{k}") for h in (0, 1) for k in range(4)]
-        assert all(r.outcome == "ok" for r in crawl(delayed, urls))
+        assert all(r.outcome == "ok" for r in fetch_urls(delayed, urls))
         for host in (site.host_name(0), site.host_name(1)):
             assert site.stats()[host].min_gap() >= 0.3 - 0.005  # robots.txt Crawl-delay honoured
 
@@ -175,7 +162,7 @@ def test_crawl_delay_concurrency_and_global_limits():
         two_per_host = FetchConfig(**FAST, resolve=site.resolve(), min_delay_s=0, per_host_concurrency=2,
                                    global_concurrency=3)
         urls = [site.url(h, f"/slow/{k}") for h in (1, 2) for k in range(6)]
-        outcomes = [r.outcome for r in crawl(two_per_host, urls)]
+        outcomes = [r.outcome for r in fetch_urls(two_per_host, urls)]
         assert outcomes == ["ok"] * len(urls), outcomes
         stats = site.stats()
         assert max(stats[site.host_name(h)].max_in_flight for h in (1, 2)) == 2
@@ -186,15 +173,15 @@ def test_crawl_delay_concurrency_and_global_limits():
 
 def test_caps_and_robots_off(web):
     small = FetchConfig(**{**FAST, "max_body_bytes": 2000}, resolve=web.resolve(), min_delay_s=0, obey_robots=False)
-    big, private = crawl(small, [web.url(8, "/article/0"), web.url(8, "/private/1")])
+    big, private = fetch_urls(small, [web.url(8, "/article/0"), web.url(8, "/private/1")])
     assert big.outcome == "too_large" and "2000" in big.error
     assert private.outcome == "too_large"  # requested: robots.txt not consulted when switched off
     only_pdf = FetchConfig(**FAST, resolve=web.resolve(), min_delay_s=0, content_types=["application/pdf"])
-    pdf, page = crawl(only_pdf, [web.url(9, "/file/1.pdf"), web.url(9, "/article/1")])
+    pdf, page = fetch_urls(only_pdf, [web.url(9, "/file/1.pdf"), web.url(9, "/article/1")])
     assert (pdf.outcome, page.outcome) == ("ok", "bad_content_type")
     assert page.content_type == "text/html; charset=utf-8" and page.bytes == 0 and not page.exchanges
     no_redirects = FetchConfig(**FAST, resolve=web.resolve(), min_delay_s=0, max_redirects=0)
-    [hop] = crawl(no_redirects, [web.url(9, "/redirect/1")])
+    [hop] = fetch_urls(no_redirects, [web.url(9, "/redirect/1")])
     assert hop.outcome == "too_many_redirects"
 
 
@@ -215,7 +202,7 @@ def test_robots_unreachable_is_its_own_outcome_with_its_cause(web):
                                   "silent.web.test": f"127.0.0.1:{silent.getsockname()[1]}", **web.resolve()},
                          min_delay_s=0)
     try:
-        results = crawl(config, [web.url(unreachable, "/article/0"), "http://dead.web.test/a",
+        results = fetch_urls(config, [web.url(unreachable, "/article/0"), "http://dead.web.test/a",
                                  "http://dead.web.test/b", "http://silent.web.test/c", web.url(ruled, "/private/0")])
     finally:
         silent.close()
@@ -237,7 +224,7 @@ def test_host_politeness_holds_at_any_concurrency():
                              obey_robots=False)
         urls = [site.url(h, f"/slow/{k}") for h in (0, 1) for k in range(5)]
         urls += [site.url(2, "/busy/0")] + [site.url(2, f"/slow/{k}") for k in range(4)]
-        results = crawl(config, urls)
+        results = fetch_urls(config, urls)
         assert [r.outcome for r in results] == ["ok"] * len(urls)
         stats = site.stats()
         for h in (0, 1, 2):
@@ -263,7 +250,7 @@ def test_every_request_on_the_wire_is_an_attempt(web):
         config = FetchConfig(**{**FAST, "max_attempts": max_attempts, "backoff_base_s": 0}, resolve=web.resolve(),
                              min_delay_s=0.3, obey_robots=False)
         web.reset_stats()
-        [result] = crawl(config, [web.url(12, f"/drop/{max_attempts}")])
+        [result] = fetch_urls(config, [web.url(12, f"/drop/{max_attempts}")])
         assert (result.outcome, result.attempt) == ("read_error", max_attempts), result.error
         times = [t for t, path in web.stats()[web.host_name(12)].requests]
         assert len(times) == max_attempts

@@ -19,7 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from warcio.archiveiterator import ArchiveIterator
 
 from jobs.cli import main as cli
-from pipeline.fetch import FetchConfig, FetchError, Fetcher, HttpTransport
+from pipeline.fetch import FetchConfig, FetchError, HttpTransport, fetch_urls
 from pipeline.localweb import LocalWeb
 
 GOOD, WRONG_NAME, UNTRUSTED = 0, 2, 3  # site indexes: a valid certificate, one for another name, one from another CA
@@ -100,22 +100,10 @@ def config(web: LocalWeb, **extra) -> FetchConfig:
     return FetchConfig(**{**settings, **extra})
 
 
-def fetch_all(config: FetchConfig, urls: list[str]):
-    async def go():
-        transport = HttpTransport(config)
-        fetcher = Fetcher(config, transport, len(urls))
-        try:
-            return await asyncio.gather(*(fetcher.fetch(u) for u in urls))
-        finally:
-            await transport.close()
-
-    return asyncio.run(go())
-
-
 def test_certificates_verified_by_default_with_sni_per_host(tls_web):
     urls = [tls_web.url(i, "/article/1", scheme="https") for i in (GOOD, 1, WRONG_NAME, UNTRUSTED)]
     tls_web.seen_sni.clear()
-    good, other, wrong_name, untrusted = fetch_all(config(tls_web), urls)
+    good, other, wrong_name, untrusted = fetch_urls(config(tls_web), urls)
     assert (good.outcome, other.outcome) == ("ok", "ok")
     assert good.exchanges[-1].url == urls[0] and tls_web.article(tls_web.host_name(GOOD), 1)[1].split("\n\n")[0][
         :80].encode() in good.exchanges[-1].body
@@ -129,20 +117,20 @@ def test_certificates_verified_by_default_with_sni_per_host(tls_web):
                    for p in s.paths)  # nothing was sent over a connection that failed verification
 
     # Without the CA in config, the system's trust store decides: our test CA is not in it.
-    [unknown] = fetch_all(config(tls_web, tls_ca_file=None), urls[:1])
+    [unknown] = fetch_urls(config(tls_web, tls_ca_file=None), urls[:1])
     assert unknown.outcome == "tls_error" and "certificate verify failed" in unknown.error
     # Switched off on purpose, the bad certificates are accepted.
-    assert [r.outcome for r in fetch_all(config(tls_web, tls_verify=False), urls[2:])] == ["ok", "ok"]
+    assert [r.outcome for r in fetch_urls(config(tls_web, tls_verify=False), urls[2:])] == ["ok", "ok"]
 
 
 def test_http_to_https_redirect_with_robots_over_https(tls_web):
     tls_web.reset_stats()
-    [moved] = fetch_all(config(tls_web), [tls_web.url(1, "/to-https/0")])
+    [moved] = fetch_urls(config(tls_web), [tls_web.url(1, "/to-https/0")])
     assert moved.outcome == "ok" and moved.final_url == tls_web.url(1, "/article/0", scheme="https")
     assert [e.status for e in moved.exchanges] == [301, 200]
     # robots.txt asked once per origin (http and https are two), then the pages; nothing private.
     assert tls_web.stats()[tls_web.host_name(1)].paths == ["/robots.txt", "/to-https/0", "/robots.txt", "/article/0"]
-    [private] = fetch_all(config(tls_web), [tls_web.url(1, "/private/0", scheme="https")])
+    [private] = fetch_urls(config(tls_web), [tls_web.url(1, "/private/0", scheme="https")])
     assert private.outcome == "robots_disallowed"
 
 
@@ -152,11 +140,11 @@ def test_the_address_guard_holds_on_tls_connections(tls_web):
     (an IP literal handed straight to it, verification off, is refused after connecting, before any byte of the
     response is used)."""
     guarded = config(tls_web, allow_hosts=[])
-    by_name, literal, spelled = fetch_all(guarded, [
+    by_name, literal, spelled = fetch_urls(guarded, [
         tls_web.url(GOOD, "/article/0", scheme="https"), f"https://127.0.0.1:{tls_web.tls_port}/article/0",
         f"https://2130706433:{tls_web.tls_port}/article/0"])
     assert [r.outcome for r in (by_name, literal, spelled)] == ["blocked_address"] * 3
-    [to_metadata] = fetch_all(config(tls_web, obey_robots=False),
+    [to_metadata] = fetch_urls(config(tls_web, obey_robots=False),
                               [tls_web.url(GOOD, "/to-metadata", scheme="https")])
     assert to_metadata.outcome == "blocked_address" and "169.254.169.254" in to_metadata.error
 

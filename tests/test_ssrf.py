@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, load_config
-from pipeline.fetch import FetchConfig, Fetcher, HttpTransport
+from pipeline.fetch import FetchConfig, fetch_urls
 from pipeline.localweb import LocalWeb
 from pipeline.ssrf import AddressGuard, BlockedAddress, GuardedResolver, address_class, literal_address, parse_resolve
 
@@ -206,18 +206,6 @@ def web():
     site.stop()
 
 
-def fetch_all(config: FetchConfig, urls: list[str]):
-    async def go():
-        transport = HttpTransport(config)
-        fetcher = Fetcher(config, transport, len(urls))
-        try:
-            return await asyncio.gather(*(fetcher.fetch(u) for u in urls))
-        finally:
-            await transport.close()
-
-    return asyncio.run(go())
-
-
 def test_live_refusals(web):
     """Guard on, opened only for the local web's names: literal, redirected and non-http targets are refused."""
     config = FetchConfig(allow_hosts=["*.web.test"], resolve=web.resolve(), min_delay_s=0, obey_robots=False,
@@ -237,7 +225,7 @@ def test_live_refusals(web):
         "javascript:alert(1)",
     ]
     web.reset_stats()
-    results = fetch_all(config, urls)
+    results = fetch_urls(config, urls)
     outcomes = [r.outcome for r in results]
     assert outcomes == ["ok"] + ["blocked_address"] * (4 + len(spellings)) + ["bad_scheme"] * 4, [
         (u, r.outcome, r.error) for u, r in zip(urls, results)]
@@ -250,7 +238,7 @@ def test_live_refusals(web):
 
 def test_guard_on_without_allowlist_refuses_the_local_web(web):
     config = FetchConfig(resolve=web.resolve(), min_delay_s=0, obey_robots=False)
-    [result] = fetch_all(config, [web.url(1, "/article/0")])
+    [result] = fetch_urls(config, [web.url(1, "/article/0")])
     assert result.outcome == "blocked_address" and "loopback" in result.error
 
 
@@ -259,7 +247,7 @@ def test_a_name_under_an_allowed_pattern_cannot_reach_metadata(web):
     to the metadata address is refused before any connection is tried."""
     config = FetchConfig(allow_hosts=["*.web.test"], resolve={"evil.web.test": "169.254.169.254:80", **web.resolve()},
                          min_delay_s=0, obey_robots=False, connect_timeout_s=1)
-    fine, evil = fetch_all(config, [web.url(0, "/article/0"), "http://evil.web.test/latest/meta-data/"])
+    fine, evil = fetch_urls(config, [web.url(0, "/article/0"), "http://evil.web.test/latest/meta-data/"])
     assert fine.outcome == "ok"
     assert evil.outcome == "blocked_address" and "169.254.169.254 (link_local)" in evil.error
 
@@ -269,7 +257,7 @@ def test_refusals_met_fetching_robots_txt_are_their_own_outcome(web):
     as blocked_address (it counts as an SSRF attempt), not as a robots decision."""
     config = FetchConfig(resolve={"inner.example": "10.0.0.7:80", **web.resolve()}, allow_hosts=["*.web.test"],
                          min_delay_s=0, connect_timeout_s=1)
-    inner, fine = fetch_all(config, ["http://inner.example/page", web.url(1, "/article/0")])
+    inner, fine = fetch_urls(config, ["http://inner.example/page", web.url(1, "/article/0")])
     assert (inner.outcome, fine.outcome) == ("blocked_address", "ok")
     assert inner.error.startswith("robots.txt: ") and "10.0.0.7 (private)" in inner.error
 
