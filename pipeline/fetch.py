@@ -288,9 +288,10 @@ class HttpTransport:
     def _check_peer(self, host: str, peer: str | None) -> None:
         """The address the connection went to passes the guard (the resolver only hands out checked ones: this
         holds it whatever the connector did, plain or TLS)."""
-        if peer is None:
-            return
-        ip = ipaddress.ip_address(peer.split("%", 1)[0])
+        try:
+            ip = ipaddress.ip_address((peer or "").split("%", 1)[0])
+        except ValueError:
+            return  # no socket address known (a connection already released, of a name): the resolver checked it
         reason = self.guard.refusal(host, ip)
         if reason:
             raise FetchError("blocked_address", f"{host}: connected to {peer}, a {reason} address")
