@@ -231,8 +231,9 @@ def test_host_politeness_holds_at_any_concurrency():
             seen = stats[site.host_name(h)]
             starts = [t for t, _ in seen.requests]
             assert seen.max_in_flight <= 2
-            assert min(b - a for a, b in zip(starts, starts[1:])) >= delay - 0.01  # start -> start
-            for end, path, status in seen.responses:  # end -> start
+            # start -> start: what the server sees also holds each request's own transit time (up to the tolerance)
+            assert min(b - a for a, b in zip(starts, starts[1:])) >= delay - 0.05
+            for end, path, status in seen.responses:  # end -> start: the client saw the end later still, so exact
                 later = [t for t in starts if t > end]
                 assert not later or later[0] - end >= delay - 0.01, (h, path, later[0] - end)
         busy = stats[site.host_name(2)]
