@@ -170,8 +170,8 @@ def test_parse_resolve_most_specific_pattern_wins():
     with pytest.raises(ValueError):
         parse_resolve({"x": "not-an-address:80"})
     # Written from general to specific (YAML order): the specific one still wins, whatever the order.
-    for mapping in ({"*": "127.0.0.1:1", "*.test": "127.0.0.2:2", "*.a.test": "127.0.0.3:3", "x.a.test": "127.0.0.4:4"},
-                    {"x.a.test": "127.0.0.4:4", "*.a.test": "127.0.0.3:3", "*.test": "127.0.0.2:2", "*": "127.0.0.1:1"}):
+    general_first = {"*": "127.0.0.1:1", "*.test": "127.0.0.2:2", "*.a.test": "127.0.0.3:3", "x.a.test": "127.0.0.4:4"}
+    for mapping in (general_first, dict(reversed(general_first.items()))):
         resolver = GuardedResolver(AddressGuard(), mapping)
         assert resolver.override("x.a.test") == ("127.0.0.4", 4)
         assert resolver.override("y.a.test") == ("127.0.0.3", 3)
