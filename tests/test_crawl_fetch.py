@@ -255,3 +255,29 @@ def test_every_request_on_the_wire_is_an_attempt(web):
         times = [t for t, path in web.stats()[web.host_name(12)].requests]
         assert len(times) == max_attempts
         assert all(b - a >= 0.3 - 0.01 for a, b in zip(times, times[1:]))
+
+
+def test_refusals_met_fetching_robots_txt_keep_their_own_outcome():
+    """robots.txt that redirects to another scheme, to a malformed URL or to a refused address: the host's URLs
+    get that refusal as their outcome (bad_scheme, bad_url, blocked_address), not a robots decision."""
+    from aiohttp import web as aioweb
+
+    class OddRobots(LocalWeb):
+        async def _handle(self, request):
+            targets = {0: "ftp://files.example/robots.txt", 1: "http://[::1/robots.txt",
+                       2: "http://169.254.169.254/robots.txt"}
+            host = (request.host or "").rsplit(":", 1)[0]
+            if request.path == "/robots.txt" and host in self.hosts and self.hosts.index(host) in targets:
+                return aioweb.Response(status=302, headers={"Location": targets[self.hosts.index(host)]})
+            return await super()._handle(request)
+
+    site = OddRobots(seed=6, n_hosts=4, pages_per_host=1)
+    site.start()
+    try:
+        results = fetch_urls(FetchConfig(**FAST, resolve=site.resolve(), min_delay_s=0),
+                             [site.url(h, "/article/0") for h in range(4)])
+    finally:
+        site.stop()
+    assert [r.outcome for r in results] == ["bad_scheme", "bad_url", "blocked_address", "ok"], [
+        (r.outcome, r.error) for r in results]
+    assert all(r.error.startswith("robots.txt: ") for r in results[:3])
