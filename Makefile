@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q torch==2.13.0
 	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[test]'
+	# The lowest aiohttp pyproject.toml allows, apart: tests/test_ssrf.py runs the SSRF guard's cases with it.
+	$(PY) -m pip install -q --no-deps --upgrade --target $(VENV)/aiohttp-floor \
+		"aiohttp==$$(sed -n 's/.*"aiohttp>=\([0-9.]*\).*/\1/p' pyproject.toml)"
 	$(PY) -m training.ops
 	touch $@
 

@@ -59,7 +59,7 @@ def write_table(directory: Path, url_list: list[str]) -> None:
 
 
 def crawl(urls_dir: Path, out: Path, port: int, extra: dict | None = None) -> tuple[dict, int]:
-    settings = {"allow": ["127.0.0.0/8"], "resolve": {"*.web.test": f"127.0.0.1:{port}"}, "min_delay_s": 0,
+    settings = {"allow_networks": ["127.0.0.0/8"], "resolve": {"*.web.test": f"127.0.0.1:{port}"}, "min_delay_s": 0,
                 "global_concurrency": GLOBAL, "num_buckets": 1, **(extra or {})}
     args = [a for k, v in settings.items() for a in ("--set", f"{k}={json.dumps(v)}")]
     proc = subprocess.Popen([sys.executable, "-m", "jobs.crawl", "--urls", str(urls_dir), "--out", str(out),

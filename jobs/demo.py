@@ -53,7 +53,7 @@ def demo_config(web: LocalWeb) -> CorpusConfig:
     """Defaults, except what a local web on a 2-core machine asks for: its address, short timeouts."""
     config = CorpusConfig()
     config.crawl = config.crawl.model_copy(update={
-        "resolve": web.resolve(), "allow": ["127.0.0.1/32"], "min_delay_s": 0.05, "connect_timeout_s": 2.0,
+        "resolve": web.resolve(), "allow_networks": ["127.0.0.1/32"], "min_delay_s": 0.05, "connect_timeout_s": 2.0,
         "read_timeout_s": 2.0, "total_timeout_s": 5.0, "max_attempts": 2, "backoff_base_s": 0.1,
         "backoff_max_s": 0.5, "max_retry_after_s": 2.0,
     })

@@ -19,10 +19,12 @@ later runs and audits need (what was disallowed, what timed out), and because on
 the fetch log holds every URL exactly once.
 
 Resume within a task: outcomes are checkpointed every `checkpoint_every` URLs (or `checkpoint_seconds`) as a
-segment, a WARC file then its log rows, under the runner's `_resume/<plan>/<task>/`; the log file is written
-last, so a segment whose log exists is complete. A task killed and rerun reads the finished segments, fetches
-only the URLs with no outcome, and at the end joins the segments into the part (offsets shifted). A rerun
-therefore gives the same fetch log as an uninterrupted crawl, up to timing (`elapsed`, record order and dates).
+segment, a WARC file, the robots.txt decisions made since the last segment (`seg-N.robots.json`; their responses
+are in the segment's WARC), then its log rows, under the runner's `_resume/<plan>/<task>/`; the log file is
+written last, so a segment whose log exists is complete. A task killed and rerun reads the finished segments,
+takes their robots.txt decisions (no host's robots.txt is fetched or archived twice), fetches only the URLs with
+no outcome, and at the end joins the segments into the part (offsets shifted). A rerun therefore writes the same
+fetch log and the same WARC records as an uninterrupted crawl, up to timing (`elapsed`, record order and dates).
 
 Replay: WARC files among the inputs (`webtext crawl --from-warc`) replace the network: responses come from their
 records (robots.txt included, when the WARCs hold it), through the same redirect, robots and content rules;
@@ -49,6 +51,7 @@ from pydantic import Field
 from yarl import URL
 
 from pipeline.fetch import FetchConfig, Fetcher, FetchResult, HttpTransport, ReplayTransport
+from pipeline.robots import RobotsRules
 from pipeline.runner import RESUME_DIR, Stage, StageError, TaskContext
 from pipeline.storage import InputFile, filesystem
 from pipeline.warc import WarcSink, index_responses
@@ -133,12 +136,13 @@ def round_robin(table: pa.Table) -> pa.Table:
 
 
 class Segment:
-    """The checkpoint being filled: a WARC in memory and its log rows."""
+    """The checkpoint being filled: a WARC in memory, the robots.txt decisions it archives, its log rows."""
 
     def __init__(self, number: int):
         self.number = number
         self.buffer = io.BytesIO()
         self.warc = WarcSink(self.buffer)
+        self.robots: dict[str, dict] = {}
         self.rows: list[dict] = []
         self.started = time.monotonic()
 
@@ -224,14 +228,19 @@ class CrawlStage(Stage):
             for outcome, n_bytes in zip(done["outcome"].to_pylist(), done["bytes"].to_pylist()):
                 self._tally(progress, outcome, n_bytes or 0)
         next_number = max((n for n, _ in segments), default=-1) + 1
-        asyncio.run(self._crawl(todo, warcs, ctx, resume_dir, next_number, progress))
+        robots = {}
+        for _, name in segments:
+            robots_name = name[: -len(".parquet")] + ".robots.json"
+            if out.exists(robots_name):
+                robots.update(out.read_json(robots_name))
+        asyncio.run(self._crawl(todo, warcs, ctx, resume_dir, next_number, progress, robots))
         self._assemble(ctx, resume_dir)
 
     def _finished_segments(self, ctx: TaskContext, resume_dir: str) -> list[tuple[int, str]]:
-        """Segments whose log was written; a WARC without its log (killed in between) is removed."""
+        """Segments whose log was written; a WARC or robots file without its log (killed in between) is removed."""
         logs = ctx.out.list(resume_dir, "seg-*.parquet")
         numbers = {int(name.rsplit("seg-", 1)[1].split(".")[0]) for name in logs}
-        for name in ctx.out.list(resume_dir, "seg-*.warc.gz"):
+        for name in ctx.out.list(resume_dir, "seg-*.warc.gz") + ctx.out.list(resume_dir, "seg-*.robots.json"):
             if int(name.rsplit("seg-", 1)[1].split(".")[0]) not in numbers:
                 ctx.out.delete(name)
         return sorted((int(name.rsplit("seg-", 1)[1].split(".")[0]), name) for name in logs)
@@ -265,10 +274,12 @@ class CrawlStage(Stage):
         return ReplayTransport(index, open_file), False
 
     async def _crawl(self, todo: pa.Table, warcs: list[InputFile], ctx: TaskContext, resume_dir: str,
-                     number: int, progress: dict) -> None:
+                     number: int, progress: dict, robots: dict[str, dict]) -> None:
         transport, live = self._transport(warcs)
         fetcher = Fetcher(self.config, transport, todo.num_rows, polite=live,
                           rng=random.Random(f"{self.config.seed}:{ctx.index}"))
+        for key, decision in robots.items():
+            fetcher.restore_robots(key, RobotsRules.from_json(decision))
         window = asyncio.Semaphore(self.config.window)
         segment = Segment(number)
         last_progress = 0.0
@@ -280,15 +291,22 @@ class CrawlStage(Stage):
                 return
             base = f"{resume_dir}/seg-{segment.number:06d}"
             out.write_bytes(f"{base}.warc.gz", segment.buffer.getvalue())
+            if segment.robots:
+                out.write_json(f"{base}.robots.json", segment.robots)
             rows = {f.name: [r.get(f.name) for r in segment.rows] for f in FETCH_LOG_SCHEMA}
             out.write_parquet(f"{base}.parquet", pa.table(rows, schema=FETCH_LOG_SCHEMA))
             segment = Segment(segment.number + 1)
 
+        def archive_robots() -> None:
+            for key, rules, exchanges in fetcher.robots_done:
+                for exchange in exchanges:
+                    segment.warc.write(exchange)
+                segment.robots[key] = rules.to_json()
+            fetcher.robots_done.clear()
+
         def record(row: dict, result: FetchResult) -> None:
             nonlocal last_progress
-            for exchange in fetcher.robots_exchanges:
-                segment.warc.write(exchange)
-            fetcher.robots_exchanges.clear()
+            archive_robots()
             offset = None
             for exchange in result.exchanges:
                 offset = segment.warc.write(exchange)
@@ -328,8 +346,7 @@ class CrawlStage(Stage):
                     task.add_done_callback(running.discard)
             while running:
                 await asyncio.gather(*list(running))
-            for exchange in fetcher.robots_exchanges:
-                segment.warc.write(exchange)
+            archive_robots()
             flush()
         finally:
             await transport.close()

@@ -12,17 +12,25 @@ timeouts and caps on wire and decoded size) for a live crawl, `ReplayTransport` 
 for `--from-warc`. Everything else (redirects, robots, content checks, outcomes) is the same code for both, so
 a replay gives the outcomes the live crawl gave for whatever the WARCs hold.
 
-Outcomes: ok, http_status, robots_disallowed, timeout, connect_error, read_error, dns_error, blocked_address,
-bad_scheme, bad_url, too_large, decoded_too_large, decode_error, bad_content_type, binary_content,
-too_many_redirects, bad_response, not_in_warc (replay only).
+Every request sent is one attempt: aiohttp's own silent resend after a dropped connection is turned off, so
+`attempt` counts what the server saw and the delays apply between all of them.
+
+Outcomes: ok, http_status, robots_disallowed (the site's rules), robots_unreachable (robots.txt answered 5xx or
+could not be fetched: connect error, timeout, DNS; RFC 9309 says assume complete disallow; the cause is in
+`error`), timeout, connect_error, read_error, dns_error, tls_error (certificate not valid for the host, handshake
+failed), blocked_address, bad_scheme, bad_url (one of these four met fetching robots.txt, or its redirects, is
+recorded as itself), too_large, decoded_too_large, decode_error, bad_content_type, binary_content, too_many_redirects,
+bad_response, not_in_warc (replay only).
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import math
 import random
+import ssl
 import time
 import zlib
 from collections.abc import Callable
@@ -30,12 +38,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import brotli
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from yarl import URL
 
 from pipeline.config import Config
 from pipeline.robots import RobotsRules, robots_url, user_agent_token
-from pipeline.ssrf import ALLOWED_SCHEMES, AddressGuard, BlockedAddress, DNSFailure, GuardedResolver
+from pipeline.ssrf import ALLOWED_SCHEMES, AddressGuard, BlockedAddress, DNSFailure, GuardedResolver, parse_resolve
 from pipeline.warc import Exchange
 
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
@@ -66,8 +74,46 @@ class FetchConfig(Config):
     retry_budget: float = Field(0.2, ge=0, description="retries a task may spend, as a share of its URLs")
     retry_budget_min: int = Field(10, ge=0)
     ssrf_guard: bool = True
-    allow: list[str] = Field([], description="networks or host patterns the SSRF guard lets through")
+    allow_networks: list[str] = Field([], description="addresses / CIDR networks the SSRF guard lets through, "
+                                                      "whatever name leads there")
+    allow_hosts: list[str] = Field([], description="host patterns that may resolve to loopback, private or shared "
+                                                   "addresses (never link-local / metadata)")
     resolve: dict[str, str] = Field({}, description='curl --resolve: {"*.example": "127.0.0.1:8080"}')
+    tls_verify: bool = Field(True, description="verify certificates and host names of https servers")
+    tls_ca_file: str | None = Field(None, description="PEM file of CA certificates trusted besides the system's")
+
+    @field_validator("allow_networks", "allow_hosts")
+    @classmethod
+    def _allowlist(cls, items: list[str], info: ValidationInfo) -> list[str]:
+        for item in items:
+            try:
+                is_network = bool(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                is_network = False
+            if is_network and info.field_name == "allow_hosts":
+                raise ValueError(f"{item!r} is an address: addresses and networks go in allow_networks")
+            if not is_network and info.field_name == "allow_networks":
+                raise ValueError(f"{item!r} is not an address or network (host patterns go in allow_hosts)")
+        return items
+
+    @field_validator("resolve")
+    @classmethod
+    def _resolve(cls, mapping: dict[str, str]) -> dict[str, str]:
+        parse_resolve(mapping)
+        return mapping
+
+    @field_validator("tls_ca_file")
+    @classmethod
+    def _ca_file(cls, path: str | None) -> str | None:
+        if path is not None:
+            try:
+                ssl.create_default_context().load_verify_locations(cafile=path)
+            except (OSError, ssl.SSLError) as err:
+                raise ValueError(f"{path}: not a readable PEM file of CA certificates ({err})") from None
+        return path
+
+    def guard(self) -> AddressGuard:
+        return AddressGuard(self.ssrf_guard, self.allow_networks, self.allow_hosts)
 
 
 class FetchError(Exception):
@@ -161,11 +207,16 @@ class HttpTransport:
         import aiohttp
 
         self.config = config
-        self.guard = AddressGuard(config.ssrf_guard, config.allow)
+        self.guard = config.guard()
         self.resolver = GuardedResolver(self.guard, config.resolve)
+        tls: ssl.SSLContext | bool = False
+        if config.tls_verify:
+            tls = ssl.create_default_context()
+            if config.tls_ca_file:
+                tls.load_verify_locations(cafile=config.tls_ca_file)
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(resolver=self.resolver, limit=config.global_concurrency, limit_per_host=0,
-                                           ttl_dns_cache=300),
+                                           ttl_dns_cache=300, ssl=tls),
             timeout=aiohttp.ClientTimeout(total=None, connect=config.connect_timeout_s,
                                           sock_connect=config.connect_timeout_s, sock_read=config.read_timeout_s),
             auto_decompress=False,
@@ -174,6 +225,9 @@ class HttpTransport:
             headers={"User-Agent": config.user_agent, "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
                      "Accept-Encoding": "gzip, deflate, br"},
         )
+        # aiohttp resends an idempotent request once, silently, when a connection drops before the response: off,
+        # so that every request on the wire is an attempt the fetcher counts, spaced by its delays.
+        self.session._retry_connection = False
 
     async def close(self) -> None:
         await self.session.close()
@@ -188,6 +242,7 @@ class HttpTransport:
             async with asyncio.timeout(self.config.total_timeout_s):
                 async with self.session.get(url, allow_redirects=False) as resp:
                     peer = self._peer(resp)
+                    self._check_peer(resp.url.host or "", peer)
                     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
                     if resp.status in REDIRECT_STATUSES:
                         body_limit = decoded_limit = min(body_limit, 64 << 10)
@@ -208,6 +263,8 @@ class HttpTransport:
             if isinstance(cause, BlockedAddress):
                 raise FetchError("blocked_address", str(cause)) from None
             raise FetchError("dns_error", str(cause) if isinstance(cause, DNSFailure) else str(err)) from None
+        except aiohttp.ClientSSLError as err:  # before ClientConnectorError, its base class
+            raise FetchError("tls_error", f"{type(err).__name__}: {err}") from None
         except aiohttp.ClientConnectorError as err:
             raise FetchError("connect_error", str(err), retryable=True) from None
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as err:
@@ -227,6 +284,17 @@ class HttpTransport:
         host = resp.url.host or ""
         checked = self.resolver.addresses.get(host)
         return checked[0] if checked else host.strip("[]") or None
+
+    def _check_peer(self, host: str, peer: str | None) -> None:
+        """The address the connection went to passes the guard (the resolver only hands out checked ones: this
+        holds it whatever the connector did, plain or TLS)."""
+        try:
+            ip = ipaddress.ip_address((peer or "").split("%", 1)[0])
+        except ValueError:
+            return  # no socket address known (a connection already released, of a name): the resolver checked it
+        reason = self.guard.refusal(host, ip)
+        if reason:
+            raise FetchError("blocked_address", f"{host}: connected to {peer}, a {reason} address")
 
     async def _read(self, resp, body_limit: int, decoded_limit: int, truncate: bool) -> bytes:
         declared = resp.content_length
@@ -257,7 +325,6 @@ class ReplayTransport:
         from pipeline.warc import read_exchanges
 
         self.index, self.open_file, self.read_exchanges = index, open_file, read_exchanges
-        self.guard = AddressGuard(enabled=True)
         self.files: dict[str, object] = {}
 
     async def get(self, url: str, body_limit: int, decoded_limit: int, truncate: bool = False,
@@ -301,20 +368,30 @@ class Fetcher:
 
     def __init__(self, config: FetchConfig, transport, n_urls: int, polite: bool = True, rng: random.Random | None = None):
         self.config, self.transport, self.polite = config, transport, polite
-        self.guard = AddressGuard(config.ssrf_guard, config.allow)
+        self.guard = config.guard()
         self.hosts: dict[str, HostState] = {}
         self.global_slots = asyncio.Semaphore(config.global_concurrency)
         self.retries_left = max(config.retry_budget_min, math.ceil(config.retry_budget * n_urls))
         self.agent = user_agent_token(config.user_agent)
         self.rng = rng or random.Random()
-        self.robots_exchanges: list[Exchange] = []  # robots.txt responses to archive, drained by the caller
+        # robots.txt decisions made, with the responses to archive: (host key, rules, exchanges), drained by the
+        # caller, which checkpoints them so that a resumed crawl neither fetches nor archives them again.
+        self.robots_done: list[tuple[str, RobotsRules, list[Exchange]]] = []
 
-    def host(self, url: URL) -> HostState:
-        key = f"{url.host}:{url.port}"
+    @staticmethod
+    def host_key(url: URL) -> str:
+        return f"{url.host}:{url.port}"
+
+    def host(self, url: URL | str) -> HostState:
+        key = url if isinstance(url, str) else self.host_key(url)
         state = self.hosts.get(key)
         if state is None:
             state = self.hosts[key] = HostState(self.config.per_host_concurrency, self.config.min_delay_s)
         return state
+
+    def restore_robots(self, key: str, rules: RobotsRules) -> None:
+        """Take a decision made before (a checkpoint): the host's robots.txt is not fetched again."""
+        self._set_robots(self.host(key), rules)
 
     @asynccontextmanager
     async def slot(self, host: HostState):
@@ -325,10 +402,17 @@ class Fetcher:
         loop = asyncio.get_running_loop()
         async with host.slots:
             async with host.start_lock:
-                wait = host.next_start - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                await self.global_slots.acquire()
+                # Checked again after every wait: while this request slept, another one to the host may have ended
+                # or met a Retry-After, and pushed next_start further.
+                while True:
+                    wait = host.next_start - loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                        continue
+                    await self.global_slots.acquire()
+                    if host.next_start <= loop.time():
+                        break
+                    self.global_slots.release()
                 host.next_start = loop.time() + host.delay
             try:
                 yield
@@ -351,7 +435,7 @@ class Fetcher:
                 if self.config.obey_robots:
                     rules = await self.robots(parsed)
                     if not rules.allowed(current, self.agent):
-                        return FetchResult(url, "robots_disallowed", final_url=current, error=rules.why_disallowed(),
+                        return FetchResult(url, rules.outcome(), final_url=current, error=rules.why_disallowed(),
                                            exchanges=exchanges)
                 exchange, attempt = await self.request(parsed, self.config.max_body_bytes, self.config.max_decoded_bytes,
                                                        content_types=self.config.content_types)
@@ -390,6 +474,8 @@ class Fetcher:
             self.guard.check_literal(parsed.host)
         except BlockedAddress as err:
             raise FetchError("blocked_address", str(err)) from None
+        except ValueError as err:
+            raise FetchError("bad_url", str(err)) from None
         return parsed
 
     def _final(self, url: str, final_url: str, exchange: Exchange, attempt: int, exchanges: list) -> FetchResult:
@@ -456,16 +542,21 @@ class Fetcher:
             return host.robots
         async with host.robots_lock:
             if host.robots is None:
-                host.robots = await self._fetch_robots(url)
-                delay = host.robots.crawl_delay(self.agent)
-                if delay is not None:
-                    host.delay = max(self.config.min_delay_s, min(delay, self.config.max_crawl_delay_s))
-                    if self.polite:  # the robots.txt request itself counts: the next one waits the new delay
-                        host.next_start = max(host.next_start, asyncio.get_running_loop().time() + host.delay)
+                rules, exchanges = await self._fetch_robots(url)
+                self._set_robots(host, rules)
+                self.robots_done.append((self.host_key(url), rules, exchanges))
+                if self.polite:  # the robots.txt request itself counts: the next one waits a Crawl-delay
+                    host.next_start = max(host.next_start, asyncio.get_running_loop().time() + host.delay)
         return host.robots
 
-    async def _fetch_robots(self, url: URL) -> RobotsRules:
-        current = robots_url(str(url))
+    def _set_robots(self, host: HostState, rules: RobotsRules) -> None:
+        host.robots = rules
+        delay = rules.crawl_delay(self.agent)
+        if delay is not None:
+            host.delay = max(self.config.min_delay_s, min(delay, self.config.max_crawl_delay_s))
+
+    async def _fetch_robots(self, url: URL) -> tuple[RobotsRules, list[Exchange]]:
+        current, exchanges = robots_url(str(url)), []
         for _hop in range(self.config.max_redirects + 1):
             try:
                 parsed = self._check_url(current)
@@ -473,15 +564,32 @@ class Fetcher:
                                                  truncate=True)
             except FetchError as err:
                 if err.outcome == "not_in_warc":  # replay: the archive's crawler already obeyed robots.txt
-                    return RobotsRules("unavailable", detail="no robots.txt in the WARC files")
-                return RobotsRules.from_response(None, detail=f"{err.outcome}: {err.detail}"[:300])
-            self.robots_exchanges.append(exchange)
+                    return RobotsRules("unavailable", detail="no robots.txt in the WARC files"), exchanges
+                return RobotsRules.from_error(err.outcome, err.detail), exchanges
+            exchanges.append(exchange)
             location = exchange.header("Location")
             if exchange.status in REDIRECT_STATUSES and location:
-                current = str(URL(current).join(URL(location.strip())))
+                try:
+                    current = str(URL(current).join(URL(location.strip())).with_fragment(None))
+                except ValueError as err:
+                    return RobotsRules.from_error("bad_url", f"bad Location {location!r}: {err}"), exchanges
                 continue
-            return RobotsRules.from_response(exchange.status, exchange.body)
-        return RobotsRules.from_response(None, detail="robots.txt: too many redirects")
+            return RobotsRules.from_response(exchange.status, exchange.body), exchanges
+        return RobotsRules.from_error("too_many_redirects", "robots.txt: too many redirects"), exchanges
+
+
+def fetch_urls(config: FetchConfig, urls: list[str]) -> list[FetchResult]:
+    """Fetch `urls` over the network with one fetcher (all at once, within its limits): one-off checks and tests."""
+
+    async def go() -> list[FetchResult]:
+        transport = HttpTransport(config)
+        fetcher = Fetcher(config, transport, len(urls))
+        try:
+            return await asyncio.gather(*(fetcher.fetch(u) for u in urls))
+        finally:
+            await transport.close()
+
+    return asyncio.run(go())
 
 
 def mime_of(content_type: str | None) -> str:

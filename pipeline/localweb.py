@@ -17,6 +17,8 @@ robots.txt (with a disallowed `/private/` path and an optional Crawl-delay), and
     /latin1/K           cp1252 bytes declared utf-8      /nocharset/K   no charset anywhere
     /binary/K           PNG bytes as text/html           /file/K.pdf    application/pdf
     /data/K.json        application/json
+    /drop/K             the connection closed before any response (a dropped keep-alive, seen from the client)
+    /to-https/K         301 to https://HOST:TLS_PORT/article/K (when serving TLS)
 
 Pages that test the corpus stages after the crawl (each host has one or two; all crawl as ok):
 
@@ -24,9 +26,13 @@ Pages that test the corpus stages after the crawl (each host has one or two; all
     /stub/K             an article of a few sentences (under the filter's 128-token minimum)
     /foreign/K          an article in German (dropped by the filter's language rule)
 
-Host variants by index: index % 7 == 5 serves robots.txt with 503 (the whole host is disallowed), == 6 with 404
-(everything allowed). The server records, per host, every request (arrival time, path) and the highest number of
-requests in flight at once, so a test can prove the crawler's politeness from the server's side.
+Host variants by index: index % 7 == 5 serves robots.txt with 503 (the whole host is disallowed: its URLs are
+`robots_unreachable`), == 6 with 404 (everything allowed). The server records, per host, every request (arrival
+time, path), every response (time the handler finished, path, status) and the highest number of requests in
+flight at once, so a test can prove the crawler's politeness from the server's side.
+
+With `tls` (an `ssl.SSLContext` holding the server's certificates; the caller picks them, e.g. per SNI name) the
+same web is also served over https on a second port, `tls_port`: `url(host, path, scheme="https")`.
 
     web = LocalWeb(seed=1, n_hosts=20, pages_per_host=10); port = web.start()
     web.pages()      # [Page(url, host, path, kind, expected outcome, title, text, family, expected_filter)]
@@ -45,11 +51,11 @@ import gzip
 import html
 import json
 import random
+import ssl
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from aiohttp import web
 
@@ -78,6 +84,7 @@ GERMAN_WORDS = (
 ).split()
 NAMES = ("Ada", "Bruno", "Chen", "Dara", "Elif", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Kofi", "Lena")
 
+BOMBS: dict[tuple[str, int], bytes] = {}  # (encoding, MiB) -> compressed zeros, shared by the webs of a process
 PNG_BYTES = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 
 # (kind, path template, expected crawl outcome with default settings and a working robots.txt)
@@ -129,19 +136,32 @@ class Page:
 
 @dataclass
 class HostStats:
-    """What the server saw of one host: requests in arrival order and the most that were in flight at once."""
+    """What the server saw of one host: requests in arrival order, responses in the order they were finished
+    (time, path, status; no entry for a connection dropped on purpose), the most requests in flight at once."""
 
     requests: list[tuple[float, str]] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    responses: list[tuple[float, str, int]] = field(default_factory=list)
 
     @property
     def paths(self) -> list[str]:
         return [path for _, path in self.requests]
 
     def min_gap(self, exclude_robots: bool = False) -> float | None:
+        """The shortest time between two arrivals. Seen from here it also holds each request's transit and the
+        server's own lag, so compare it with a tolerance."""
         times = [t for t, path in self.requests if not (exclude_robots and path == "/robots.txt")]
         gaps = [b - a for a, b in zip(times, times[1:])]
+        return min(gaps) if gaps else None
+
+    def min_gap_after_end(self) -> float | None:
+        """The shortest time from a response finished here to the next request's arrival. The client saw that end
+        later and the arrival is recorded later still, so this never understates the client's own gap: compare
+        it with the delay exactly, however loaded the machine."""
+        arrivals = sorted(t for t, _ in self.requests)
+        gaps = [next((t for t in arrivals if t > end), None) for end, _, _ in self.responses]
+        gaps = [start - end for start, (end, _, _) in zip(gaps, self.responses) if start is not None]
         return min(gaps) if gaps else None
 
 
@@ -150,13 +170,15 @@ class LocalWeb:
 
     def __init__(self, seed: int = 0, n_hosts: int = 20, pages_per_host: int = 10, latency_s: float = 0.0,
                  crawl_delay: float | None = None, slow_s: float = 0.5, hang_s: float = 120.0,
-                 retry_after_s: int = 1, bomb_mb: int = 100, faults_per_host: int = 2, robots_faults: bool = True):
+                 retry_after_s: int = 1, bomb_mb: int = 100, faults_per_host: int = 2, robots_faults: bool = True,
+                 tls: ssl.SSLContext | None = None):
         self.seed, self.n_hosts, self.pages_per_host = seed, n_hosts, pages_per_host
         self.latency_s, self.crawl_delay, self.slow_s, self.hang_s = latency_s, crawl_delay, slow_s, hang_s
         self.retry_after_s, self.bomb_mb, self.faults_per_host = retry_after_s, bomb_mb, faults_per_host
         self.robots_faults = robots_faults  # False: every host serves its robots.txt (the benchmark's web)
         self._pages_html: dict[tuple[str, str, int], bytes] = {}
         self.port: int | None = None
+        self.tls, self.tls_port = tls, None
         self._stats: dict[str, HostStats] = {}
         self._in_flight = 0
         self.max_in_flight = 0  # over all hosts: the crawler's global concurrency, seen from here
@@ -175,11 +197,12 @@ class LocalWeb:
     def hosts(self) -> list[str]:
         return [self.host_name(i) for i in range(self.n_hosts)]
 
-    def url(self, host: str | int, path: str) -> str:
+    def url(self, host: str | int, path: str, scheme: str = "http") -> str:
         if isinstance(host, int):
             host = self.host_name(host)
-        port = f":{self.port}" if self.port else ""
-        return f"http://{host}{port}{path}"
+        number = self.tls_port if scheme == "https" else self.port
+        port = f":{number}" if number else ""
+        return f"{scheme}://{host}{port}{path}"
 
     def resolve(self) -> dict[str, str]:
         """The crawler's `resolve` setting that sends every host of this web to this server."""
@@ -202,7 +225,7 @@ class LocalWeb:
 
             def expect(outcome: str) -> str:
                 if variant == "unreachable":
-                    return "robots_disallowed"
+                    return "robots_unreachable"
                 return outcome
 
             def add(path: str, kind: str, outcome: str, **content) -> None:
@@ -232,7 +255,7 @@ class LocalWeb:
                 family = (f"{host}/0" if kind in SERVES_OWN_ARTICLE else
                           f"{next_host}/0" if kind in SERVES_NEXT_ARTICLE else None)
                 if kind == "cross_redirect" and self.robots_variant(next_host) == "unreachable":
-                    outcome, family = "robots_disallowed", None
+                    outcome, family = "robots_unreachable", None
                 add(path, kind, outcome, family=family)
         return pages
 
@@ -326,7 +349,8 @@ class LocalWeb:
 
     def stats(self) -> dict[str, HostStats]:
         with self._lock:
-            return {host: HostStats(list(s.requests), s.in_flight, s.max_in_flight) for host, s in self._stats.items()}
+            return {host: HostStats(list(s.requests), s.in_flight, s.max_in_flight, list(s.responses))
+                    for host, s in self._stats.items()}
 
     def reset_stats(self) -> None:
         with self._lock:
@@ -343,9 +367,12 @@ class LocalWeb:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
 
-    def _leave(self, host: str) -> None:
+    def _leave(self, host: str, path: str, status: int | None) -> None:
         with self._lock:
-            self._stats[host].in_flight -= 1
+            stats = self._stats[host]
+            stats.in_flight -= 1
+            if status is not None:
+                stats.responses.append((time.monotonic(), path, status))
             self._in_flight -= 1
 
     def _attempt(self, host: str, path: str) -> int:
@@ -356,15 +383,18 @@ class LocalWeb:
 
     # -- serving --------------------------------------------------------------------------------------------
 
-    @cached_property
-    def _gzip_bomb(self) -> bytes:
-        return gzip.compress(b"\0" * (self.bomb_mb << 20), compresslevel=9)
-
-    @cached_property
-    def _brotli_bomb(self) -> bytes:
+    def _bomb(self, encoding: str) -> bytes:
+        """`bomb_mb` MiB of zeros, gzip- or brotli-compressed: built once per process, before serving (built while
+        serving, it held the server's loop for a second or more and the requests queued behind it looked, from
+        here, as if they had all come at once)."""
         import brotli
 
-        return brotli.compress(b"\0" * (self.bomb_mb << 20), quality=5)
+        key = (encoding, self.bomb_mb)
+        if key not in BOMBS:
+            zeros = bytes(self.bomb_mb << 20)
+            BOMBS[key] = (gzip.compress(zeros, compresslevel=9) if encoding == "gzip"
+                          else brotli.compress(zeros, quality=5))
+        return BOMBS[key]
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._record])
@@ -375,12 +405,18 @@ class LocalWeb:
     async def _record(self, request: web.Request, handler):
         host = (request.host or "").rsplit(":", 1)[0].lower()
         self._enter(host, request.path_qs)
+        status = None
         try:
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
-            return await handler(request)
+            response = await handler(request)
+            status = None if request.transport is None or request.transport.is_closing() else response.status
+            return response
+        except web.HTTPException as err:
+            status = err.status
+            raise
         finally:
-            self._leave(host)
+            self._leave(host, request.path_qs, status)
 
     def _html(self, text: str, status: int = 200, content_type: str = "text/html; charset=utf-8") -> web.Response:
         return web.Response(body=text.encode("utf-8"), status=status, headers={"Content-Type": content_type})
@@ -422,6 +458,11 @@ class LocalWeb:
             raise web.HTTPFound("http://10.0.0.1/admin")
         if head == "to-metadata":
             raise web.HTTPFound("http://169.254.169.254/latest/meta-data/")
+        if head == "to-https" and self.tls_port:
+            raise web.HTTPMovedPermanently(self.url(host, f"/article/{k}", scheme="https"))
+        if head == "drop":
+            request.transport.close()  # before the status line: the client sees a server disconnect
+            return web.Response(status=204)
         if head == "to-loopback":
             raise web.HTTPFound(f"http://127.0.0.1:{self.port}/article/0")
         if head == "ftp":
@@ -445,9 +486,11 @@ class LocalWeb:
         if head == "endless":
             return await self._endless(request)
         if head == "bomb":
-            return web.Response(body=self._gzip_bomb, headers={"Content-Type": "text/html", "Content-Encoding": "gzip"})
+            return web.Response(body=self._bomb("gzip"),
+                                headers={"Content-Type": "text/html", "Content-Encoding": "gzip"})
         if head == "brbomb":
-            return web.Response(body=self._brotli_bomb, headers={"Content-Type": "text/html", "Content-Encoding": "br"})
+            return web.Response(body=self._bomb("br"),
+                                headers={"Content-Type": "text/html", "Content-Encoding": "br"})
         if head == "latin1":
             page = self.article_html(host, k, charset=None).replace("notes", "notes \u00e9t\u00e9 caf\u00e9")
             return web.Response(body=page.encode("cp1252"), headers={"Content-Type": "text/html; charset=utf-8"})
@@ -501,6 +544,8 @@ class LocalWeb:
         serve one port (the kernel spreads connections over them)."""
         ready = threading.Event()
         failure: list[BaseException] = []
+        for encoding in ("gzip", "br"):
+            self._bomb(encoding)
 
         def serve() -> None:
             loop = asyncio.new_event_loop()
@@ -508,6 +553,8 @@ class LocalWeb:
             asyncio.set_event_loop(loop)
             try:
                 self.port = loop.run_until_complete(self._start(port, reuse_port))
+                if self.tls is not None:
+                    self.tls_port = loop.run_until_complete(self._start(0, False, self.tls))
             except BaseException as err:  # reported to the caller of start()
                 failure.append(err)
                 ready.set()
@@ -524,10 +571,12 @@ class LocalWeb:
             raise failure[0]
         return self.port
 
-    async def _start(self, port: int, reuse_port: bool = False) -> int:
-        self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024, reuse_port=reuse_port or None)
+    async def _start(self, port: int, reuse_port: bool = False, tls: ssl.SSLContext | None = None) -> int:
+        if self._runner is None:
+            self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
+            await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024, reuse_port=reuse_port or None,
+                           ssl_context=tls)
         await site.start()
         return site._server.sockets[0].getsockname()[1]
 
@@ -535,7 +584,7 @@ class LocalWeb:
         if self._loop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
-        self._loop = self._thread = None
+        self._loop = self._thread = self._runner = None
 
     def __enter__(self) -> LocalWeb:
         self.start()

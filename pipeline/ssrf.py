@@ -7,14 +7,27 @@ or internal services. The guard:
 - refuses loopback, private, link-local (the cloud metadata address included), shared (100.64/10), multicast,
   reserved and unspecified addresses and their IPv6 equivalents, IPv4-mapped / 6to4 / Teredo / NAT64 addresses by
   the IPv4 address they carry, and anything else Python's `ipaddress` does not call global;
+- reads a host that ends in a number the way resolvers and browsers do (`inet_aton`, the WHATWG URL standard's
+  IPv4 parser): `2130706434`, `0x7f000002`, `0177.0.0.2`, `127.2`, `127.000.000.002`, `127.0.0.2.` and their
+  percent-encoded forms are all 127.0.0.2 and refused as such, whatever the HTTP library would do with them
+  (aiohttp before 3.14.1 handed such hosts to `getaddrinfo` past any custom resolver);
 - resolves a host name once, in `GuardedResolver`, and hands aiohttp only the addresses that passed, so the
-  connection goes to the checked address (no second lookup that DNS rebinding could answer differently);
+  connection goes to the checked address (no second lookup that DNS rebinding could answer differently); the
+  transport checks the peer of every connection again, TLS ones included;
 - is applied again by the fetcher to every redirect hop (a literal IP in a URL never reaches a resolver, so the
   fetcher checks it with `check_literal`).
 
-`allow` opens the guard for tests and the demo: networks (`127.0.0.0/8`) or host names (`*.test`). `resolve`
-is curl's `--resolve`: `{"*.example": "127.0.0.1:8080"}` sends every matching host to one address and port, so
-one loopback server can stand for many hosts; the target address is still checked against the guard.
+Opening it, for tests, the demo and intranets, takes one of two explicit forms:
+- `allow_networks`: addresses or CIDR networks (`127.0.0.0/8`) that may be connected to, whatever name or literal
+  leads there: allowing `127.0.0.1/32` also lets `http://localhost/` through, since localhost resolves there;
+- `allow_hosts`: host name patterns (`*.web.test`) whose names may resolve to loopback, private or shared
+  addresses. Link-local addresses (cloud metadata: 169.254.0.0/16, fe80::/10) and the other metadata addresses
+  (`METADATA_NETWORKS`), multicast, reserved and unspecified ones stay refused for them: only an `allow_networks`
+  entry that contains such an address opens it.
+`resolve` is curl's `--resolve`: `{"*.example": "127.0.0.1:8080"}` sends every matching host to one address (and
+port, when given), so one loopback server can stand for many hosts; the most specific matching pattern wins (an
+exact name before any wildcard, then the pattern with more literal characters), and the target address is still
+checked against the guard.
 """
 
 from __future__ import annotations
@@ -22,14 +35,22 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 ALLOWED_SCHEMES = ("http", "https")
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Where clouds serve instance metadata and credentials: refused even for an allow_hosts name.
+METADATA_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32"))
+# What an allow_hosts name may resolve to: the ranges a local or intranet service lives in.
+HOST_OPENABLE = ("loopback", "private", "shared")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_IPV4_PART = re.compile(r"0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*")
 
 
 class BlockedAddress(OSError):
@@ -74,8 +95,42 @@ def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
     return None
 
 
+def literal_address(host: str) -> IPAddress | None:
+    """The address a URL host stands for when it is an IP literal in any spelling, None when it is a name.
+
+    IPv4 follows the WHATWG URL standard (what browsers do, and what `inet_aton` accepts): a host whose last label
+    is a number is an address of one to four parts, each decimal, octal (leading 0) or hex (0x), the last filling
+    the remaining bytes; a trailing dot and percent-encoding are ignored. Raises ValueError for a host that ends in
+    a number but is no address (`1.2.3.4.5`, `256.1.1.1`, `08.1`): resolvers disagree on those, so none is fetched.
+    """
+    host = unquote(host).strip().lower()
+    if host.startswith("[") or ":" in host:
+        return ipaddress.ip_address(host.strip("[]"))  # IPv6 (ValueError if malformed)
+    parts = host.split(".")
+    if len(parts) > 1 and parts[-1] == "":
+        parts.pop()
+    last = parts[-1]
+    if not (last.isascii() and (last.isdigit() or re.fullmatch(r"0x[0-9a-f]*", last))):
+        return None  # a name: its addresses are checked when it is resolved
+    if len(parts) > 4 or not all(_IPV4_PART.fullmatch(p) for p in parts):
+        raise ValueError(f"{host!r} ends in a number but is not an IPv4 address")
+    numbers = [int(p[2:] or "0", 16) if p.startswith("0x") else int(p, 8) if p.startswith("0") else int(p)
+               for p in parts]
+    if any(n > 255 for n in numbers[:-1]) or numbers[-1] >= 256 ** (5 - len(numbers)):
+        raise ValueError(f"{host!r}: a part of this IPv4 address is out of range")
+    value = numbers[-1] + sum(n << (8 * (3 - i)) for i, n in enumerate(numbers[:-1]))
+    return ipaddress.IPv4Address(value)
+
+
+def _specificity(pattern: str) -> tuple[bool, int, int]:
+    """Sort key: exact names first, then patterns with more literal characters, then longer ones."""
+    wildcard = any(c in pattern for c in "*?[")
+    return wildcard, -len(re.sub(r"[*?]|\[[^]]*\]", "", pattern)), -len(pattern)
+
+
 def parse_resolve(mapping: dict[str, str]) -> list[tuple[str, str, int | None]]:
-    """`{"*.example": "127.0.0.1:8080", "a.test": "[::1]"}` -> [(pattern, address, port or None)]."""
+    """`{"*.example": "127.0.0.1:8080", "a.test": "[::1]"}` -> [(pattern, address, port or None)], the most
+    specific pattern first."""
     rules = []
     for pattern, target in mapping.items():
         target = target.strip()
@@ -90,51 +145,52 @@ def parse_resolve(mapping: dict[str, str]) -> list[tuple[str, str, int | None]]:
         else:
             addr = target
         ipaddress.ip_address(addr)  # raises ValueError for a target that is not an address
-        rules.append((pattern.lower(), addr, port))
-    return rules
+        rules.append((pattern.lower().rstrip("."), addr, port))
+    return sorted(rules, key=lambda rule: _specificity(rule[0]))
 
 
 @dataclass
 class AddressGuard:
-    """The policy: refuse non-global addresses unless allowed by network or host name."""
+    """The policy: refuse non-global addresses unless an address entry or (for some classes) a host entry allows."""
 
     enabled: bool = True
-    allow: list[str] = field(default_factory=list)
+    allow_networks: list[str] = field(default_factory=list)
+    allow_hosts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.allowed_networks, self.allowed_hosts = [], []
-        for item in self.allow:
-            try:
-                self.allowed_networks.append(ipaddress.ip_network(item, strict=False))
-            except ValueError:
-                self.allowed_hosts.append(item.lower())
+        self.networks = [ipaddress.ip_network(item, strict=False) for item in self.allow_networks]
+        self.host_patterns = [item.lower().rstrip(".") for item in self.allow_hosts]
 
     def host_allowed(self, host: str) -> bool:
         host = host.lower().rstrip(".")
-        return any(fnmatch.fnmatchcase(host, pattern) for pattern in self.allowed_hosts)
+        return any(fnmatch.fnmatchcase(host, pattern) for pattern in self.host_patterns)
+
+    def _in(self, ip: IPAddress, networks) -> bool:
+        embedded = _embedded_ipv4(ip)
+        return any(a.version == net.version and a in net for a in (ip, embedded) if a is not None for net in networks)
 
     def refusal(self, host: str, ip: IPAddress) -> str | None:
         """Why connecting to `ip` (for `host`) is refused, or None if it is allowed."""
-        if not self.enabled or self.host_allowed(host):
+        if not self.enabled or self._in(ip, self.networks):
             return None
-        if any(ip.version == net.version and ip in net for net in self.allowed_networks):
+        reason = address_class(ip)
+        if reason is None:
             return None
-        if ip.version == 6 and (embedded := _embedded_ipv4(ip)) is not None:
-            if any(net.version == 4 and embedded in net for net in self.allowed_networks):
-                return None
-        return address_class(ip)
+        openable = reason.split(" ", 1)[0] in HOST_OPENABLE and not self._in(ip, METADATA_NETWORKS)
+        if openable and self.host_allowed(host):
+            return None
+        return reason
 
     def check_literal(self, host: str) -> None:
-        """Raise BlockedAddress if `host` is an IP literal the guard refuses (names are checked on resolution)."""
-        if ":" not in host and not host[-1:].isdigit():
-            return  # a name: IPv4 literals end in a digit and IPv6 ones hold a colon
-        try:
-            ip = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
+        """Raise BlockedAddress if `host` is an IP literal (any spelling) the guard refuses, ValueError if it ends in
+        a number but is no address; names are checked when resolved."""
+        ip = literal_address(host)
+        if ip is None:
             return
         reason = self.refusal(host, ip)
         if reason:
-            raise BlockedAddress(f"{host}: {reason} address")
+            spelled = "" if host.strip("[]").lower() == str(ip) else f" (= {ip})"
+            raise BlockedAddress(f"{host}{spelled}: {reason} address")
 
 
 class GuardedResolver(AbstractResolver):

@@ -99,6 +99,14 @@ def test_records_concurrency_and_arrivals(web):
     assert stats.paths == ["/slow/0"] * 4
     assert stats.max_in_flight >= 2  # four clients at once, each held 0.5 s
     assert web.max_in_flight >= 2
+    # Responses are recorded when finished, with their status; a dropped connection has none.
+    assert [(path, status) for _, path, status in stats.responses] == [("/slow/0", 200)] * 4
+    assert min(end for end, _, _ in stats.responses) - min(start for start, _ in stats.requests) >= web.slow_s - 0.01
+    web.reset_stats()
+    get(web, "site004.web.test", "/redirect/1")
+    with pytest.raises(http.client.RemoteDisconnected):
+        get(web, "site004.web.test", "/drop/0")
+    assert [(p, s) for _, p, s in web.stats()["site004.web.test"].responses] == [("/redirect/1", 301)]
 
 
 def test_runs_as_a_module():

@@ -74,7 +74,7 @@ def test_build_corpus_then_pretrain_submitted_through_the_jobs_api(ray_head, tmp
         out = tmp_path / "out"
         crawl = demo_config(web).crawl
         overrides = [f"crawl.{key}={json.dumps(getattr(crawl, key))}" for key in (
-            "resolve", "allow", "min_delay_s", "connect_timeout_s", "read_timeout_s", "total_timeout_s",
+            "resolve", "allow_networks", "min_delay_s", "connect_timeout_s", "read_timeout_s", "total_timeout_s",
             "max_attempts", "backoff_base_s", "backoff_max_s", "max_retry_after_s")]
         overrides.append("tokenize.val_fraction=0.2")
         entrypoint = " ".join([sys.executable, "-m", "jobs.build_corpus", "--dumps", str(dump), "--out", str(out)]

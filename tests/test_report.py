@@ -180,7 +180,7 @@ def test_build_corpus_command_ends_with_the_corpus_report(tmp_path, capsys):
         dump = write_dump(tmp_path / "RS_report.zst", records, "zst")
         crawl = demo_config(web).crawl
         overrides = [f"crawl.{key}={json.dumps(getattr(crawl, key))}" for key in (
-            "resolve", "allow", "min_delay_s", "connect_timeout_s", "read_timeout_s", "total_timeout_s",
+            "resolve", "allow_networks", "min_delay_s", "connect_timeout_s", "read_timeout_s", "total_timeout_s",
             "max_attempts", "backoff_base_s", "backoff_max_s", "max_retry_after_s")] + ["tokenize.val_fraction=0.2"]
         out = tmp_path / "out"
         args = ["build-corpus", "--dumps", str(dump), "--out", str(out), "--executor", "local"]
