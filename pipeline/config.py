@@ -55,14 +55,23 @@ def _apply_override(data: dict, path: list[str], value: Any, item: str) -> None:
 
 
 def _describe(err: ValidationError, source: str) -> str:
-    lines = []
+    """One short line: the key first, then what is wrong with it, then where it came from."""
+    problems = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        key = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key {key!r}")
+            problems.append(f"unknown key {key!r}")
+        elif not key:  # a check across keys: its message names them
+            problems.append(msg)
         else:
-            lines.append(f"{source}: key {key!r}: {e['msg']} (got {e.get('input')!r})")
-    return "\n".join(lines)
+            problems.append(f"key {key!r}: {msg} (got {_short(e.get('input'))})")
+    return f"{'; '.join(problems)} (in {source})"
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_config(model: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
@@ -86,7 +95,7 @@ def load_config(model: type[T], path: str | Path | None = None, overrides: list[
         keys, value = parse_override(item)
         _apply_override(data, keys, value, item)
     if overrides:
-        source += " + --set " + " ".join(overrides)
+        source += " + --set " + " ".join(item.partition("=")[0] for item in overrides)
     try:
         return model.model_validate(data)
     except ValidationError as err:

@@ -37,6 +37,22 @@ def test_unknown_and_invalid_keys_are_errors_naming_the_key(tmp_path):
         load_config(TrainConfig, None, ["batch.seq_len=2048"])
 
 
+def test_config_errors_name_the_key_first_on_one_short_line(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("zero:\n  offload_optimiser: true\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(TrainConfig, path)
+    assert str(err.value) == f"unknown key 'zero.offload_optimiser' (in {path})"
+    with pytest.raises(ConfigError) as err:  # a check across keys does not dump the whole config
+        load_config(TrainConfig, None, ["batch.seq_len=4096"])
+    message = str(err.value)
+    assert message.startswith("batch.seq_len 4096 exceeds model.block_size") and "\n" not in message
+    assert len(message) < 160, message
+    with pytest.raises(ConfigError) as err:
+        load_config(TrainConfig, None, ["optim.lr=" + "x" * 100])
+    assert str(err.value).startswith("key 'optim.lr': ") and len(str(err.value)) < 200
+
+
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_deepspeed_json_follows_the_config(stage, precision):

@@ -422,7 +422,7 @@ def test_cli_errors_are_one_line(tmp_path):
     config.write_text("karma: 3\n")
     proc = webtext("urls", "--dumps", str(tmp_path), "--out", str(tmp_path / "out"), "--config", str(config))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"webtext: error: {config}: unknown key 'karma'"
+    assert proc.stderr.strip() == f"webtext: error: unknown key 'karma' (in {config})"
     proc = webtext("urls", "--dumps", str(tmp_path / "missing.zst"), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and "missing.zst: no such file" in proc.stderr
     assert "Traceback" not in proc.stderr
