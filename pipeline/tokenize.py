@@ -34,7 +34,7 @@ import xxhash
 from pydantic import Field
 
 from pipeline.config import Config
-from pipeline.documents import read_parquet
+from pipeline.documents import check_documents, read_parquet
 from pipeline.runner import Stage, StageError, TaskContext
 from pipeline.shards import HEADER_BYTES, INDEX_NAME, MAGIC, TOKEN_DTYPE, VERSION, shard_header
 from pipeline.storage import InputFile, filesystem
@@ -96,6 +96,8 @@ class TokenizeStage(Stage):
         parts = [f for f in inputs if f.name.endswith(".parquet")]
         if not parts:
             raise StageError("tokenize: no document Parquet files among the inputs")
+        if phase == self.phases[0]:  # when the stage plans, before any output is touched
+            check_documents(parts, ("doc_id", "text"))
         if phase == "tokenizer":
             tok = self.config.tokenizer
             return [parts] if tok.kind == "bpe" and tok.path is None else []
