@@ -30,9 +30,9 @@ import io
 import signal
 import sys
 import threading
+import time
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,7 +64,7 @@ FETCH_LOG_SUFFIX = ".parquet"
 class ExtractConfig(Config):
     """Settings of the extract stage."""
 
-    timeout_s: float = Field(10.0, gt=0, description="time limit for one page's extraction")
+    timeout_s: float = Field(10.0, gt=0, description="CPU seconds one page's extraction may use (timeout)")
     max_bytes: int = Field(5 << 20, ge=1, description="larger bodies are rejected (too_large)")
     min_chars: int = Field(1, ge=1, description="extracted texts shorter than this are rejected (empty_text)")
     status_ok: list[int] = Field([200], description="HTTP statuses whose bodies are extracted")
@@ -322,32 +322,80 @@ def open_seekable(file: InputFile):
 # ---------------------------------------------------------------------------------------------------------------
 # Extraction
 
-class ExtractTimeout(Exception):
-    pass
+class ExtractTimeout(BaseException):
+    """The page used up its CPU time. A BaseException, so that a library's `except Exception` cannot take it."""
 
 
-@contextmanager
-def time_limit(seconds: float):
-    """Raise ExtractTimeout in this block after `seconds` (SIGALRM; in the main thread, as Ray tasks run).
+RETRY_S = 0.05
 
-    Elsewhere (a thread) the block runs unbounded: Python can interrupt only the main thread. The alarm is
-    handled between Python bytecodes, so one long call inside lxml finishes first; trafilatura's own size cap
-    (`max_bytes` here, before parsing) bounds those calls.
+
+def cpu_limited(seconds: float, fn, *args, **kwargs) -> tuple[Any, bool]:
+    """(fn(*args, **kwargs), False), or (None, True) if the call used more than `seconds` of CPU time: a limit that
+    is the same on an idle machine and a loaded one.
+
+    In the main thread (where Ray tasks and the local executor run), ITIMER_PROF counts this process's CPU time
+    and SIGPROF raises ExtractTimeout in the call; the timer then fires again every RETRY_S of CPU time, so an
+    exception that lands where Python swallows it (a `__del__`, a weakref callback: "Exception ignored") is
+    raised again; whether or not it got through, a call that reached the limit counts as over it. The signal is
+    handled between bytecodes, so one long call inside lxml finishes first (the `max_bytes` cap, before parsing,
+    bounds those). In another thread no signal can interrupt the call: its CPU time (time.thread_time) is
+    checked when it returns.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    state = {"armed": True, "exceeded": False}
 
-    def on_alarm(signum, frame):
-        raise ExtractTimeout(f"extraction took longer than {seconds}s")
+    def on_signal(signum, frame) -> None:
+        if state["armed"]:
+            state["exceeded"] = True
+            raise ExtractTimeout(f"extraction used more than {seconds}s of CPU time")
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    in_main = threading.current_thread() is threading.main_thread()
+    started, result, previous = time.thread_time(), None, None
     try:
-        yield
+        if in_main:
+            previous = signal.signal(signal.SIGPROF, on_signal)
+            signal.setitimer(signal.ITIMER_PROF, seconds, RETRY_S)
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            state["armed"] = False
+    except ExtractTimeout:
+        state["exceeded"] = True
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        state["armed"] = False
+        if in_main:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            signal.signal(signal.SIGPROF, previous)
+    exceeded = state["exceeded"] or time.thread_time() - started > seconds
+    return (None, True) if exceeded else (result, False)
+
+
+# A page whose date only dateparser reads makes it load every locale: about 2 CPU-seconds, once per process
+# (FACTS.md). A string no locale parses loads them all.
+_WARM_PAGE = ("<html><head><title>Warm-up</title></head><body><article><h1>Warm-up</h1><p class='date'>Opublikowano "
+              "3 marca 2019</p><p>" + "The council met on Tuesday to discuss the library budget. " * 20 +
+              "</p></article></body></html>")
+_warmed: set[tuple] = set()
+
+
+def warm_up(config: ExtractConfig) -> None:
+    """Pay trafilatura's one-time setup (imports, stop lists, the date parser's locales) before any page's clock
+    starts, once per process and settings, so the first page is judged like every other."""
+    key = (config.fast, config.with_metadata)
+    if key in _warmed:
+        return
+    import trafilatura
+
+    trafilatura.bare_extraction(_WARM_PAGE, url="http://example.org/", fast=config.fast,
+                                with_metadata=config.with_metadata, deduplicate=False)
+    if config.with_metadata and not config.fast:
+        try:
+            from htmldate.extractors import get_external_parser, month_words
+        except ImportError:  # another htmldate: the warm-up page above is the best there is
+            pass
+        else:
+            month_words()
+            get_external_parser().get_date_data("qqqq zzzz 2019")
+    _warmed.add(key)
 
 
 @dataclass
@@ -358,23 +406,22 @@ class Extracted:
 
 
 class Extractor:
-    """trafilatura with the stage's settings, on one decoded page."""
+    """trafilatura with the stage's settings, on one decoded page, under the per-page CPU-time limit."""
 
     def __init__(self, config: ExtractConfig):
         self.config = config
+        warm_up(config)
 
     def __call__(self, html: str, url: str | None) -> Extracted:
         import trafilatura
 
         c = self.config
-        try:
-            with time_limit(c.timeout_s):
-                doc = trafilatura.bare_extraction(
-                    html, url=url or None, fast=c.fast, favor_precision=c.favor_precision,
-                    include_comments=c.include_comments, include_tables=c.include_tables,
-                    with_metadata=c.with_metadata, deduplicate=False)
-        except ExtractTimeout as err:
-            raise Reject("timeout", str(err)) from None
+        doc, exceeded = cpu_limited(
+            c.timeout_s, trafilatura.bare_extraction, html, url=url or None, fast=c.fast,
+            favor_precision=c.favor_precision, include_comments=c.include_comments, include_tables=c.include_tables,
+            with_metadata=c.with_metadata, deduplicate=False)
+        if exceeded:
+            raise Reject("timeout", f"over {c.timeout_s}s of CPU time")
         text = (doc.text if doc is not None else "") or ""
         if len(text.strip()) < c.min_chars:
             raise Reject("empty_text", "" if doc is not None else "trafilatura found no main text")

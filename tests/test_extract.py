@@ -6,7 +6,12 @@ import codecs
 import gzip
 import io
 import json
+import os
 import re
+import subprocess
+import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,11 +23,13 @@ from warcio.warcwriter import WARCWriter
 
 from pipeline.documents import DOC_SCHEMA
 from pipeline.charset import decode_html, header_charset
-from pipeline.extract import ExtractConfig, Extractor, ExtractStage, Malformed, Reject, Response, iter_responses
+from pipeline.extract import (ExtractConfig, Extractor, ExtractStage, Malformed, Reject, Response, cpu_limited,
+                              iter_responses)
 from pipeline.runner import RunOptions, run_stage
 from pipeline.storage import expand_inputs
 from tests.conftest import shared_data
 
+REPO = Path(__file__).resolve().parents[1]
 LOCAL = RunOptions(executor="local", quiet=True)
 SENTENCES = [
     "The city council met on Tuesday evening to discuss the budget for the public library.",
@@ -273,6 +280,86 @@ def test_time_limit_stops_a_slow_page():
     with pytest.raises(Reject) as err:
         Extractor(ExtractConfig(timeout_s=0.01))(huge, None)
     assert err.value.reason == "timeout"
+
+
+def burn(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_the_limit_counts_cpu_time_not_waiting():
+    assert cpu_limited(0.2, time.sleep, 0.6) == (None, False)  # 0.6 s of wall-clock time, no CPU
+    assert cpu_limited(0.2, burn, 0.6) == (None, True)
+    assert cpu_limited(0.5, lambda: "fast") == ("fast", False)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed ones, as planned
+def test_a_limit_that_lands_in_a_finaliser_is_not_swallowed():
+    class Slow:
+        def __del__(self):  # an exception raised in here is printed ("Exception ignored") and dropped
+            burn(0.5)
+
+    def work():
+        for _ in range(3):
+            Slow()  # finalised at once, burning CPU inside __del__
+        return "finished"
+
+    assert cpu_limited(0.1, work) == (None, True)
+    # in another thread no signal can interrupt: the CPU time is checked when the call returns
+    results = []
+    worker = threading.Thread(target=lambda: results.append(cpu_limited(0.1, work)))
+    worker.start()
+    worker.join()
+    assert results == [(None, True)]
+
+
+def test_the_first_page_does_not_pay_the_libraries_setup():
+    """dateparser loads every locale the first time a date reaches it (~2 CPU-s): that happens before the clock."""
+    page = article("Wiadomości", [" ".join(SENTENCES)] * 3).replace(
+        "<article>", "<article><p class='date'>Opublikowano 3 marca 2019</p>")
+    code = ("import sys; from pipeline.extract import Extractor, ExtractConfig, Reject\n"
+            "try:\n    print(Extractor(ExtractConfig(timeout_s=1.0))(sys.stdin.read(), 'http://e.pl/').date)\n"
+            "except Reject as r:\n    print(r.reason)\n")
+    run = subprocess.run([sys.executable, "-c", code], input=page, capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "2019-01-01"  # htmldate's reading of the Polish date; not a timeout
+
+
+def load_pages() -> list[bytes]:
+    """Pages that need ~0.15 CPU-s (several times that in wall time on a loaded machine) and one that needs ~0.9 s."""
+    medium = [article(f"Medium {k}", [f"Paragraph {k}.{i}. " + " ".join(SENTENCES) for i in range(500)]).encode()
+              for k in range(3)]
+    heavy = article("Heavy", [f"Paragraph {i}. " + " ".join(SENTENCES) for i in range(3000)]).encode()
+    return [story(1), *medium, heavy, story(2)]
+
+
+@pytest.mark.slow
+def test_same_documents_and_rejects_under_cpu_load(tmp_path):
+    (tmp_path / "in").mkdir()
+    write_warc(tmp_path / "in" / "a.warc.gz", [warc_record(f"http://e.com/{i}", page)
+                                               for i, page in enumerate(load_pages())])
+    stage = ExtractStage(ExtractConfig(timeout_s=0.3))
+    inputs = expand_inputs([str(tmp_path / "in")])
+
+    def run(name: str) -> tuple[pa.Table, pa.Table]:
+        run_stage(stage, inputs, str(tmp_path / name), LOCAL)
+        rejected = read_table(tmp_path / name, "extract", "_rejected")
+        return read_table(tmp_path / name, "extract"), rejected.select(["reason", "detail", "warc_offset", "url"])
+
+    quiet_docs, quiet_rejects = run("quiet")
+    assert quiet_docs.num_rows == 5 and quiet_rejects["reason"].to_pylist() == ["timeout"]
+    assert quiet_rejects["url"].to_pylist() == ["http://e.com/4"]
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 * (os.cpu_count() or 2))]
+    try:
+        for attempt in range(2):
+            docs, rejects = run(f"loaded-{attempt}")
+            assert docs.equals(quiet_docs) and rejects.equals(quiet_rejects)
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
 
 
 # --- the stage -------------------------------------------------------------------------------------------------

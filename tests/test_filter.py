@@ -200,7 +200,8 @@ def test_real_articles_mostly_pass_the_quality_rules():
     import gzip
     import json
 
-    from pipeline.extract import ExtractConfig, Extractor, decode_html
+    from pipeline.charset import decode_html
+    from pipeline.extract import ExtractConfig, Extractor
     from pipeline.langid import detect_language
     from tests.conftest import shared_data
 
