@@ -200,7 +200,7 @@ def connected_components(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
 
 class DedupStage(Stage):
     name = "dedup"
-    version = 1
+    version = 2  # 2: texts without word characters keyed by their exact text; input columns kept as they are
     phases = ("signatures", "candidates", "verify", "components", "write")
 
     config: DedupConfig

@@ -47,7 +47,7 @@ from warcio.limitreader import LimitReader
 
 from pipeline.charset import decode_html
 from pipeline.config import Config
-from pipeline.documents import DOC_SCHEMA, read_parquet
+from pipeline.documents import DOC_SCHEMA, parquet_schema, read_parquet
 from pipeline.langid import detect_language
 from pipeline.runner import Stage, StageError, TaskContext
 from pipeline.storage import InputFile, filesystem
@@ -512,7 +512,7 @@ class _Rows:
 
 class ExtractStage(Stage):
     name = "extract"
-    version = 1
+    version = 2  # 2: WHATWG decoding, CPU-time limit, cut records rejected
 
     config: ExtractConfig
 
@@ -527,6 +527,8 @@ class ExtractStage(Stage):
             shown = ", ".join(o.rsplit("/", 1)[-1] for o in others[:5]) + (", ..." if len(others) > 5 else "")
             print(f"extract: skipped {len(others)} file(s) that are not WARC files or fetch logs: {shown}",
                   file=sys.stderr)
+        for log in logs:  # each fetch log opens as Parquet (its columns are optional: lineage uses what is there)
+            parquet_schema(log)
         # the crawl writes part-XXXXX.warc.gz next to its log part-XXXXX.parquet: a task reads its own log only
         stems = {_stem(log.name): log for log in logs}
         return [(warc, [stems[_stem(warc.name)]] if _stem(warc.name) in stems else logs) for warc in warcs]

@@ -485,7 +485,7 @@ class _ShuffleWriter:
 
 class UrlsStage(Stage):
     name = "urls"
-    version = 1
+    version = 2  # 2: created_utc with a fraction floored instead of rejected
     phases = ("map", "reduce")
     folded = ("merged",)  # submissions folded into the row of their URL
 

@@ -195,6 +195,10 @@ def test_an_input_that_is_not_a_warc_fails_the_plan_naming_it(tmp_path):
     (tmp_path / "notes.txt").write_text("not a WARC")
     with pytest.raises(StageError, match=r"not a WARC file: .*notes.txt"):
         ExtractStage(ExtractConfig()).tasks("parts", expand_inputs([str(tmp_path / "notes.txt")]))
+    write_warc(tmp_path / "part-00000.warc.gz", [warc_record("http://e.com/0", story(0))])
+    (tmp_path / "part-00000.parquet").write_bytes(b"not a fetch log")
+    with pytest.raises(StageError, match=r"part-00000.parquet: not a readable Parquet file"):
+        ExtractStage(ExtractConfig()).tasks("parts", expand_inputs([str(tmp_path / "part-00000.*")]))
 
 
 # --- charset ---------------------------------------------------------------------------------------------------
