@@ -96,7 +96,7 @@ class TokenizeStage(Stage):
         parts = [f for f in inputs if f.name.endswith(".parquet")]
         if not parts:
             raise StageError("tokenize: no document Parquet files among the inputs")
-        if phase == self.phases[0]:  # when the stage plans, before any output is touched
+        if phase == self.phases[0]:  # when the stage plans, before any task runs
             check_documents(parts, ("doc_id", "text"))
         if phase == "tokenizer":
             tok = self.config.tokenizer
