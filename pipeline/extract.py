@@ -5,7 +5,8 @@ One task per WARC file (the crawl stage's `part-XXXXX.warc.gz`, or any WARC such
   with them (Common Crawl's `.cdx.gz`, `warc.paths`, WAT/WET files) are skipped with a printed note, and inputs
   with no WARC at all are an error naming them, raised when the stage plans;
 - records are read with warcio from a seekable stream; a record that cannot be parsed (a cut gzip member, a block
-  shorter than its Content-Length, invalid WARC or HTTP headers, a file that ends inside a record) is rejected
+  shorter than its Content-Length, invalid WARC or HTTP headers, a file that ends inside a record, an empty
+  file) is rejected
   as `malformed_record` with its offset, and reading resumes at the next gzip member (or `WARC/` line in an
   uncompressed file), so one bad record costs only itself; a WARC gzipped as one stream (`gzip x.warc`) is read
   sequentially, its offsets then counting decompressed bytes;
@@ -176,6 +177,10 @@ def iter_responses(stream, max_bytes: int) -> Iterator[Response | Malformed]:
     A WARC gzipped as one whole stream (`gzip x.warc`, not a member per record) is read sequentially through its
     decompressed bytes; its offsets are then offsets in the decompressed WARC.
     """
+    stream.seek(0)
+    if not stream.read(1):  # never read as "no records"
+        yield Malformed(0, "the file is empty (0 bytes): not a WARC")
+        return
     gzipped = _is_gzipped(stream)
     items = _iter_records(stream, max_bytes, gzipped)
     for item in items:

@@ -138,6 +138,11 @@ def test_a_file_cut_inside_the_last_records_headers_counts_that_record(gzipped):
         assert items[2].offset == len(records[0]) + len(records[1])
 
 
+def test_an_empty_warc_file_is_counted_not_read_as_nothing():
+    [item] = list(iter_responses(io.BytesIO(b""), 1 << 20))
+    assert isinstance(item, Malformed) and "empty" in item.detail
+
+
 def test_a_warc_gzipped_as_one_stream_is_read(tmp_path):
     plain = [warc_record(f"http://e.com/{i}", story(i), gzipped=False) for i in range(3)]
     (tmp_path / "in").mkdir()
