@@ -7,8 +7,8 @@ One task per WARC file (the crawl stage's `part-XXXXX.warc.gz`, or any WARC such
 - records are read with warcio from a seekable stream; a record that cannot be parsed (a cut gzip member, a block
   shorter than its Content-Length, invalid WARC or HTTP headers, a file that ends inside a record, an empty
   file) is rejected as `malformed_record` with its offset, and reading resumes at the next gzip member (or
-  `WARC/` line in an uncompressed file), so one bad record costs only itself; a WARC gzipped as one stream (`gzip x.warc`) is read
-  sequentially, its offsets then counting decompressed bytes;
+  `WARC/` line in an uncompressed file), so one bad record costs only itself; a WARC gzipped as one stream
+  (`gzip x.warc`) is read sequentially, its offsets then counting decompressed bytes;
 - each `response` record is judged in order: an HTTP record (a `dns:` or other non-HTTP record is
   `not_http_record`), HTTP status 200, an HTML content type, a size cap; then its body (transfer and content
   encodings undone by warcio) is decoded as browsers do (pipeline/charset.py: byte-order mark, HTTP charset,

@@ -235,7 +235,8 @@ def test_texts_without_word_characters_are_compared_by_their_exact_text(tmp_path
 
 
 @pytest.mark.parametrize("table,message", [
-    (pa.table({"doc_id": ["a"], "body": ["no text column"]}), r"mine.parquet: not a document table: missing column text"),
+    (pa.table({"doc_id": ["a"], "body": ["no text column"]}),
+     r"mine.parquet: not a document table: missing column text"),
     (pa.table({"text": ["no id"]}), r"mine.parquet: not a document table: missing column doc_id"),
     (pa.table({"doc_id": ["a"], "text": ["x"], "score": ["high"]}), r"mine.parquet: column score has type string"),
     (None, r"mine.parquet: not a readable Parquet file"),
