@@ -34,7 +34,7 @@ import xxhash
 from pydantic import Field
 
 from pipeline.config import Config
-from pipeline.documents import check_documents, read_parquet
+from pipeline.documents import check_documents
 from pipeline.runner import Stage, StageError, TaskContext
 from pipeline.shards import HEADER_BYTES, INDEX_NAME, MAGIC, TOKEN_DTYPE, VERSION, shard_header
 from pipeline.storage import InputFile, filesystem
