@@ -217,7 +217,7 @@ class DedupStage(Stage):
         if len(docs) >= 1 << 31:
             raise StageError("dedup: too many input parts")
         if phase == self.phases[0]:  # when the stage plans: every file is Parquet with the columns dedup reads
-            check_documents(docs, REQUIRED_COLUMNS, COLUMN_TYPES)
+            check_documents(docs, REQUIRED_COLUMNS, COLUMN_TYPES, reserved=tuple(n for n, _ in REJECT_FIELDS))
         n_parts, n_buckets = len(docs), self.num_buckets(docs)
         if phase == "signatures":
             return [(file, n_buckets) for file in docs]

@@ -47,14 +47,20 @@ def parquet_schema(file) -> pa.Schema:
         raise StageError(f"{file.uri}: not a readable Parquet file: {err}") from None
 
 
-def check_documents(files: list, required: tuple[str, ...], types: dict[str, tuple] | None = None) -> None:
-    """Plan-time check of user-given document files: each opens as Parquet and has the `required` columns, and an
-    optional column present has one of the accepted type kinds (`types`: column -> pyarrow.types predicates).
-    Raises StageError naming the file and the column."""
+def check_documents(files: list, required: tuple[str, ...], types: dict[str, tuple] | None = None,
+                    reserved: tuple[str, ...] = ()) -> None:
+    """Plan-time check of user-given document files: each opens as Parquet and has the `required` columns, an
+    optional column present has one of the accepted type kinds (`types`: column -> pyarrow.types predicates), and
+    none is named like a column the stage adds to its rejects (`reserved`). Raises StageError naming the file and
+    the column."""
     from pipeline.runner import StageError
 
     for file in files:
         schema = parquet_schema(file)
+        clash = [name for name in reserved if name in schema.names]
+        if clash:
+            raise StageError(f"{file.uri}: column {clash[0]} has the name of a column this stage adds to its "
+                             f"rejects ({', '.join(reserved)}): rename or drop it")
         missing = [name for name in required if name not in schema.names]
         if missing:
             raise StageError(f"{file.uri}: not a document table: missing column{'s' * (len(missing) > 1)} "

@@ -51,7 +51,7 @@ class FilterStage(Stage):
         docs = [f for f in inputs if f.name.endswith(".parquet")]
         if not docs:
             raise StageError("filter: no document Parquet files among the inputs")
-        check_documents(docs, REQUIRED_COLUMNS, COLUMN_TYPES)
+        check_documents(docs, REQUIRED_COLUMNS, COLUMN_TYPES, reserved=tuple(n for n, _ in REJECT_FIELDS))
         return docs
 
     def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:

@@ -240,6 +240,7 @@ def test_texts_without_word_characters_are_compared_by_their_exact_text(tmp_path
     (pa.table({"text": ["no id"]}), r"mine.parquet: not a document table: missing column doc_id"),
     (pa.table({"doc_id": ["a"], "text": ["x"], "score": ["high"]}), r"mine.parquet: column score has type string"),
     (None, r"mine.parquet: not a readable Parquet file"),
+    (pa.table({"doc_id": ["a"], "text": ["x"], "reason": ["mine"]}), r"mine.parquet: column reason has the name of"),
 ])
 def test_unusable_parquet_fails_the_plan_naming_file_and_column(tmp_path, table, message):
     from pipeline.runner import StageError
