@@ -7,6 +7,10 @@ edges, and one keeper per component: the highest karma (`score`), then the earli
 `doc_id`. The choice depends on the documents only, so 1 worker and N workers keep the same ones. Every dropped
 document goes to `_rejected/` with `duplicate_of` (the keeper's doc_id); `_clusters/` lists each cluster.
 
+Input: any Parquet documents with `doc_id` and `text` (string columns); `score` (integer, or float: floored) and
+`date` (string, date or timestamp; compared as ISO text) are used by the keeper rule when present. Every column
+comes out as it came in, types included. The files and columns are checked when the stage plans.
+
 Phases (P input parts, S shuffle buckets, B bands), each a list of independent runner tasks, on Ray or locally:
 1. `signatures` (P tasks): per document its exact key, shingle hashes and signature; writes a side table
    (doc_key, doc_id, score, date, exact key, shingle hashes) and the shuffle: one row (band, band key, doc_key)
@@ -57,7 +61,7 @@ import xxhash
 from pydantic import Field, model_validator
 
 from pipeline.config import Config
-from pipeline.documents import DOC_SCHEMA, read_documents
+from pipeline.documents import check_documents, read_documents
 from pipeline.minhash import MinHasher, band_keys, word_shingles, words
 from pipeline.runner import Stage, StageError, TaskContext
 from pipeline.storage import InputFile
@@ -77,8 +81,16 @@ CLUSTER_SCHEMA = pa.schema([
     ("cluster_id", pa.string()), ("doc_id", pa.string()), ("keeper", pa.bool_()), ("score", pa.int64()),
     ("date", pa.string()), ("cluster_size", pa.int64()),
 ])
-REJECTED_SCHEMA = pa.schema([("reason", pa.string()), ("duplicate_of", pa.string()), ("cluster_size", pa.int64()),
-                             *DOC_SCHEMA])
+REJECT_FIELDS = [("reason", pa.string()), ("duplicate_of", pa.string()), ("cluster_size", pa.int64())]
+# What dedup reads: doc_id and text are required; score and date feed the keeper rule when present (no score:
+# lowest karma; no date: after every dated document); every other column is passed through as it is.
+REQUIRED_COLUMNS = ("doc_id", "text")
+COLUMN_TYPES = {
+    "doc_id": (pa.types.is_string, pa.types.is_large_string),
+    "text": (pa.types.is_string, pa.types.is_large_string),
+    "score": (pa.types.is_integer, pa.types.is_floating),
+    "date": (pa.types.is_string, pa.types.is_large_string, pa.types.is_date, pa.types.is_timestamp),
+}
 CLUSTERS_NAME = "_clusters/clusters.parquet"
 
 
@@ -113,9 +125,26 @@ def normalised_text(text: str) -> str:
     return " ".join(words(text))
 
 
+def exact_key(text: str) -> int:
+    """The hash of the normalised text; a text with no word characters (only emoji, arrows, punctuation) has an
+    empty normalised text and is keyed by its exact text instead, so such documents are not all one another's
+    duplicates."""
+    normal = normalised_text(text)
+    return xxhash.xxh3_64_intdigest(normal.encode() if normal else b"\0exact\0" + text.encode("utf-8", "replace"))
+
+
 def exact_keys(texts: list[str]) -> np.ndarray:
-    return np.fromiter((xxhash.xxh3_64_intdigest(normalised_text(t).encode()) for t in texts), dtype=np.uint64,
-                       count=len(texts))
+    return np.fromiter((exact_key(t) for t in texts), dtype=np.uint64, count=len(texts))
+
+
+def keeper_columns(table: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """`score` as int64 (floats floored) and `date` as text that sorts by time, nulls where a column is absent."""
+    n = table.num_rows
+    score = table["score"] if "score" in table.column_names else pa.nulls(n, pa.int64())
+    if pa.types.is_floating(score.type):
+        score = pc.floor(score)
+    date = table["date"] if "date" in table.column_names else pa.nulls(n, pa.string())
+    return pc.cast(score, pa.int64(), safe=False), pc.cast(date, pa.string())
 
 
 def doc_key(part: int, row: int) -> int:
@@ -171,7 +200,7 @@ def connected_components(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
 
 class DedupStage(Stage):
     name = "dedup"
-    version = 1
+    version = 2  # 2: texts without word characters keyed by their exact text; input columns kept as they are
     phases = ("signatures", "candidates", "verify", "components", "write")
 
     config: DedupConfig
@@ -187,6 +216,8 @@ class DedupStage(Stage):
             raise StageError("dedup: no document Parquet files among the inputs")
         if len(docs) >= 1 << 31:
             raise StageError("dedup: too many input parts")
+        if phase == self.phases[0]:  # when the stage plans: every file is Parquet with the columns dedup reads
+            check_documents(docs, REQUIRED_COLUMNS, COLUMN_TYPES, reserved=tuple(n for n, _ in REJECT_FIELDS))
         n_parts, n_buckets = len(docs), self.num_buckets(docs)
         if phase == "signatures":
             return [(file, n_buckets) for file in docs]
@@ -206,7 +237,10 @@ class DedupStage(Stage):
     def _signatures(self, part: int, payload: tuple[InputFile, int], ctx: TaskContext) -> None:
         file, n_buckets = payload
         c = self.config
-        table = read_documents(file).select(["doc_id", "score", "date", "text"])
+        table = read_documents(file, REQUIRED_COLUMNS)
+        score, date = keeper_columns(table)
+        table = pa.table({"doc_id": pc.cast(table["doc_id"], pa.string()), "score": score, "date": date,
+                          "text": table["text"]})
         hasher = MinHasher(c.num_perm, c.seed, c.scheme, c.shingle_hash)
         side_batches, shuffle = [], []
         for start in range(0, max(table.num_rows, 1), c.batch_docs):
@@ -356,7 +390,7 @@ class DedupStage(Stage):
 
     def _write(self, part: int, payload: tuple[InputFile, int], ctx: TaskContext) -> None:
         file, _ = payload
-        table = read_documents(file)
+        table = read_documents(file, REQUIRED_COLUMNS)
         ctx.count("in", table.num_rows)
         dropped = ctx.out.read_parquet("_work/components-00000/dropped.parquet")
         keys = dropped["doc_key"].to_numpy()
@@ -368,7 +402,8 @@ class DedupStage(Stage):
         if len(rows):
             gone = table.take(pa.array(rows))
             ctx.reject(pa.Table.from_arrays(
-                [mine["reason"], mine["duplicate_of"], mine["cluster_size"], *gone.columns], schema=REJECTED_SCHEMA))
+                [mine["reason"], mine["duplicate_of"], mine["cluster_size"], *gone.columns],
+                schema=pa.schema([*REJECT_FIELDS, *gone.schema])))
 
 
 def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:

@@ -32,12 +32,52 @@ def read_parquet(file, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(path, filesystem=fs, columns=columns)
 
 
-def read_documents(file) -> pa.Table:
-    """A document Parquet file (an `InputFile`), checked for the columns of DOC_SCHEMA and cast to it."""
+def parquet_schema(file) -> pa.Schema:
+    """The Arrow schema of a Parquet `InputFile`, from its footer; StageError naming the file if it is not Parquet."""
+    import pyarrow.parquet as pq
+
+    from pipeline.runner import StageError
+    from pipeline.storage import filesystem
+
+    fs, path = filesystem(file.uri)
+    try:
+        with fs.open_input_file(path) as f:
+            return pq.read_schema(f)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise StageError(f"{file.uri}: not a readable Parquet file: {err}") from None
+
+
+def check_documents(files: list, required: tuple[str, ...], types: dict[str, tuple] | None = None,
+                    reserved: tuple[str, ...] = ()) -> None:
+    """Plan-time check of user-given document files: each opens as Parquet and has the `required` columns, an
+    optional column present has one of the accepted type kinds (`types`: column -> pyarrow.types predicates), and
+    none is named like a column the stage adds to its rejects (`reserved`). Raises StageError naming the file and
+    the column."""
+    from pipeline.runner import StageError
+
+    for file in files:
+        schema = parquet_schema(file)
+        clash = [name for name in reserved if name in schema.names]
+        if clash:
+            raise StageError(f"{file.uri}: column {clash[0]} has the name of a column this stage adds to its "
+                             f"rejects ({', '.join(reserved)}): rename or drop it")
+        missing = [name for name in required if name not in schema.names]
+        if missing:
+            raise StageError(f"{file.uri}: not a document table: missing column{'s' * (len(missing) > 1)} "
+                             f"{', '.join(missing)} (required: {', '.join(required)})")
+        for name, accepted in (types or {}).items():
+            if name in schema.names and not any(ok(schema.field(name).type) for ok in accepted):
+                raise StageError(f"{file.uri}: column {name} has type {schema.field(name).type}, "
+                                 f"which this stage cannot read")
+
+
+def read_documents(file, required: tuple[str, ...] = ("doc_id", "text")) -> pa.Table:
+    """A document Parquet file (an `InputFile`) as it is: every column with the user's own type; only `required`
+    must be there."""
     from pipeline.runner import StageError
 
     table = read_parquet(file)
-    missing = [name for name in DOC_SCHEMA.names if name not in table.column_names]
+    missing = [name for name in required if name not in table.column_names]
     if missing:
         raise StageError(f"{file.uri}: not a document table: missing columns {', '.join(missing)}")
-    return table.select(DOC_SCHEMA.names).cast(DOC_SCHEMA)
+    return table

@@ -1,14 +1,22 @@
 """The `extract` stage: WARC response records -> Parquet documents (main text, title, date, language, lineage).
 
 One task per WARC file (the crawl stage's `part-XXXXX.warc.gz`, or any WARC such as Common Crawl's):
-- records are read with warcio from a seekable stream; a record that cannot be parsed (a truncated gzip member,
-  invalid WARC or HTTP headers) is rejected as `malformed_record` with its offset, and reading resumes at the next
-  gzip member (or `WARC/` line in an uncompressed file), so one bad record costs only itself;
-- each `response` record is judged in order: HTTP status 200, an HTML content type, a size cap; then its body
-  (transfer and content encodings undone by warcio) is decoded by its byte-order mark, else as UTF-8 when it is
-  valid UTF-8, else with the charset of the HTTP header, else of the page's `<meta>`, else by detection; then trafilatura extracts the main text, title and
-  date, with comments excluded (0.960 vs 0.953 F1 on the scrapinghub pages, FACTS.md), under a per-document
-  time limit; an empty result is rejected;
+- inputs: `*.warc`, `*.warc.gz`, `*.arc`, `*.arc.gz` files and the crawl's fetch-log Parquet; other files found
+  with them (Common Crawl's `.cdx.gz`, `warc.paths`, WAT/WET files) are skipped with a printed note, and inputs
+  with no WARC at all are an error naming them, raised when the stage plans;
+- records are read with warcio from a seekable stream; a record that cannot be parsed (a cut gzip member, a block
+  shorter than its Content-Length, invalid WARC or HTTP headers, a file that ends inside a record, an empty
+  file) is rejected as `malformed_record` with its offset, and reading resumes at the next gzip member (or
+  `WARC/` line in an uncompressed file), so one bad record costs only itself; a WARC gzipped as one stream
+  (`gzip x.warc`) is read sequentially, its offsets then counting decompressed bytes;
+- each `response` record is judged in order: an HTTP record (a `dns:` or other non-HTTP record is
+  `not_http_record`), HTTP status 200, an HTML content type, a size cap; then its body (transfer and content
+  encodings undone by warcio) is decoded as browsers do (pipeline/charset.py: byte-order mark, HTTP charset,
+  `<meta>` charset, per the WHATWG Encoding Standard; a guess only for a page without any label); then
+  trafilatura extracts the main text, title and date, with comments excluded (0.960 vs 0.953 F1 on the
+  scrapinghub pages, FACTS.md), under a per-page limit of CPU time (not wall-clock time, so the result does not
+  depend on the machine's load; trafilatura's one-time setup is done before the first page); an empty result
+  is rejected;
 - lineage: `url`, `warc_file`, `warc_offset`, and the URL table's karma (`score_max` -> `score`) and `subreddits`
   joined from the crawl's fetch-log Parquet when it is among the inputs (by WARC file name and offset, else by
   the record's target URI against `final_url` / `url`).
@@ -18,12 +26,13 @@ Every record that does not become a document is kept in `_rejected/` with its re
 
 from __future__ import annotations
 
-import codecs
-import re
+import io
 import signal
+import sys
 import threading
+import time
+import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,9 +42,12 @@ import pyarrow.parquet as pq
 import xxhash
 from pydantic import Field
 from warcio.archiveiterator import ArchiveIterator
+from warcio.exceptions import ArchiveLoadFailed
+from warcio.limitreader import LimitReader
 
+from pipeline.charset import decode_html
 from pipeline.config import Config
-from pipeline.documents import DOC_SCHEMA, read_parquet
+from pipeline.documents import DOC_SCHEMA, parquet_schema, read_parquet
 from pipeline.langid import detect_language
 from pipeline.runner import Stage, StageError, TaskContext
 from pipeline.storage import InputFile, filesystem
@@ -52,7 +64,7 @@ FETCH_LOG_SUFFIX = ".parquet"
 class ExtractConfig(Config):
     """Settings of the extract stage."""
 
-    timeout_s: float = Field(10.0, gt=0, description="time limit for one page's extraction")
+    timeout_s: float = Field(10.0, gt=0, description="CPU seconds one page's extraction may use (timeout)")
     max_bytes: int = Field(5 << 20, ge=1, description="larger bodies are rejected (too_large)")
     min_chars: int = Field(1, ge=1, description="extracted texts shorter than this are rejected (empty_text)")
     status_ok: list[int] = Field([200], description="HTTP statuses whose bodies are extracted")
@@ -101,15 +113,18 @@ def _next_boundary(stream, start: int, gzipped: bool) -> int | None:
     A match inside a record's body is possible; parsing from it then fails and the search goes on from there.
     """
     magic = b"\x1f\x8b\x08" if gzipped else b"WARC/1."
-    stream.seek(start)
     carry, position = b"", start
-    while chunk := stream.read(1 << 20):
-        data = carry + chunk
-        found = data.find(magic)
-        if found >= 0:
-            return position - len(carry) + found
-        carry = data[-(len(magic) - 1) :]
-        position += len(chunk)
+    try:
+        stream.seek(start)
+        while chunk := stream.read(1 << 20):
+            data = carry + chunk
+            found = data.find(magic)
+            if found >= 0:
+                return position - len(carry) + found
+            carry = data[-(len(magic) - 1) :]
+            position += len(chunk)
+    except (OSError, EOFError, ValueError, zlib.error):  # a cut gzip stream read as a whole: nothing more to find
+        return None
     return None
 
 
@@ -125,25 +140,129 @@ class _LengthMismatch(Exception):
         return "the record does not end where its Content-Length says"
 
 
+class TruncatedRecord(Exception):
+    """The stream ended before the record's block did (a cut gzip member or file)."""
+
+
 def _response(record, offset: int, max_bytes: int) -> Response | None:
-    if record.rec_type != "response":
-        return None
-    http = record.http_headers
-    url = record.rec_headers.get_header("WARC-Target-URI") or ""
-    status = int(http.get_statuscode()) if http and (http.get_statuscode() or "").isdigit() else None
-    content_type = (http.get_header("Content-Type") if http else None) or ""
-    body = record.content_stream().read(max_bytes + 1)
-    return Response(offset, url, status, content_type, body[:max_bytes], len(body) > max_bytes)
+    """The record as a Response (None for other record types), after reading the record to its end: a record
+    whose block is shorter than its Content-Length raises TruncatedRecord instead of passing as a shorter page."""
+    if record.rec_type is None or record.length is None:  # headers cut short: no WARC-Type or Content-Length
+        raise TruncatedRecord("the record has no WARC-Type or no Content-Length (its headers are cut or invalid)")
+    response = None
+    if record.rec_type == "response":
+        http = record.http_headers
+        url = record.rec_headers.get_header("WARC-Target-URI") or ""
+        status = int(http.get_statuscode()) if http and (http.get_statuscode() or "").isdigit() else None
+        content_type = (http.get_header("Content-Type") if http else None) or ""
+        body = record.content_stream().read(max_bytes + 1)
+        response = Response(offset, url, status, content_type, body[:max_bytes], len(body) > max_bytes)
+    raw = record.raw_stream
+    while raw.read(1 << 16):
+        pass
+    if isinstance(raw, LimitReader) and raw.limit > 0:
+        raise TruncatedRecord(f"the record ends {raw.limit} bytes before its Content-Length "
+                              f"({record.length} bytes): the file or gzip member is cut")
+    return response
+
+
+def _non_chunked_gzip(err: Exception) -> bool:
+    return isinstance(err, ArchiveLoadFailed) and "non-chunked gzip" in str(err)
 
 
 def iter_responses(stream, max_bytes: int) -> Iterator[Response | Malformed]:
     """Response records of a seekable WARC stream, and one `Malformed` per unreadable stretch, in file order.
 
+    A WARC gzipped as one whole stream (`gzip x.warc`, not a member per record) is read sequentially through its
+    decompressed bytes; its offsets are then offsets in the decompressed WARC.
+    """
+    stream.seek(0)
+    if not stream.read(1):  # never read as "no records"
+        yield Malformed(0, "the file is empty (0 bytes): not a WARC")
+        return
+    gzipped = _is_gzipped(stream)
+    items = _iter_records(stream, max_bytes, gzipped)
+    for item in items:
+        if isinstance(item, _WholeGzip):
+            items.close()
+            stream.seek(0)
+            yield from _iter_records(Gunzipped(stream), max_bytes, gzipped=False, whole_file=False)
+            return
+        yield item
+
+
+class Gunzipped:
+    """The decompressed bytes of a gzip file (every member), as a stream warcio can read and tell, and seek
+    (forward by reading, backward by starting over). A cut stream gives all the bytes it holds and then raises
+    OSError, where GzipFile raises EOFError (which warcio takes for the end of the file) and loses the last block.
+    """
+
+    def __init__(self, raw):
+        self.raw = raw
+        self._restart()
+
+    def _restart(self) -> None:
+        self.raw.seek(0)
+        self.inflate, self.position, self.buffer, self.ended, self.fed = zlib.decompressobj(31), 0, b"", False, False
+
+    def _fill(self, size: int) -> None:
+        while (size < 0 or len(self.buffer) < size) and not self.ended:
+            chunk = self.raw.read(1 << 16)
+            if not chunk:
+                if self.fed and not self.inflate.eof:
+                    if self.buffer:
+                        return  # hand out what there is; the next read raises
+                    raise OSError("the gzip stream is cut: it ends before its end-of-stream marker")
+                self.ended = True
+                return
+            self.fed = True
+            while chunk:
+                if self.inflate.eof:  # the next gzip member
+                    self.inflate = zlib.decompressobj(31)
+                self.buffer += self.inflate.decompress(chunk)
+                chunk = self.inflate.unused_data if self.inflate.eof else b""
+
+    def read(self, size: int = -1) -> bytes:
+        self._fill(size)
+        data, self.buffer = (self.buffer, b"") if size < 0 else (self.buffer[:size], self.buffer[size:])
+        self.position += len(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        while b"\n" not in self.buffer and not self.ended:
+            before = len(self.buffer)
+            self._fill(len(self.buffer) + (1 << 16))
+            if len(self.buffer) == before:
+                break
+        end = self.buffer.find(b"\n") + 1 or len(self.buffer)
+        return self.read(end if size < 0 else min(end, size))
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset if whence == io.SEEK_SET else self.position + offset
+        if whence not in (io.SEEK_SET, io.SEEK_CUR):
+            raise ValueError("a gzip stream seeks from its start or its position only")
+        if target < self.position:
+            self._restart()
+        while self.position < target and self.read(min(target - self.position, 1 << 20)):
+            pass
+        return self.position
+
+
+class _WholeGzip:
+    """The first gzip member holds more than one record: the file is one gzip stream."""
+
+
+def _iter_records(stream, max_bytes: int, gzipped: bool, whole_file: bool = True):
+    """The records of `stream` from offset 0 (see iter_responses), or one _WholeGzip if the file is a single
+    gzip stream. `whole_file`: the stream is the file itself, so bytes after the last whole record can be seen.
+
     A record is passed on only once the next one has been parsed: a record whose Content-Length overruns its
     end (a truncated record in an uncompressed file) shows only then, and is reported instead of the records it
     swallowed, which are read again from the next boundary.
     """
-    gzipped = _is_gzipped(stream)
     start, in_bad_stretch = 0, False
     while start is not None:
         stream.seek(start)
@@ -159,13 +278,20 @@ def iter_responses(stream, max_bytes: int) -> Iterator[Response | Malformed]:
                         yield pending[1]
                 pending = (records.offset, None)  # the offset of a record that fails while it is read
                 pending = (records.offset, _response(record, records.offset, max_bytes))
+                block_end = stream.tell() - records.reader.rem_length()  # uncompressed: where the block ended
             if records.err_count:  # something other than blank lines after the last record
                 raise _LengthMismatch()
             if pending is not None and pending[1] is not None:
                 yield pending[1]
+            end = records.offset if gzipped else (block_end if pending is not None else start)
+            if whole_file and (cut := _trailing_bytes(stream, end)):
+                yield Malformed(cut[0], f"the file ends inside a record: {cut[1]} bytes after the last whole record")
             return
         except Exception as err:  # warcio raises many types on bad input: header parsers, zlib, brotli, EOF
-            offset = records.offset
+            if _non_chunked_gzip(err) and start == 0 and pending is not None and pending[0] == 0:
+                yield _WholeGzip()
+                return
+            offset = max(records.offset, start)  # warcio's offset is meaningless inside a broken gzip stream
             if pending is not None:
                 # The pending record is the bad one if it failed itself, or if its Content-Length ran over the
                 # start of another record; otherwise it was whole and the failure lies after it.
@@ -176,9 +302,20 @@ def iter_responses(stream, max_bytes: int) -> Iterator[Response | Malformed]:
                     in_bad_stretch = False
                     yield pending[1]
             if not in_bad_stretch:  # not a false boundary inside the stretch just reported
-                yield Malformed(offset, f"{type(err).__name__}: {err}"[:500])
+                yield Malformed(offset, f"{type(err).__name__}: {err}".strip()[:500])
             in_bad_stretch = True
             start = _next_boundary(stream, offset + 1, gzipped)
+
+
+def _trailing_bytes(stream, end: int) -> tuple[int, int] | None:
+    """(offset, size) of what follows `end`, the end of the last record read, other than blank lines; or None."""
+    stream.seek(end)
+    rest = stream.read(1 << 16)
+    if not rest.strip():
+        return None
+    offset = end + len(rest) - len(rest.lstrip())
+    size = stream.seek(0, io.SEEK_END)
+    return offset, (size if size is not None else stream.tell()) - offset
 
 
 def open_seekable(file: InputFile):
@@ -187,77 +324,82 @@ def open_seekable(file: InputFile):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Charset and extraction
+# Extraction
 
-_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
-
-
-# WHATWG Encoding: browsers decode pages labelled latin-1 or ascii as windows-1252
-_BROWSER_ALIASES = {"latin-1": "cp1252", "iso8859-1": "cp1252", "ascii": "cp1252"}
+class ExtractTimeout(BaseException):
+    """The page used up its CPU time. A BaseException, so that a library's `except Exception` cannot take it."""
 
 
-def _codec(name: str | None) -> str | None:
-    if not name:
-        return None
-    try:
-        codec = codecs.lookup(name.strip().strip("\"'")).name
-    except LookupError:
-        return None
-    return _BROWSER_ALIASES.get(codec, codec)
+RETRY_S = 0.05
 
 
-def header_charset(content_type: str) -> str | None:
-    for param in content_type.split(";")[1:]:
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "charset":
-            return _codec(value)
-    return None
+def cpu_limited(seconds: float, fn, *args, **kwargs) -> tuple[Any, bool]:
+    """(fn(*args, **kwargs), False), or (None, True) if the call used more than `seconds` of CPU time: a limit that
+    is the same on an idle machine and a loaded one.
 
-
-def decode_html(body: bytes, content_type: str) -> str:
-    """The page as text: a byte-order mark; else UTF-8 if the bytes are valid UTF-8 (other encodings' non-ASCII text
-    almost never is, while servers often label UTF-8 pages latin-1); else the charset of the HTTP header, of the
-    page's <meta>, else a guess."""
-    if body.startswith(codecs.BOM_UTF8):
-        return body[len(codecs.BOM_UTF8) :].decode("utf-8", "replace")
-    meta = _META_CHARSET.search(body[:4096])
-    for charset in ("utf-8", header_charset(content_type), _codec(meta.group(1).decode("ascii")) if meta else None):
-        if charset:
-            try:
-                return body.decode(charset)
-            except UnicodeDecodeError:
-                continue
-    from trafilatura.utils import decode_file  # charset_normalizer's guesses, then UTF-8 with replacement
-
-    return decode_file(body)
-
-
-class ExtractTimeout(Exception):
-    pass
-
-
-@contextmanager
-def time_limit(seconds: float):
-    """Raise ExtractTimeout in this block after `seconds` (SIGALRM; in the main thread, as Ray tasks run).
-
-    Elsewhere (a thread) the block runs unbounded: Python can interrupt only the main thread. The alarm is
-    handled between Python bytecodes, so one long call inside lxml finishes first; trafilatura's own size cap
-    (`max_bytes` here, before parsing) bounds those calls.
+    In the main thread (where Ray tasks and the local executor run), ITIMER_PROF counts this process's CPU time
+    and SIGPROF raises ExtractTimeout in the call; the timer then fires again every RETRY_S of CPU time, so an
+    exception that lands where Python swallows it (a `__del__`, a weakref callback: "Exception ignored") is
+    raised again; whether or not it got through, a call that reached the limit counts as over it. The signal is
+    handled between bytecodes, so one long call inside lxml finishes first (the `max_bytes` cap, before parsing,
+    bounds those). In another thread no signal can interrupt the call: its CPU time (time.thread_time) is
+    checked when it returns.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    state = {"armed": True, "exceeded": False}
 
-    def on_alarm(signum, frame):
-        raise ExtractTimeout(f"extraction took longer than {seconds}s")
+    def on_signal(signum, frame) -> None:
+        if state["armed"]:
+            state["exceeded"] = True
+            raise ExtractTimeout(f"extraction used more than {seconds}s of CPU time")
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    in_main = threading.current_thread() is threading.main_thread()
+    started, result, previous = time.thread_time(), None, None
     try:
-        yield
+        if in_main:
+            previous = signal.signal(signal.SIGPROF, on_signal)
+            signal.setitimer(signal.ITIMER_PROF, seconds, RETRY_S)
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            state["armed"] = False
+    except ExtractTimeout:
+        state["exceeded"] = True
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        state["armed"] = False
+        if in_main:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            signal.signal(signal.SIGPROF, previous)
+    exceeded = state["exceeded"] or time.thread_time() - started > seconds
+    return (None, True) if exceeded else (result, False)
+
+
+# A page whose date only dateparser reads makes it load every locale: about 2 CPU-seconds, once per process
+# (FACTS.md). A string no locale parses loads them all.
+_WARM_PAGE = ("<html><head><title>Warm-up</title></head><body><article><h1>Warm-up</h1><p class='date'>Opublikowano "
+              "3 marca 2019</p><p>" + "The council met on Tuesday to discuss the library budget. " * 20 +
+              "</p></article></body></html>")
+_warmed: set[tuple] = set()
+
+
+def warm_up(config: ExtractConfig) -> None:
+    """Pay trafilatura's one-time setup (imports, stop lists, the date parser's locales) before any page's clock
+    starts, once per process and settings, so the first page is judged like every other."""
+    key = (config.fast, config.with_metadata)
+    if key in _warmed:
+        return
+    import trafilatura
+
+    trafilatura.bare_extraction(_WARM_PAGE, url="http://example.org/", fast=config.fast,
+                                with_metadata=config.with_metadata, deduplicate=False)
+    if config.with_metadata and not config.fast:
+        try:
+            from htmldate.extractors import get_external_parser, month_words
+        except ImportError:  # another htmldate: the warm-up page above is the best there is
+            pass
+        else:
+            month_words()
+            get_external_parser().get_date_data("qqqq zzzz 2019")
+    _warmed.add(key)
 
 
 @dataclass
@@ -268,23 +410,22 @@ class Extracted:
 
 
 class Extractor:
-    """trafilatura with the stage's settings, on one decoded page."""
+    """trafilatura with the stage's settings, on one decoded page, under the per-page CPU-time limit."""
 
     def __init__(self, config: ExtractConfig):
         self.config = config
+        warm_up(config)
 
     def __call__(self, html: str, url: str | None) -> Extracted:
         import trafilatura
 
         c = self.config
-        try:
-            with time_limit(c.timeout_s):
-                doc = trafilatura.bare_extraction(
-                    html, url=url or None, fast=c.fast, favor_precision=c.favor_precision,
-                    include_comments=c.include_comments, include_tables=c.include_tables,
-                    with_metadata=c.with_metadata, deduplicate=False)
-        except ExtractTimeout as err:
-            raise Reject("timeout", str(err)) from None
+        doc, exceeded = cpu_limited(
+            c.timeout_s, trafilatura.bare_extraction, html, url=url or None, fast=c.fast,
+            favor_precision=c.favor_precision, include_comments=c.include_comments, include_tables=c.include_tables,
+            with_metadata=c.with_metadata, deduplicate=False)
+        if exceeded:
+            raise Reject("timeout", f"over {c.timeout_s}s of CPU time")
         text = (doc.text if doc is not None else "") or ""
         if len(text.strip()) < c.min_chars:
             raise Reject("empty_text", "" if doc is not None else "trafilatura found no main text")
@@ -375,7 +516,7 @@ class _Rows:
 
 class ExtractStage(Stage):
     name = "extract"
-    version = 1
+    version = 2  # 2: WHATWG decoding, CPU-time limit, cut records rejected
 
     config: ExtractConfig
 
@@ -383,10 +524,15 @@ class ExtractStage(Stage):
         warcs = [f for f in inputs if f.name.lower().endswith(WARC_SUFFIXES)]
         logs = [f for f in inputs if f.name.lower().endswith(FETCH_LOG_SUFFIX)]
         others = [f.uri for f in inputs if f not in warcs and f not in logs]
-        if others:
-            raise StageError(f"extract reads WARC files and fetch-log Parquet; not these: {', '.join(others[:3])}")
         if not warcs:
-            raise StageError("extract: no WARC files (*.warc, *.warc.gz) among the inputs")
+            named = f": not a WARC file: {', '.join(others[:3])}" if others else ""
+            raise StageError(f"extract: no WARC files (*.warc, *.warc.gz, *.arc, *.arc.gz) among the inputs{named}")
+        if others:  # e.g. Common Crawl's layout: .cdx.gz indexes, warc.paths, WAT/WET files beside the WARCs
+            shown = ", ".join(o.rsplit("/", 1)[-1] for o in others[:5]) + (", ..." if len(others) > 5 else "")
+            print(f"extract: skipped {len(others)} file(s) that are not WARC files or fetch logs: {shown}",
+                  file=sys.stderr)
+        for log in logs:  # each fetch log opens as Parquet (its columns are optional: lineage uses what is there)
+            parquet_schema(log)
         # the crawl writes part-XXXXX.warc.gz next to its log part-XXXXX.parquet: a task reads its own log only
         stems = {_stem(log.name): log for log in logs}
         return [(warc, [stems[_stem(warc.name)]] if _stem(warc.name) in stems else logs) for warc in warcs]
@@ -428,6 +574,9 @@ class ExtractStage(Stage):
 
     def document(self, item: Response, warc: InputFile, warc_name: str, extract: Extractor, lineage: Lineage) -> tuple:
         c = self.config
+        scheme = item.url.partition(":")[0].lower() if ":" in item.url else ""
+        if scheme not in ("http", "https"):  # Heritrix's dns: records, whois:, ftp: ...
+            raise Reject("not_http_record", f"{scheme}: record" if scheme else "no target URI scheme")
         if item.status is None:
             raise Reject("bad_http_headers", "no HTTP status line")
         if item.status not in c.status_ok:

@@ -6,6 +6,9 @@ One task per document part, rules in this order, the first broken one named in t
 2. `min_tokens`: at least 128 GPT-2 BPE tokens (pipeline/tokenizer.py, tiktoken offline), OpenWebText's rule;
 3. the quality rules of pipeline/quality.py (Gopher / C4 style), each its own reason.
 Every dropped document is kept whole in `_rejected/` with `reason` and `detail` (the measured value and limit).
+
+Input: any Parquet documents with a `text` column; `lang` and `lang_score` are filled by detection where absent
+or null; every other column is passed through as it is, types included. The files are checked when the stage plans.
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ import pyarrow as pa
 from pydantic import Field
 
 from pipeline.config import Config
-from pipeline.documents import DOC_SCHEMA, read_documents
+from pipeline.documents import check_documents, read_documents
 from pipeline.langid import detect_language
 from pipeline.quality import QualityConfig, TextStats, first_failure
 from pipeline.runner import Stage, StageError, TaskContext
 from pipeline.storage import InputFile
 from pipeline.tokenizer import count_tokens
 
-REJECTED_SCHEMA = pa.schema([("reason", pa.string()), ("detail", pa.string()), *DOC_SCHEMA])
+REJECT_FIELDS = [("reason", pa.string()), ("detail", pa.string())]
+REQUIRED_COLUMNS = ("text",)
+COLUMN_TYPES = {"text": (pa.types.is_string, pa.types.is_large_string),
+                "lang": (pa.types.is_string, pa.types.is_large_string), "lang_score": (pa.types.is_floating,)}
 
 
 class FilterConfig(Config):
@@ -45,20 +51,26 @@ class FilterStage(Stage):
         docs = [f for f in inputs if f.name.endswith(".parquet")]
         if not docs:
             raise StageError("filter: no document Parquet files among the inputs")
+        check_documents(docs, REQUIRED_COLUMNS, COLUMN_TYPES, reserved=tuple(n for n, _ in REJECT_FIELDS))
         return docs
 
     def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:
-        table = read_documents(payload)
+        table = read_documents(payload, REQUIRED_COLUMNS)
         ctx.count("in", table.num_rows)
         texts = [t or "" for t in table["text"].to_pylist()]
-        langs, scores = table["lang"].to_pylist(), table["lang_score"].to_pylist()
+        n = table.num_rows
+        langs = table["lang"].to_pylist() if "lang" in table.column_names else [None] * n
+        scores = table["lang_score"].to_pylist() if "lang_score" in table.column_names else [None] * n
         if None in langs or None in scores:  # documents from elsewhere than extract: detect here
             for i, text in enumerate(texts):
                 if langs[i] is None or scores[i] is None:
                     langs[i], scores[i] = detect_language(text)
-            table = table.set_column(table.schema.get_field_index("lang"), "lang", pa.array(langs, pa.string()))
-            table = table.set_column(table.schema.get_field_index("lang_score"), "lang_score",
-                                     pa.array(scores, pa.float32()))
+            for name, values, kind in (("lang", langs, pa.string()), ("lang_score", scores, pa.float32())):
+                if name in table.column_names:
+                    index = table.schema.get_field_index(name)
+                    table = table.set_column(index, name, pa.array(values, table.schema.field(name).type))
+                else:
+                    table = table.append_column(name, pa.array(values, kind))
         verdicts = self.judge(texts, langs, scores)
         ctx.write_part(table.filter(pa.array([v is None for v in verdicts])))
         dropped = [i for i, v in enumerate(verdicts) if v is not None]
@@ -67,7 +79,7 @@ class FilterStage(Stage):
             ctx.reject(pa.Table.from_arrays(
                 [pa.array([verdicts[i][0] for i in dropped], pa.string()),
                  pa.array([verdicts[i][1] for i in dropped], pa.string()), *rejected.columns],
-                schema=REJECTED_SCHEMA))
+                schema=pa.schema([*REJECT_FIELDS, *rejected.schema])))
 
     def judge(self, texts: list[str], langs: list[str], scores: list[float]) -> list[tuple[str, str] | None]:
         """Per document: None (kept) or (reason, detail) of the first rule it breaks."""

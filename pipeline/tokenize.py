@@ -35,7 +35,7 @@ import xxhash
 from pydantic import Field
 
 from pipeline.config import Config
-from pipeline.documents import read_parquet
+from pipeline.documents import check_documents
 from pipeline.runner import Stage, StageError, TaskContext
 from pipeline.shards import HEADER_BYTES, INDEX_NAME, MAGIC, TOKEN_DTYPE, VERSION, shard_header
 from pipeline.storage import InputFile, filesystem
@@ -126,9 +126,7 @@ class TokenizeStage(Stage):
                 raise StageError(f"tokenize: {err}") from None
         elif tok.path is not None:
             self._load_tokenizer(None, "")  # a tokenizer.json of the user's: small, and its size must fit uint16
-        for part in parts:
-            with _document_file(part, INPUT_COLUMNS):
-                pass
+        check_documents(parts, tuple(INPUT_COLUMNS))
 
     # -- tokenizer --------------------------------------------------------------------------------------------
     def tokenizer(self, ctx: TaskContext) -> Tokenizer:

@@ -20,6 +20,7 @@ import bz2
 import gzip
 import json
 import lzma
+import math
 import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -153,24 +154,38 @@ class ZstdFrames:
 
 
 SAMPLE_BYTES = 1 << 20
+COMPRESSED_SUFFIXES = (".zst", ".zstd", ".xz", ".lzma", ".gz", ".bz2")
 
 
-def estimate_raw_bytes(file: InputFile) -> int:
-    """The decompressed size of a dump, from the compression ratio of its first MiB."""
-    name = file.name.lower()
+def _decompressor(name: str):
+    """A one-shot decompressor for the dump's codec (by extension), or None for plain NDJSON."""
     codecs = {".zst": lambda: zstandard.ZstdDecompressor(max_window_size=2**31).decompressobj(),
               ".zstd": lambda: zstandard.ZstdDecompressor(max_window_size=2**31).decompressobj(),
               ".xz": lzma.LZMADecompressor, ".lzma": lzma.LZMADecompressor,
               ".gz": lambda: zlib.decompressobj(wbits=31), ".bz2": bz2.BZ2Decompressor}
-    make = next((codec for ext, codec in codecs.items() if name.endswith(ext)), None)
-    if make is None or file.size == 0:
-        return file.size
-    with file.open() as raw:
-        sample = raw.read(SAMPLE_BYTES)
+    return next((codec() for ext, codec in codecs.items() if name.lower().endswith(ext)), None)
+
+
+def probe_dump(file: InputFile) -> int:
+    """Check that a dump's first MiB decompresses, and estimate its decompressed size from that sample's ratio.
+
+    Raises DumpUnreadable for a compressed file that is empty or whose first bytes are not its codec's: such a file
+    is never read as "no records".
+    """
+    decompressor = _decompressor(file.name)
     try:
-        ratio = len(make().decompress(sample)) / len(sample)
-    except (OSError, EOFError, ValueError, zstandard.ZstdError, lzma.LZMAError, zlib.error):
-        return file.size  # unreadable: the map task will say so
+        with file.open() as raw:
+            sample = raw.read(SAMPLE_BYTES)
+    except OSError as err:
+        raise DumpUnreadable(f"{file.uri}: cannot open: {err}") from None
+    if decompressor is None:
+        return file.size
+    if not sample:
+        raise DumpUnreadable(f"{file.uri}: cannot decompress: the file is empty (0 bytes)")
+    try:
+        ratio = len(decompressor.decompress(sample)) / len(sample)
+    except (OSError, EOFError, ValueError, zstandard.ZstdError, lzma.LZMAError, zlib.error) as err:
+        raise DumpUnreadable(f"{file.uri}: cannot decompress: {err}") from None
     return int(file.size * max(ratio, 1.0))
 
 
@@ -187,6 +202,11 @@ def open_dump(file: InputFile):
     if name.endswith(".bz2"):
         return bz2.open(raw)
     return raw
+
+
+def _is_empty(file: InputFile) -> bool:
+    with file.open() as raw:
+        return not raw.read(1)
 
 
 class DumpTruncated(Exception):
@@ -208,6 +228,7 @@ def iter_line_batches(file: InputFile) -> Iterator[tuple[int, list[bytes]]]:
     except OSError as err:
         raise DumpUnreadable(f"{file.uri}: cannot open: {err}") from None
     next_line, tail, produced = 1, b"", False
+    compressed = file.name.lower().endswith(COMPRESSED_SUFFIXES)
     with stream:
         while True:
             try:
@@ -220,6 +241,8 @@ def iter_line_batches(file: InputFile) -> Iterator[tuple[int, list[bytes]]]:
                     next_line += 1
                 raise DumpTruncated(next_line, f"{file.uri}: decompression stopped: {err}") from None
             if not chunk:
+                if compressed and not produced and _is_empty(file):
+                    raise DumpUnreadable(f"{file.uri}: cannot decompress: the file is empty (0 bytes)")
                 break
             produced = True
             lines = (tail + chunk).split(b"\n")
@@ -249,6 +272,24 @@ def parse_int(value: Any, field: str) -> int:
         if number.is_integer():
             return int(number)
     raise Reject("bad_field", f"{field}={value!r}")
+
+
+def parse_timestamp(value: Any) -> int:
+    """Seconds since the epoch, floored: Reddit's API serves `created_utc` as an int, a float with a fraction
+    (1500000000.5) or a string of either, and Pushshift's dumps keep what it served."""
+    kind = type(value)
+    if kind is int:
+        return value
+    if kind is str:
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise Reject("bad_field", f"created_utc={value!r}") from None
+    elif kind is not float:
+        raise Reject("bad_field", f"created_utc={value!r}")
+    if not math.isfinite(value):
+        raise Reject("bad_field", f"created_utc={value!r}")
+    return math.floor(value)
 
 
 _FLAGS = {None: False, False: False, True: True, 0: False, 1: True, "0": False, "1": True, "false": False,
@@ -359,7 +400,7 @@ class SubmissionRules:
             if type(score) is not int:
                 score = parse_int(score, "score")
             if type(created_utc) is not int:
-                created_utc = parse_int(created_utc, "created_utc")
+                created_utc = parse_timestamp(created_utc)
             if self.link_posts_only and parse_flag(record.is_self, "is_self"):
                 return Rejected("self_post")
             if self.drop_nsfw and parse_flag(record.over_18, "over_18"):
@@ -444,7 +485,7 @@ class _ShuffleWriter:
 
 class UrlsStage(Stage):
     name = "urls"
-    version = 1
+    version = 2  # 2: created_utc with a fraction floored instead of rejected
     phases = ("map", "reduce")
     folded = ("merged",)  # submissions folded into the row of their URL
 
@@ -455,10 +496,27 @@ class UrlsStage(Stage):
         about the same at any scale."""
         if self.config.num_buckets is not None:
             return self.config.num_buckets
-        raw_bytes = sum(estimate_raw_bytes(f) for f in inputs)
+        raw_bytes = sum(self.probe(inputs).values())
         return max(1, -(-raw_bytes // self.config.bucket_raw_bytes))
 
+    def probe(self, inputs: list[InputFile]) -> dict[InputFile, int]:
+        """Each dump's estimated decompressed size, once per plan. An unreadable dump fails the plan, before any
+        output is touched (strict), or is planned anyway for its map task to report as `unreadable_file`."""
+        key = tuple(inputs)
+        if getattr(self, "_probed", (None,))[0] != key:
+            sizes = {}
+            for file in inputs:
+                try:
+                    sizes[file] = probe_dump(file)
+                except DumpUnreadable as err:
+                    if self.config.strict:
+                        raise StageError(f"{err} (set strict: false to skip unreadable dumps)") from None
+                    sizes[file] = 0
+            self._probed = (key, sizes)
+        return self._probed[1]
+
     def tasks(self, phase: str, inputs: list[InputFile]) -> list[Any]:
+        self.probe(inputs)
         buckets = self.num_buckets(inputs)
         if phase == "map":
             return [(file, buckets) for file in inputs]

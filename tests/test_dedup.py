@@ -182,3 +182,77 @@ def test_no_duplicates_and_an_empty_part(tmp_path):
     assert sorted(kept_ids(tmp_path / "out")) == sorted(r["doc_id"] for r in rows)
     assert clusters(tmp_path / "out") == [] and result.funnel["in"] == result.funnel["out"] == 30
     assert not (tmp_path / "out" / "dedup" / "_rejected").exists() or not list((tmp_path / "out" / "dedup" / "_rejected").glob("*"))
+
+
+# --- a user's own Parquet ----------------------------------------------------------------------------------------
+
+
+def test_own_parquet_needs_only_doc_id_and_text_and_keeps_its_types(tmp_path):
+    from datetime import datetime
+
+    story = "The council met on Tuesday to talk about the library budget and the new opening hours for readers."
+    table = pa.table({
+        "doc_id": ["late", "early", "other", "undated"],
+        "text": [story, story.upper(), "Something else entirely, about the weather in the hills.", story],
+        "date": pa.array([datetime(2021, 5, 1), datetime(2019, 1, 2, 3, 4), datetime(2020, 1, 1), None],
+                         pa.timestamp("ms")),
+        "source": pa.array([7, 8, 9, 10], pa.int16()),
+    })
+    (tmp_path / "docs").mkdir()
+    pq.write_table(table, tmp_path / "docs" / "mine.parquet")
+    result = run_dedup(tmp_path / "docs", tmp_path / "out")
+    [part] = sorted((tmp_path / "out" / "dedup").glob("part-*.parquet"))
+    kept = pq.read_table(part)
+    assert kept.schema.equals(table.schema)  # no column added, dropped or converted
+    assert kept["doc_id"].to_pylist() == ["early", "other"]  # no score: the earliest date wins, undated last
+    assert kept.equals(table.take([1, 2]))
+    gone = rejected(tmp_path / "out")
+    assert gone.schema.names == ["reason", "duplicate_of", "cluster_size", *table.schema.names]
+    assert gone.schema.field("date").type == pa.timestamp("ms")
+    assert sorted(gone["doc_id"].to_pylist()) == ["late", "undated"]
+    assert set(gone["duplicate_of"].to_pylist()) == {"early"}
+    assert result.funnel["rejected:exact_duplicate"] == 2
+
+
+def test_float_scores_are_floored_for_the_keeper_rule(tmp_path):
+    text = "Identical words in both of these documents, which differ only in their karma and their id."
+    (tmp_path / "docs").mkdir()
+    pq.write_table(pa.table({"doc_id": ["a", "b"], "text": [text, text], "score": [3.2, 4.9]}),
+                   tmp_path / "docs" / "x.parquet")
+    run_dedup(tmp_path / "docs", tmp_path / "out")
+    assert kept_ids(tmp_path / "out") == ["b"]
+
+
+def test_texts_without_word_characters_are_compared_by_their_exact_text(tmp_path):
+    texts = ["🙂🙂🙂", "→ → →", "🙂🙂🙂", "!!! ???", "🎉", "🙂 🙂🙂"]
+    (tmp_path / "docs").mkdir()
+    pq.write_table(pa.table({"doc_id": [f"d{i}" for i in range(len(texts))], "text": texts}),
+                   tmp_path / "docs" / "x.parquet")
+    result = run_dedup(tmp_path / "docs", tmp_path / "out")
+    assert kept_ids(tmp_path / "out") == ["d0", "d1", "d3", "d4", "d5"]
+    assert dict(zip(*(rejected(tmp_path / "out")[c].to_pylist() for c in ("doc_id", "duplicate_of")))) == {"d2": "d0"}
+    assert result.funnel["rejected:exact_duplicate"] == 1
+
+
+@pytest.mark.parametrize("table,message", [
+    (pa.table({"doc_id": ["a"], "body": ["no text column"]}),
+     r"mine.parquet: not a document table: missing column text"),
+    (pa.table({"text": ["no id"]}), r"mine.parquet: not a document table: missing column doc_id"),
+    (pa.table({"doc_id": ["a"], "text": ["x"], "score": ["high"]}), r"mine.parquet: column score has type string"),
+    (None, r"mine.parquet: not a readable Parquet file"),
+    (pa.table({"doc_id": ["a"], "text": ["x"], "reason": ["mine"]}), r"mine.parquet: column reason has the name of"),
+])
+def test_unusable_parquet_fails_the_plan_naming_file_and_column(tmp_path, table, message):
+    from pipeline.runner import StageError
+
+    (tmp_path / "docs").mkdir()
+    path = tmp_path / "docs" / "mine.parquet"
+    if table is None:
+        path.write_bytes(b"this is not parquet" * 10)
+    else:
+        pq.write_table(table, path)
+    inputs = expand_inputs([str(tmp_path / "docs")])
+    with pytest.raises(StageError, match=message):
+        DedupStage(DedupConfig()).tasks("signatures", inputs)
+    with pytest.raises(StageError, match=message):
+        run_dedup(tmp_path / "docs", tmp_path / "out")

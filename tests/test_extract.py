@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import json
+import os
 import re
+import subprocess
+import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,12 +22,14 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from pipeline.documents import DOC_SCHEMA
-from pipeline.extract import (ExtractConfig, Extractor, ExtractStage, Malformed, Reject, Response, decode_html,
-                              header_charset, iter_responses)
+from pipeline.charset import decode_html, header_charset
+from pipeline.extract import (ExtractConfig, Extractor, ExtractStage, Malformed, Reject, Response, cpu_limited,
+                              iter_responses)
 from pipeline.runner import RunOptions, run_stage
 from pipeline.storage import expand_inputs
 from tests.conftest import shared_data
 
+REPO = Path(__file__).resolve().parents[1]
 LOCAL = RunOptions(executor="local", quiet=True)
 SENTENCES = [
     "The city council met on Tuesday evening to discuss the budget for the public library.",
@@ -108,10 +116,100 @@ def test_body_cap_marks_truncation():
     assert isinstance(item, Response) and item.truncated and len(item.body) == 100
 
 
+def test_a_cut_record_is_malformed_not_a_shorter_page():
+    """A gzip member or file cut inside a record's block: the record is rejected, never kept with part of its page."""
+    for gzipped in (True, False):
+        records = [warc_record(f"http://e.com/{i}", story(i), gzipped=gzipped) for i in range(3)]
+        for cut in (30, 300):  # inside the payload, from the end of the last record
+            data = b"".join(records[:2]) + records[2][: len(records[2]) - cut]
+            items = list(iter_responses(io.BytesIO(data), 1 << 20))
+            assert [getattr(x, "url", None) for x in items] == ["http://e.com/0", "http://e.com/1", None]
+            assert isinstance(items[2], Malformed) and items[2].offset == len(records[0]) + len(records[1])
+            assert all(len(x.body) == len(story(i)) for i, x in enumerate(items[:2]))
+
+
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_a_file_cut_inside_the_last_records_headers_counts_that_record(gzipped):
+    records = [warc_record(f"http://e.com/{i}", story(i), gzipped=gzipped) for i in range(3)]
+    for keep in (12, 40, 120):
+        data = b"".join(records[:2]) + records[2][:keep]
+        items = list(iter_responses(io.BytesIO(data), 1 << 20))
+        assert [type(x).__name__ for x in items] == ["Response", "Response", "Malformed"], keep
+        assert items[2].offset == len(records[0]) + len(records[1])
+
+
+def test_an_empty_warc_file_is_counted_not_read_as_nothing():
+    [item] = list(iter_responses(io.BytesIO(b""), 1 << 20))
+    assert isinstance(item, Malformed) and "empty" in item.detail
+
+
+def test_a_warc_gzipped_as_one_stream_is_read(tmp_path):
+    plain = [warc_record(f"http://e.com/{i}", story(i), gzipped=False) for i in range(3)]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "whole.warc.gz").write_bytes(gzip.compress(b"".join(plain)))
+    result = run_stage(ExtractStage(ExtractConfig()), expand_inputs([str(tmp_path / "in")]), str(tmp_path / "out"),
+                       LOCAL)
+    docs = read_table(tmp_path / "out", "extract")
+    assert docs["url"].to_pylist() == ["http://e.com/0", "http://e.com/1", "http://e.com/2"]
+    assert docs["warc_offset"].to_pylist() == [0, len(plain[0]), len(plain[0]) + len(plain[1])]  # decompressed
+    assert result.funnel == {"in": 3, "out": 3}
+    # cut: the records before the cut are read and the cut one is counted
+    whole = gzip.compress(b"".join(plain))
+    items = list(iter_responses(io.BytesIO(whole[: len(whole) - 50]), 1 << 20))
+    assert [type(x).__name__ for x in items] == ["Response", "Response", "Malformed"]
+
+
+def dns_record(host: str) -> bytes:
+    buffer = io.BytesIO()
+    writer = WARCWriter(buffer, gzip=True)
+    payload = f"20190101000000\n{host}.\t300\tIN\tA\t93.184.216.34\n".encode()
+    writer.write_record(writer.create_warc_record(f"dns:{host}", "response", payload=io.BytesIO(payload),
+                                                  warc_content_type="text/dns"))
+    return buffer.getvalue()
+
+
+def test_non_http_records_have_a_reason_of_their_own(tmp_path):
+    (tmp_path / "in").mkdir()
+    write_warc(tmp_path / "in" / "heritrix.warc.gz", [dns_record("e.com"), warc_record("http://e.com/0", story(0)),
+                                                     BAD_HTTP])
+    result = run_stage(ExtractStage(ExtractConfig()), expand_inputs([str(tmp_path / "in")]), str(tmp_path / "out"),
+                       LOCAL)
+    rejected = read_table(tmp_path / "out", "extract", "_rejected").to_pylist()
+    assert {(r["reason"], r["url"]) for r in rejected} == {("not_http_record", "dns:e.com"),
+                                                            ("bad_http_headers", "http://e.com/bad-http")}
+    assert result.funnel == {"in": 3, "out": 1, "rejected:bad_http_headers": 1, "rejected:not_http_record": 1}
+
+
+def test_a_common_crawl_directory_skips_what_is_not_a_warc(tmp_path, capsys):
+    cc = tmp_path / "crawl-data"
+    (cc / "warc").mkdir(parents=True)
+    write_warc(cc / "warc" / "CC-MAIN-1.warc.gz", [warc_record(f"http://cc.org/{i}", story(i)) for i in range(2)])
+    (cc / "warc.paths").write_text("crawl-data/warc/CC-MAIN-1.warc.gz\n")
+    (cc / "cdx-00000.gz").write_bytes(gzip.compress(b"org,cc)/0 20190101000000 {}\n"))
+    (cc / "warc" / "CC-MAIN-1.warc.wet.gz").write_bytes(gzip.compress(b"WARC/1.0\r\n"))
+    inputs = expand_inputs([str(cc)])
+    assert len(ExtractStage(ExtractConfig()).tasks("parts", inputs)) == 1
+    assert "skipped 3 file(s) that are not WARC files" in capsys.readouterr().err
+    result = run_stage(ExtractStage(ExtractConfig()), inputs, str(tmp_path / "out"), LOCAL)
+    assert result.funnel == {"in": 2, "out": 2}
+
+
+def test_an_input_that_is_not_a_warc_fails_the_plan_naming_it(tmp_path):
+    from pipeline.runner import StageError
+
+    (tmp_path / "notes.txt").write_text("not a WARC")
+    with pytest.raises(StageError, match=r"not a WARC file: .*notes.txt"):
+        ExtractStage(ExtractConfig()).tasks("parts", expand_inputs([str(tmp_path / "notes.txt")]))
+    write_warc(tmp_path / "part-00000.warc.gz", [warc_record("http://e.com/0", story(0))])
+    (tmp_path / "part-00000.parquet").write_bytes(b"not a fetch log")
+    with pytest.raises(StageError, match=r"part-00000.parquet: not a readable Parquet file"):
+        ExtractStage(ExtractConfig()).tasks("parts", expand_inputs([str(tmp_path / "part-00000.*")]))
+
+
 # --- charset ---------------------------------------------------------------------------------------------------
 
 
-def test_charset_from_utf8_then_header_then_meta():
+def test_charset_from_header_then_meta_then_a_guess():
     text = "Gérard à Zürich — ça coûte 5 €"
     page = article("t", [text], charset="windows-1252")
     assert decode_html(page.encode("cp1252"), "text/html").count(text) == 1  # from <meta>
@@ -120,8 +218,54 @@ def test_charset_from_utf8_then_header_then_meta():
     assert "Привет" in decode_html(cyrillic.encode("cp1251"), "text/html")
     assert "Привет" in decode_html(cyrillic.replace("windows-1251", "utf-8").encode(), "text/html")
     assert header_charset("text/html; charset=no-such-codec") is None
-    # a lying header: bytes that are not valid in it fall back to the next candidate
-    assert "Привет" in decode_html(cyrillic.replace("windows-1251", "utf-8").encode(), "text/html; charset=ascii")
+    # an unknown label is no label: the <meta> decides
+    assert "Привет" in decode_html(cyrillic.encode("cp1251"), "text/html; charset=no-such-codec")
+    # the HTTP header wins over the <meta>, as in a browser
+    assert "Привет" in decode_html(cyrillic.replace("windows-1251", "koi8-r").encode("cp1251"),
+                                   "text/html; charset=windows-1251")
+    # no label at all: valid UTF-8 is UTF-8, else a guess
+    assert decode_html("Привет, мир. Это проверка.".encode(), "text/html") == "Привет, мир. Это проверка."
+    guessed = decode_html(("<p>" + "Привет, мир. Это проверка кодировки. " * 5).encode("cp1251"), "")
+    assert "мир. " in guessed and "\ufffd" not in guessed
+
+
+def test_a_declared_label_is_never_second_guessed():
+    # one stray invalid byte in a page declared UTF-8 (header and meta) costs that byte only, not the whole page
+    page = article("t", ["Un café au lait, s'il vous plaît."], charset="utf-8").encode()
+    stray = page.replace("café".encode(), b"caf\xe9")
+    for content_type in ("text/html; charset=utf-8", "text/html"):
+        text = decode_html(stray, content_type)
+        assert "caf\ufffd au lait, s'il vous plaît." in text and "Ã" not in text and "ï¾" not in text
+    # a page labelled ascii is decoded as windows-1252 (WHATWG), even when its bytes are UTF-8: what a browser shows
+    assert decode_html("café".encode(), "text/html; charset=us-ascii") == "cafÃ©"
+
+
+def test_windows_1252_as_the_encoding_standard_defines_it():
+    # 0x93/0x94 are curly quotes, 0x80 the euro sign, 0x81 (open in Python's cp1252) the C1 control U+0081
+    body = b"\x93Quoted\x94 \x80 5 \x81 \x8d \x9d caf\xe9"
+    expected = "\u201cQuoted\u201d \u20ac 5 \x81 \x8d \x9d café"
+    for label in ("windows-1252", "ISO-8859-1", "latin1", "ascii", "US-ASCII", "cp1252", " l1 "):
+        assert decode_html(body, f"text/html; charset={label}") == expected
+    assert decode_html(b'<meta charset="iso-8859-1">' + body, "text/html").endswith(expected)
+
+
+@pytest.mark.parametrize("label,data,text", [
+    ("x-sjis", "日本語のテキスト".encode("cp932"), "日本語のテキスト"),
+    ("shift_jis", "①番".encode("cp932"), "①番"),  # a windows-31j character, as browsers decode Shift_JIS
+    ("gb2312", "中文文本".encode("gb18030"), "中文文本"),
+    ("ks_c_5601-1987", "한국어 텍스트".encode("cp949"), "한국어 텍스트"),
+    ("utf-16", "héllo".encode("utf-16-le"), "héllo"),
+    ("iso-8859-9", "İstanbul".encode("cp1254"), "İstanbul"),
+    ("iso-2022-kr", b"anything", "\ufffd"),  # the standard's replacement encoding
+])
+def test_labels_map_as_the_encoding_standard_says(label, data, text):
+    assert decode_html(data, f"text/html; charset={label}") == text
+
+
+def test_a_byte_order_mark_wins_over_every_label():
+    assert decode_html(b"\xef\xbb\xbfcaf\xc3\xa9", "text/html; charset=iso-8859-1") == "café"
+    assert decode_html(codecs.BOM_UTF16_LE + "café".encode("utf-16-le"), "text/html; charset=utf-8") == "café"
+    assert decode_html(codecs.BOM_UTF16_BE + "café".encode("utf-16-be"), "text/html") == "café"
 
 
 # --- extraction ------------------------------------------------------------------------------------------------
@@ -145,6 +289,86 @@ def test_time_limit_stops_a_slow_page():
     with pytest.raises(Reject) as err:
         Extractor(ExtractConfig(timeout_s=0.01))(huge, None)
     assert err.value.reason == "timeout"
+
+
+def burn(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_the_limit_counts_cpu_time_not_waiting():
+    assert cpu_limited(0.2, time.sleep, 0.6) == (None, False)  # 0.6 s of wall-clock time, no CPU
+    assert cpu_limited(0.2, burn, 0.6) == (None, True)
+    assert cpu_limited(0.5, lambda: "fast") == ("fast", False)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed ones, as planned
+def test_a_limit_that_lands_in_a_finaliser_is_not_swallowed():
+    class Slow:
+        def __del__(self):  # an exception raised in here is printed ("Exception ignored") and dropped
+            burn(0.5)
+
+    def work():
+        for _ in range(3):
+            Slow()  # finalised at once, burning CPU inside __del__
+        return "finished"
+
+    assert cpu_limited(0.1, work) == (None, True)
+    # in another thread no signal can interrupt: the CPU time is checked when the call returns
+    results = []
+    worker = threading.Thread(target=lambda: results.append(cpu_limited(0.1, work)))
+    worker.start()
+    worker.join()
+    assert results == [(None, True)]
+
+
+def test_the_first_page_does_not_pay_the_libraries_setup():
+    """dateparser loads every locale the first time a date reaches it (~2 CPU-s): that happens before the clock."""
+    page = article("Wiadomości", [" ".join(SENTENCES)] * 3).replace(
+        "<article>", "<article><p class='date'>Opublikowano 3 marca 2019</p>")
+    code = ("import sys; from pipeline.extract import Extractor, ExtractConfig, Reject\n"
+            "try:\n    print(Extractor(ExtractConfig(timeout_s=1.0))(sys.stdin.read(), 'http://e.pl/').date)\n"
+            "except Reject as r:\n    print(r.reason)\n")
+    run = subprocess.run([sys.executable, "-c", code], input=page, capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "2019-01-01"  # htmldate's reading of the Polish date; not a timeout
+
+
+def load_pages() -> list[bytes]:
+    """Pages that need ~0.15 CPU-s (several times that in wall time on a loaded machine) and one that needs ~0.9 s."""
+    medium = [article(f"Medium {k}", [f"Paragraph {k}.{i}. " + " ".join(SENTENCES) for i in range(500)]).encode()
+              for k in range(3)]
+    heavy = article("Heavy", [f"Paragraph {i}. " + " ".join(SENTENCES) for i in range(3000)]).encode()
+    return [story(1), *medium, heavy, story(2)]
+
+
+@pytest.mark.slow
+def test_same_documents_and_rejects_under_cpu_load(tmp_path):
+    (tmp_path / "in").mkdir()
+    write_warc(tmp_path / "in" / "a.warc.gz", [warc_record(f"http://e.com/{i}", page)
+                                               for i, page in enumerate(load_pages())])
+    stage = ExtractStage(ExtractConfig(timeout_s=0.3))
+    inputs = expand_inputs([str(tmp_path / "in")])
+
+    def run(name: str) -> tuple[pa.Table, pa.Table]:
+        run_stage(stage, inputs, str(tmp_path / name), LOCAL)
+        rejected = read_table(tmp_path / name, "extract", "_rejected")
+        return read_table(tmp_path / name, "extract"), rejected.select(["reason", "detail", "warc_offset", "url"])
+
+    quiet_docs, quiet_rejects = run("quiet")
+    assert quiet_docs.num_rows == 5 and quiet_rejects["reason"].to_pylist() == ["timeout"]
+    assert quiet_rejects["url"].to_pylist() == ["http://e.com/4"]
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 * (os.cpu_count() or 2))]
+    try:
+        for attempt in range(2):
+            docs, rejects = run(f"loaded-{attempt}")
+            assert docs.equals(quiet_docs) and rejects.equals(quiet_rejects)
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
 
 
 # --- the stage -------------------------------------------------------------------------------------------------
@@ -284,9 +508,3 @@ def test_real_pages_quality_through_the_stage(tmp_path):
     print(f"scrapinghub through the stage: P={precision:.3f} R={recall:.3f} F1={f1:.3f} on {len(pairs)} pages")
     assert len(texts) >= 175
     assert f1 >= 0.95
-
-
-def test_charset_as_browsers_read_it():
-    # a latin-1 label means windows-1252 (the euro sign is 0x80 there), and a byte-order mark wins over headers
-    assert decode_html("5 € café".encode("cp1252"), "text/html; charset=ISO-8859-1") == "5 € café"
-    assert decode_html(b"\xef\xbb\xbfcaf\xc3\xa9", "text/html; charset=iso-8859-1") == "café"

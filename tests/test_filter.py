@@ -145,6 +145,31 @@ def test_stage_keeps_clean_documents_and_rejects_with_reasons(tmp_path):
                              "rejected:min_tokens": 1}
 
 
+def test_own_parquet_needs_only_text_and_keeps_its_columns(tmp_path):
+    from datetime import date
+
+    table = pa.table({"text": [prose(12, 1), "Trop court."], "published": pa.array([date(2020, 1, 2)] * 2),
+                      "rank": pa.array([1, 2], pa.int8())})
+    (tmp_path / "docs").mkdir()
+    pq.write_table(table, tmp_path / "docs" / "mine.parquet")
+    result = run_stage(FilterStage(FilterConfig()), expand_inputs([str(tmp_path / "docs")]), str(tmp_path / "out"),
+                       LOCAL)
+    kept = pq.read_table(tmp_path / "out" / "filter" / "part-00000.parquet")
+    assert kept.schema.names == ["text", "published", "rank", "lang", "lang_score"]  # detected language added
+    assert kept.select(["text", "published", "rank"]).equals(table.slice(0, 1))
+    assert kept["lang"].to_pylist() == ["en"]
+    assert result.funnel["out"] == 1 and result.funnel["in"] == 2
+
+
+def test_parquet_without_text_fails_the_plan(tmp_path):
+    from pipeline.runner import StageError
+
+    write_docs(tmp_path / "docs" / "part-00000.parquet", mixed_docs())
+    pq.write_table(pa.table({"doc_id": ["x"], "body": ["no text"]}), tmp_path / "docs" / "part-00001.parquet")
+    with pytest.raises(StageError, match=r"part-00001.parquet: not a document table: missing column text"):
+        FilterStage(FilterConfig()).tasks("parts", expand_inputs([str(tmp_path / "docs")]))
+
+
 def test_any_language_when_none_listed(tmp_path):
     docs = write_docs(tmp_path / "docs" / "part-00000.parquet", mixed_docs())
     config = FilterConfig(languages=[], quality=QualityConfig(min_stop_words=None))
@@ -175,7 +200,8 @@ def test_real_articles_mostly_pass_the_quality_rules():
     import gzip
     import json
 
-    from pipeline.extract import ExtractConfig, Extractor, decode_html
+    from pipeline.charset import decode_html
+    from pipeline.extract import ExtractConfig, Extractor
     from pipeline.langid import detect_language
     from tests.conftest import shared_data
 

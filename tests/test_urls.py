@@ -88,8 +88,10 @@ def test_rules_are_configurable():
     assert rule_reason(submission("a", "http://e.com/a.txt"), extra_blocked_extensions=[".TXT"]) == "blocked_extension"
 
 
-@pytest.mark.parametrize("created_utc", [1119552233, 1119552233.0, "1119552233", "1119552233.0"])
+@pytest.mark.parametrize("created_utc", [1119552233, 1119552233.0, "1119552233", "1119552233.0",
+                                         1119552233.5, 1119552233.999, "1119552233.25", " 1119552233.7 "])
 def test_created_utc_types(created_utc):
+    # Reddit's API serves created_utc with a fraction at times; the second it falls in is kept
     record = msgspec.convert(submission("a", "http://e.com/", created_utc=created_utc), RawSubmission)
     sub = SubmissionRules(UrlsConfig()).apply(record)
     assert sub.created_utc == 1119552233
@@ -290,6 +292,23 @@ def test_undecompressable_file_is_one_clear_error(tmp_path):
     bad.write_bytes(b"this was never zstd" * 10)
     with pytest.raises(StageError, match="RS_garbage.zst: cannot decompress"):
         run_urls(bad, tmp_path / "out")
+
+
+@pytest.mark.parametrize("content", [b"", b"this was never compressed\n" * 10])
+@pytest.mark.parametrize("ext", ["zst", "xz", "gz", "bz2"])
+def test_empty_or_undecompressable_dump_fails_the_plan(tmp_path, ext, content):
+    """Never read as "no records": an error naming the file, raised when the stage plans, before any task runs."""
+    bad = tmp_path / f"RS_bad.{ext}"
+    bad.write_bytes(content)
+    inputs = expand_inputs([str(bad)])
+    with pytest.raises(StageError, match=f"RS_bad.{ext}: cannot decompress"):
+        UrlsStage(UrlsConfig()).tasks("map", inputs)
+    with pytest.raises(StageError, match=f"RS_bad.{ext}: cannot decompress"):
+        UrlsStage(UrlsConfig(num_buckets=2)).tasks("map", inputs)
+    with pytest.raises(StageError, match=f"RS_bad.{ext}"):
+        run_urls(bad, tmp_path / "out")
+    result = run_urls(bad, tmp_path / "lenient", strict=False)
+    assert result.funnel == {"in": 1, "out": 0, "merged": 0, "rejected:unreadable_file": 1}
 
 
 def test_undecompressable_file_skipped_when_not_strict(tmp_path):
