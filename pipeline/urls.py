@@ -257,20 +257,31 @@ def iter_line_batches(file: InputFile) -> Iterator[tuple[int, list[bytes]]]:
 # One submission
 
 
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def in_int64(value: int, field: str) -> int:
+    """`value` if the int64 columns of the stage can hold it; Reject `bad_field` otherwise (JSON integers and
+    floats have no bound, and one such value must not fail the whole dump)."""
+    if INT64_MIN <= value <= INT64_MAX:
+        return value
+    raise Reject("bad_field", f"{field}={value!r}: out of range")
+
+
 def parse_int(value: Any, field: str) -> int:
     """An int from an int, an integral float or a numeric string (created_utc comes as all three)."""
     kind = type(value)
     if kind is int:
-        return value
+        return in_int64(value, field)
     if kind is float and value.is_integer():
-        return int(value)
+        return in_int64(int(value), field)
     if kind is str:
         try:
             number = float(value.strip())
         except ValueError:
             raise Reject("bad_field", f"{field}={value!r}") from None
         if number.is_integer():
-            return int(number)
+            return in_int64(int(number), field)
     raise Reject("bad_field", f"{field}={value!r}")
 
 
@@ -279,7 +290,7 @@ def parse_timestamp(value: Any) -> int:
     (1500000000.5) or a string of either, and Pushshift's dumps keep what it served."""
     kind = type(value)
     if kind is int:
-        return value
+        return in_int64(value, "created_utc")
     if kind is str:
         try:
             value = float(value.strip())
@@ -289,7 +300,7 @@ def parse_timestamp(value: Any) -> int:
         raise Reject("bad_field", f"created_utc={value!r}")
     if not math.isfinite(value):
         raise Reject("bad_field", f"created_utc={value!r}")
-    return math.floor(value)
+    return in_int64(math.floor(value), "created_utc")
 
 
 _FLAGS = {None: False, False: False, True: True, 0: False, 1: True, "0": False, "1": True, "false": False,
@@ -397,9 +408,9 @@ class SubmissionRules:
         if type(url) is not str or not (url := url.strip()):
             return Rejected("bad_field", f"url={record.url!r}")
         try:
-            if type(score) is not int:
+            if type(score) is not int or not INT64_MIN <= score <= INT64_MAX:
                 score = parse_int(score, "score")
-            if type(created_utc) is not int:
+            if type(created_utc) is not int or not INT64_MIN <= created_utc <= INT64_MAX:
                 created_utc = parse_timestamp(created_utc)
             if self.link_posts_only and parse_flag(record.is_self, "is_self"):
                 return Rejected("self_post")

@@ -266,6 +266,18 @@ def test_corrupt_lines_are_kept_with_file_line_and_reason(tmp_path):
     assert result.funnel["out"] == 3
 
 
+def test_numbers_beyond_int64_are_bad_fields_not_a_failed_dump(tmp_path):
+    # JSON numbers have no bound: one such value must cost its record, not the dump (it crashed the map task)
+    lines = [submission("big", "http://e.com/1", score=10**20), submission("far", "http://e.com/2", created_utc=1e30),
+             submission("neg", "http://e.com/3", created_utc=-(2**70)), submission("self", "http://e.com/4",
+                                                                              score=10**20, is_self=True),
+             submission("ok", "http://e.com/5")]
+    result = run_urls(write_dump(tmp_path / "RS_big.ndjson", lines), tmp_path / "out")
+    rejected = {r["id"]: r["reason"] for r in read_rejected(tmp_path / "out")}
+    assert rejected == {"big": "bad_field", "far": "bad_field", "neg": "bad_field", "self": "bad_field"}
+    assert result.funnel["out"] == 1
+
+
 def test_truncated_zst_keeps_what_it_read_and_reports_the_cut(tmp_path):
     records = [submission(f"s{i}", f"http://example.com/{i}") for i in range(20000)]
     whole = write_dump(tmp_path / "whole.zst", records, "zst")
