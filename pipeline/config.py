@@ -40,8 +40,15 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML: {err}") from None
+        raise ConfigError(f"--set {item!r}: value is not valid YAML: {_yaml_problem(err)}") from None
     return key.strip().split("."), value
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: where, then what (its own message spans lines and quotes the text)."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + (problem or str(err).strip().splitlines()[0])
 
 
 def _apply_override(data: dict, path: list[str], value: Any, item: str) -> None:
@@ -84,10 +91,12 @@ def load_config(model: type[T], path: str | Path | None = None, overrides: list[
             text = Path(path).read_text()
         except OSError as err:
             raise ConfigError(f"{path}: cannot read config: {err.strerror}") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(err)}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config must be a mapping of keys to values")
         data = loaded or {}

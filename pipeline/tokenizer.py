@@ -169,6 +169,9 @@ def bpe_tokenizer(path: str | os.PathLike) -> Tokenizer:
         text = Path(path).read_text()
     except OSError as err:
         raise TokenizerError(f"{path}: cannot read tokenizer: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise TokenizerError(f"{path}: not a tokenizer.json: not UTF-8 text ({err.reason} at byte {err.start})") \
+            from None
     return bpe_from_json(text, source=str(path))
 
 

@@ -125,6 +125,12 @@ def tokenize_missing_bpe_file(root: Path) -> tuple[list[str], list[str]]:
     return args, [*args, "--set", "tokenizer.kind=bpe", "--set", f"tokenizer.path={root / 'gone.json'}"]
 
 
+def tokenize_binary_bpe_file(root: Path) -> tuple[list[str], list[str]]:
+    (root / "tokenizer.json").write_bytes(b"\xff\xfe{}")
+    args = ["tokenize", "--docs", str(docs_dir(root)), "--set", "shard_tokens=256"]
+    return args, [*args, "--set", "tokenizer.kind=bpe", "--set", f"tokenizer.path={root / 'tokenizer.json'}"]
+
+
 def tokenize_garbage_parquet(root: Path) -> tuple[list[str], list[str]]:
     docs = docs_dir(root)
     bad = root / "bad-docs"
@@ -148,6 +154,7 @@ CASES = {
     "tokenize-missing-tokenizer": (tokenize_missing_tokenizer, "gone/gpt2.tiktoken: no such file"),
     "tokenize-altered-tokenizer": (tokenize_altered_tokenizer, "vocab.bpe: sha256"),
     "tokenize-missing-bpe-file": (tokenize_missing_bpe_file, "gone.json: cannot read tokenizer"),
+    "tokenize-binary-bpe-file": (tokenize_binary_bpe_file, "tokenizer.json: not a tokenizer.json: not UTF-8"),
     "tokenize-garbage-parquet": (tokenize_garbage_parquet, "part-00001.parquet: not a readable Parquet file"),
 }
 
@@ -174,6 +181,19 @@ def assert_one_line_error(err: str, says: str) -> None:
     errors = [line for line in err.strip().splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("webtext: error: ") and says in errors[0], err
     assert err.strip().splitlines()[-1] == errors[0]
+
+
+@pytest.mark.parametrize("content,says", [
+    (b"min_karma: [\n", "bad.yaml: not valid YAML: line 2, column 1: expected the node content"),
+    (b"a: 1\n  b: 2\n", "bad.yaml: not valid YAML: line 2, column 4: mapping values are not allowed here"),
+    (b"\xff\xfemin_karma: 3\n", "bad.yaml: not a UTF-8 text file"),
+])
+def test_a_config_file_that_does_not_parse_is_one_line(content, says, tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_bytes(content)
+    code, err = cli(capsys, "urls", "--dumps", str(tmp_path), "--config", str(tmp_path / "bad.yaml"),
+                    "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert_one_line_error(err, says)
 
 
 def test_an_out_that_is_a_file_is_one_line(tmp_path, capsys):
