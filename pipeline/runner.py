@@ -19,9 +19,9 @@ stage is planned first: `check_inputs()` opens and checks the inputs and every p
 and only when that has succeeded is the output touched, so a command refused for its inputs leaves the previous output
 byte-identical. Then the runner takes the output's lock (a second command on it is refused), keeps the tasks whose
 marker carries the current plan hash and reruns the others, after every file that no current marker lists has been
-deleted (a finished output of another plan is set aside, and put back if no task of the new plan succeeds): a run
-killed at any point and rerun gives exactly the output of an uninterrupted run. Every file a task
-commits is fenced: it is renamed into place only while the lock still names the task's run and its driver lives.
+deleted (a finished output of another plan, or of this one rebuilt with `force`, is set aside, and put back if no task
+of the new plan succeeds): a run killed at any point and rerun gives exactly the output of an uninterrupted run.
+Every file a task commits is fenced: it is renamed into place only while the lock still names the task's run and its driver lives.
 """
 
 from __future__ import annotations
@@ -356,7 +356,7 @@ def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: Run
             return current  # another command finished it while we planned, or its previous output was put back
         started = time.time()
         markers = {} if options.force else _valid_markers(out, plan)
-        keeping = not options.force and out.exists(MANIFEST) and previous.can_set_aside(out)
+        keeping = out.exists(MANIFEST) and previous.can_set_aside(out)  # a forced rebuild may fail too
         _prune(out, markers, plan, set_aside=keeping)
         try:
             for phase, payloads in planned:

@@ -213,6 +213,24 @@ def test_a_new_plan_whose_first_task_fails_puts_the_previous_output_back(tmp_pat
     assert run_stage(CountLines(CountConfig(tag="a")), files, out, LOCAL).skipped
 
 
+class CountLinesFailing(CountLines):
+    """The plan of CountLines, but every task fails."""
+
+    def run_task(self, phase, index, file, ctx):
+        raise StageError(f"{file.uri}: refused")
+
+
+@pytest.mark.parametrize("tag", ["", "another plan"])
+def test_a_forced_rebuild_whose_first_task_fails_puts_the_previous_output_back(tag, tmp_path, inputs):
+    files, out = expand_inputs([str(inputs)]), str(tmp_path / "out")
+    run_stage(CountLines(CountConfig()), files, out, LOCAL)
+    before = files_of(tmp_path / "out" / "count")
+    with pytest.raises(StageError, match="a.txt: refused"):
+        run_stage(CountLinesFailing(CountConfig(tag=tag)), files, out, RunOptions(executor="local", quiet=True,
+                                                                                   force=True))
+    assert files_of(tmp_path / "out" / "count") == before
+
+
 def test_once_a_task_of_the_new_plan_succeeded_the_previous_output_is_gone(tmp_path, inputs):
     files, out = expand_inputs([str(inputs)]), str(tmp_path / "out")
     run_stage(CountLines(CountConfig(tag="a")), files, out, LOCAL)
