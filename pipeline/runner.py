@@ -21,7 +21,8 @@ byte-identical. Then the runner takes the output's lock (a second command on it 
 marker carries the current plan hash and reruns the others, after every file that no current marker lists has been
 deleted (a finished output of another plan, or of this one rebuilt with `force`, is set aside, and put back if no task
 of the new plan succeeds): a run killed at any point and rerun gives exactly the output of an uninterrupted run.
-Every file a task commits is fenced: it is renamed into place only while the lock still names the task's run and its driver lives.
+Every file a task commits is fenced: it is renamed into place only while the lock still names the task's run and
+its driver lives.
 """
 
 from __future__ import annotations
