@@ -61,7 +61,7 @@ import xxhash
 from pydantic import Field, model_validator
 
 from pipeline.config import Config
-from pipeline.documents import check_documents, read_documents
+from pipeline.documents import TEXT_TYPES, check_documents, read_documents
 from pipeline.minhash import MinHasher, band_keys, word_shingles, words
 from pipeline.runner import Stage, StageError, TaskContext
 from pipeline.storage import InputFile
@@ -86,10 +86,10 @@ REJECT_FIELDS = [("reason", pa.string()), ("duplicate_of", pa.string()), ("clust
 # lowest karma; no date: after every dated document); every other column is passed through as it is.
 REQUIRED_COLUMNS = ("doc_id", "text")
 COLUMN_TYPES = {
-    "doc_id": (pa.types.is_string, pa.types.is_large_string),
-    "text": (pa.types.is_string, pa.types.is_large_string),
+    "doc_id": TEXT_TYPES,
+    "text": TEXT_TYPES,
     "score": (pa.types.is_integer, pa.types.is_floating),
-    "date": (pa.types.is_string, pa.types.is_large_string, pa.types.is_date, pa.types.is_timestamp),
+    "date": (*TEXT_TYPES, pa.types.is_date, pa.types.is_timestamp),
 }
 CLUSTERS_NAME = "_clusters/clusters.parquet"
 

@@ -21,6 +21,9 @@ DOC_SCHEMA = pa.schema([
     ("warc_offset", pa.int64()),
 ])
 
+# pyarrow type predicates of a column of text (doc_id, text, lang), for `check_documents`
+TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string)
+
 
 def read_parquet(file, columns: list[str] | None = None) -> pa.Table:
     """A Parquet `InputFile` (local path or URI) as a table."""

@@ -3,7 +3,8 @@
 One task per WARC file (the crawl stage's `part-XXXXX.warc.gz`, or any WARC such as Common Crawl's):
 - inputs: `*.warc`, `*.warc.gz`, `*.arc`, `*.arc.gz` files and the crawl's fetch-log Parquet; other files found
   with them (Common Crawl's `.cdx.gz`, `warc.paths`, WAT/WET files) are skipped with a printed note, and inputs
-  with no WARC at all are an error naming them, raised when the stage plans;
+  with no WARC at all, or a file named like a WARC that does not start as one (gzip, `WARC/`, an ARC header),
+  are an error naming them, raised when the stage plans;
 - records are read with warcio from a seekable stream; a record that cannot be parsed (a cut gzip member, a block
   shorter than its Content-Length, invalid WARC or HTTP headers, a file that ends inside a record, an empty
   file) is rejected as `malformed_record` with its offset, and reading resumes at the next gzip member (or
@@ -514,6 +515,23 @@ class _Rows:
         return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, self.schema)], schema=self.schema)
 
 
+WARC_HEADS = (b"\x1f\x8b", b"WARC/", b"filedesc://")  # gzip (a member per record, or one stream), WARC, ARC
+
+
+def _check_warc_head(file: InputFile) -> None:
+    """Plan-time: a file named like a WARC starts as one (an empty file is left to its task, a malformed_record);
+    a text or HTML file given that name is an error naming it, never read as a file of no records."""
+    try:
+        with file.open() as stream:
+            head = stream.read(64)
+    except OSError as err:
+        raise StageError(f"{file.uri}: cannot open: {err}") from None
+    head = head if head.startswith(WARC_HEADS[0]) else head.lstrip(b"\r\n")  # blank lines before a first record
+    if head and not any(head.startswith(magic[: len(head)]) for magic in WARC_HEADS):
+        raise StageError(f"{file.uri}: not a WARC file: it starts with {head[:12]!r}, not gzip, WARC/ or an ARC "
+                         "header")
+
+
 class ExtractStage(Stage):
     name = "extract"
     version = 2  # 2: WHATWG decoding, CPU-time limit, cut records rejected
@@ -531,6 +549,8 @@ class ExtractStage(Stage):
             shown = ", ".join(o.rsplit("/", 1)[-1] for o in others[:5]) + (", ..." if len(others) > 5 else "")
             print(f"extract: skipped {len(others)} file(s) that are not WARC files or fetch logs: {shown}",
                   file=sys.stderr)
+        for warc in warcs:
+            _check_warc_head(warc)
         for log in logs:  # each fetch log opens as Parquet (its columns are optional: lineage uses what is there)
             parquet_schema(log)
         # the crawl writes part-XXXXX.warc.gz next to its log part-XXXXX.parquet: a task reads its own log only

@@ -19,7 +19,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from pipeline.config import Config
-from pipeline.documents import check_documents, read_documents
+from pipeline.documents import TEXT_TYPES, check_documents, read_documents
 from pipeline.langid import detect_language
 from pipeline.quality import QualityConfig, TextStats, first_failure
 from pipeline.runner import Stage, StageError, TaskContext
@@ -28,8 +28,7 @@ from pipeline.tokenizer import count_tokens
 
 REJECT_FIELDS = [("reason", pa.string()), ("detail", pa.string())]
 REQUIRED_COLUMNS = ("text",)
-COLUMN_TYPES = {"text": (pa.types.is_string, pa.types.is_large_string),
-                "lang": (pa.types.is_string, pa.types.is_large_string), "lang_score": (pa.types.is_floating,)}
+COLUMN_TYPES = {"text": TEXT_TYPES, "lang": TEXT_TYPES, "lang_score": (pa.types.is_floating,)}
 
 
 class FilterConfig(Config):

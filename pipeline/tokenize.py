@@ -35,7 +35,7 @@ import xxhash
 from pydantic import Field
 
 from pipeline.config import Config
-from pipeline.documents import check_documents
+from pipeline.documents import TEXT_TYPES, check_documents
 from pipeline.runner import Stage, StageError, TaskContext
 from pipeline.shards import HEADER_BYTES, INDEX_NAME, MAGIC, TOKEN_DTYPE, VERSION, shard_header
 from pipeline.storage import InputFile, filesystem
@@ -126,7 +126,7 @@ class TokenizeStage(Stage):
                 raise StageError(f"tokenize: {err}") from None
         elif tok.path is not None:
             self._load_tokenizer(None, "")  # a tokenizer.json of the user's: small, and its size must fit uint16
-        check_documents(parts, tuple(INPUT_COLUMNS))
+        check_documents(parts, tuple(INPUT_COLUMNS), dict.fromkeys(INPUT_COLUMNS, TEXT_TYPES))
 
     # -- tokenizer --------------------------------------------------------------------------------------------
     def tokenizer(self, ctx: TaskContext) -> Tokenizer:

@@ -131,6 +131,13 @@ def tokenize_binary_bpe_file(root: Path) -> tuple[list[str], list[str]]:
     return args, [*args, "--set", "tokenizer.kind=bpe", "--set", f"tokenizer.path={root / 'tokenizer.json'}"]
 
 
+def tokenize_binary_text(root: Path) -> tuple[list[str], list[str]]:
+    (root / "bytes").mkdir()
+    pq.write_table(pa.table({"doc_id": ["a"], "text": [b"bytes, not text"]}), root / "bytes" / "part-00000.parquet")
+    args = ["tokenize", "--set", "shard_tokens=256"]
+    return [*args, "--docs", str(docs_dir(root))], [*args, "--docs", str(root / "bytes")]
+
+
 def tokenize_garbage_parquet(root: Path) -> tuple[list[str], list[str]]:
     docs = docs_dir(root)
     bad = root / "bad-docs"
@@ -155,6 +162,7 @@ CASES = {
     "tokenize-altered-tokenizer": (tokenize_altered_tokenizer, "vocab.bpe: sha256"),
     "tokenize-missing-bpe-file": (tokenize_missing_bpe_file, "gone.json: cannot read tokenizer"),
     "tokenize-binary-bpe-file": (tokenize_binary_bpe_file, "tokenizer.json: not a tokenizer.json: not UTF-8"),
+    "tokenize-binary-text": (tokenize_binary_text, "part-00000.parquet: column text has type binary"),
     "tokenize-garbage-parquet": (tokenize_garbage_parquet, "part-00001.parquet: not a readable Parquet file"),
 }
 
