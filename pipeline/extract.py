@@ -465,6 +465,7 @@ class Lineage:
 
 
 def _stem(name: str) -> str:
+    name = name.split("?", 1)[0]
     for suffix in (*WARC_SUFFIXES, FETCH_LOG_SUFFIX):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
@@ -554,8 +555,9 @@ class ExtractStage(Stage):
         for log in logs:  # each fetch log opens as Parquet (its columns are optional: lineage uses what is there)
             parquet_schema(log)
         # the crawl writes part-XXXXX.warc.gz next to its log part-XXXXX.parquet: a task reads its own log only
-        stems = {_stem(log.name): log for log in logs}
-        return [(warc, [stems[_stem(warc.name)]] if _stem(warc.name) in stems else logs) for warc in warcs]
+        # (in the same directory: two crawls given together both have a part-00000)
+        stems = {_stem(log.uri): log for log in logs}
+        return [(warc, [stems[_stem(warc.uri)]] if _stem(warc.uri) in stems else logs) for warc in warcs]
 
     def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:
         warc, logs = payload

@@ -435,6 +435,21 @@ def test_stage_extracts_rejects_with_reasons_and_joins_lineage(tmp_path):
     assert len(set(docs["doc_id"].to_pylist())) == 4
 
 
+def test_two_crawls_given_together_each_join_their_own_fetch_log(tmp_path):
+    # both crawls have a part-00000.warc.gz and its part-00000.parquet log: each WARC takes the log beside it
+    for crawl, score in (("crawl-a", 5), ("crawl-b", 50)):
+        (tmp_path / crawl).mkdir()
+        offsets = write_warc(tmp_path / crawl / "part-00000.warc.gz", [warc_record(f"http://{crawl}.com/0", story(0))])
+        pq.write_table(pa.table({"url": [f"http://{crawl}.com/0"], "final_url": [f"http://{crawl}.com/0"],
+                                 "score_max": [score], "subreddits": [[crawl]], "warc_file": ["part-00000.warc.gz"],
+                                 "warc_offset": offsets}), tmp_path / crawl / "part-00000.parquet")
+    inputs = expand_inputs([str(tmp_path / "crawl-a"), str(tmp_path / "crawl-b")])
+    run_stage(ExtractStage(ExtractConfig(with_metadata=False)), inputs, str(tmp_path / "out"), LOCAL)
+    docs = read_table(tmp_path / "out", "extract")
+    assert sorted(zip(docs["url"].to_pylist(), docs["score"].to_pylist())) == [
+        ("http://crawl-a.com/0", 5), ("http://crawl-b.com/0", 50)]
+
+
 def test_any_warc_without_a_fetch_log(tmp_path):
     write_warc(tmp_path / "CC-MAIN-1.warc.gz", [warc_record(f"http://cc.org/{i}", story(i)) for i in range(3)])
     out = tmp_path / "out"
