@@ -47,7 +47,12 @@ def join(location: str, *names: str) -> str:
 def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem and in-filesystem path for a local path or URI."""
     if is_uri(location):
-        return pafs.FileSystem.from_uri(location)
+        try:
+            return pafs.FileSystem.from_uri(location)
+        except pa.ArrowInvalid as err:  # an unknown scheme or a malformed URI: not a file that is not Parquet
+            from pipeline.errors import StageError
+
+            raise StageError(f"{_split_uri(location)[0]}: not a path or URI that webtext can open ({err})") from None
     return pafs.LocalFileSystem(), os.path.abspath(location)
 
 

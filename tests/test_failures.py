@@ -232,6 +232,12 @@ def test_the_errors_a_user_meets_are_one_line_naming_the_path(tmp_path):
     assert user_message(KeyError("a bug")) is None  # keeps its traceback
 
 
+def test_a_uri_of_an_unknown_scheme_is_named_as_such(tmp_path, capsys):
+    code, err = cli(capsys, "urls", "--dumps", "foo://bucket/dumps", "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert_one_line_error(err, "foo://bucket/dumps: not a path or URI that webtext can open")
+
+
 # --- a disk that refuses: read-only, full ------------------------------------------------------------------------
 
 def mount_namespace_available() -> bool:
