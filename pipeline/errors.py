@@ -53,7 +53,8 @@ def user_message(err: BaseException) -> str | None:
     if isinstance(err, OSError):  # the machine, the disk, the network: never a bug of ours, always one line
         text = _first_line(err)
         if err.errno is None:  # raised with a message of its own (ours: "PATH: no such file ...")
-            return text
+            bare_path = isinstance(err, FileNotFoundError) and len(err.args) == 1 and " " not in text
+            return f"{text}: {_OS_REASONS[errno.ENOENT]}" if bare_path else text  # pyarrow's FileNotFoundError(path)
         path = err.filename if err.filename is not None else _quoted(text)
         reason = _OS_REASONS.get(err.errno) or err.strerror or text
         return f"{path}: {reason}" if path else f"{reason} ({text})"

@@ -47,7 +47,7 @@ from pipeline.errors import StageError
 from pipeline.executor import connect_ray, run_tasks
 from pipeline import previous
 from pipeline.lock import Fence, OutputLock, is_lock_file
-from pipeline.storage import TMP_PREFIX, Dir, InputFile, naming
+from pipeline.storage import TMP_PREFIX, Dir, InputFile, is_within, naming
 
 __all__ = ["Stage", "StageError", "StageResult", "RunOptions", "TaskContext", "run_stage", "format_funnel"]
 
@@ -343,6 +343,9 @@ def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: Run
     Nothing under the output changes until every phase is planned (inputs opened and checked, tasks built), the
     executor is reachable and this command holds the output's lock."""
     out = Dir(out_root).sub(stage.name)
+    if inside := next((f.uri for f in inputs if is_within(f.uri, out.location)), None):
+        raise StageError(f"{inside}: an input inside this stage's own output ({out.location}), which the stage "
+                         "rewrites: give another --out")
     plan = plan_hash(stage, inputs)
     if (current := _current(stage, out, plan, options)) is not None:
         return current

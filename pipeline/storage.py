@@ -56,6 +56,12 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(location)
 
 
+def is_within(location: str, directory: str) -> bool:
+    """Whether the file or directory at `location` lies under `directory` (both local paths or both URIs)."""
+    inner, outer = (_split_uri(x)[0] if is_uri(x) else os.path.abspath(x) for x in (location, directory))
+    return inner.startswith(outer.rstrip("/") + "/")
+
+
 @dataclass(frozen=True)
 class Dir:
     """A directory given as a local path or URI; every write into it is atomic."""

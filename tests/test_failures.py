@@ -108,6 +108,10 @@ def dedup_missing_columns(root: Path) -> tuple[list[str], list[str]]:
     return ["dedup", "--docs", str(docs_dir(root))], ["dedup", "--docs", str(root / "foreign")]
 
 
+def dedup_its_own_output(root: Path) -> tuple[list[str], list[str]]:
+    return ["dedup", "--docs", str(docs_dir(root))], ["dedup", "--docs", str(root / "out" / "dedup")]
+
+
 def tokenize_missing_tokenizer(root: Path) -> tuple[list[str], list[str]]:
     args = ["tokenize", "--docs", str(docs_dir(root)), "--set", "shard_tokens=256"]
     return args, [*args, "--set", f"tokenizer.path={root / 'gone' / 'gpt2.tiktoken'}"]
@@ -155,6 +159,7 @@ CASES = {
     "dedup-dir-without-parquet": (dedup_no_parquet, "no document Parquet files"),
     "dedup-garbage-parquet": (dedup_garbage_parquet, "part-00000.parquet"),
     "dedup-missing-columns": (dedup_missing_columns, "part-00000.parquet"),
+    "dedup-its-own-output": (dedup_its_own_output, "part-00000.parquet: an input inside this stage's own output"),
     "urls-corrupt-new-month (i12b)": (urls_inputs, "RS_2019-02.zst"),
     "extract-text-file": (extract_inputs, "notes.txt"),
     "extract-text-named-warc (i12b)": (extract_fake_warc_inputs, "fake.warc.gz"),
@@ -229,6 +234,9 @@ def test_the_errors_a_user_meets_are_one_line_naming_the_path(tmp_path):
     message = user_message(raised.value)
     assert message.startswith("not a valid Arrow/Parquet input: ") and "bad.parquet" in message
     assert user_message(OSError(errno.EROFS, "Read-only file system", "/o/_lock")) == "/o/_lock: read-only file system"
+    with pytest.raises(FileNotFoundError) as raised:  # pyarrow's: the path alone
+        pq.read_table(tmp_path / "gone.parquet")
+    assert user_message(raised.value) == f"{tmp_path}/gone.parquet: no such file or directory"
     assert user_message(KeyError("a bug")) is None  # keeps its traceback
 
 
