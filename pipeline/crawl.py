@@ -82,7 +82,7 @@ class CrawlConfig(FetchConfig):
 def host_of(url: str) -> str:
     try:
         return (URL(url).host or "").lower()
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: a null url
         return ""
 
 
@@ -103,6 +103,8 @@ def read_url_table(file: InputFile) -> pa.Table:
         raise StageError(f"{file.uri}: not a readable Parquet URL table: {err}") from None
     if "url" not in table.column_names:
         raise StageError(f"{file.uri}: no 'url' column (columns: {', '.join(table.column_names)})")
+    if not (pa.types.is_string(table["url"].type) or pa.types.is_large_string(table["url"].type)):
+        raise StageError(f"{file.uri}: column url has type {table['url'].type}, not text")
     columns = {}
     for f in BUCKET_SCHEMA:
         if f.name in table.column_names:

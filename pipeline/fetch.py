@@ -462,6 +462,8 @@ class Fetcher:
                            error=f"more than {self.config.max_redirects} redirects", exchanges=exchanges)
 
     def _check_url(self, url: str) -> URL:
+        if not isinstance(url, str):  # a null url in a URL table of the user's
+            raise FetchError("bad_url", "no url")
         try:
             parsed = URL(url)
         except ValueError as err:

@@ -317,3 +317,20 @@ def test_replay_of_another_crawlers_warc(tmp_path):
         "ok", "http://news.example/story")
     assert rows["http://news.example/missing"]["outcome"] == "not_in_warc"
     assert ok_payloads(tmp_path)["http://news.example/story"] == page
+
+
+def test_a_url_table_of_the_users_with_null_or_non_text_urls(tmp_path):
+    """A null url is a bad_url outcome (it was a crawler_error, the bug bucket); a url column that is not text is
+    an error naming the file when the stage plans (it was a TypeError traceback)."""
+    (tmp_path / "urls").mkdir()
+    pq.write_table(pa.table({"url": [None, "ftp://e.org/a"]}, schema=pa.schema([("url", pa.string())])),
+                   tmp_path / "urls" / "part-00000.parquet")
+    run_stage(CrawlStage(CrawlConfig()), expand_inputs([str(tmp_path / "urls")]), str(tmp_path / "out"),
+              RunOptions(executor="local", quiet=True))
+    outcomes = fetch_log(tmp_path / "out").select(["url", "outcome"]).to_pylist()
+    assert sorted(outcomes, key=str) == sorted([{"url": None, "outcome": "bad_url"},
+                                                {"url": "ftp://e.org/a", "outcome": "bad_scheme"}], key=str)
+    (tmp_path / "ints").mkdir()
+    pq.write_table(pa.table({"url": [1, 2]}), tmp_path / "ints" / "part-00000.parquet")
+    code = cli(["crawl", "--urls", str(tmp_path / "ints"), "--out", str(tmp_path / "out"), "--executor", "local"])
+    assert code == 2
