@@ -108,7 +108,11 @@ def read_url_table(file: InputFile) -> pa.Table:
     columns = {}
     for f in BUCKET_SCHEMA:
         if f.name in table.column_names:
-            columns[f.name] = table[f.name].cast(f.type)
+            try:
+                columns[f.name] = table[f.name].cast(f.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+                raise StageError(f"{file.uri}: column {f.name} of type {table[f.name].type} does not read as "
+                                 f"{f.type}: {err}") from None
         elif f.name == "url_norm":
             columns[f.name] = table["url"].cast(pa.string())
         elif f.name == "host":

@@ -22,7 +22,7 @@ from yarl import URL
 from jobs.cli import main as cli
 from pipeline.crawl import CrawlConfig, CrawlStage, round_robin
 from pipeline.localweb import LocalWeb
-from pipeline.runner import RunOptions, run_stage
+from pipeline.runner import RunOptions, StageError, run_stage
 from pipeline.storage import expand_inputs
 from pipeline.urlnorm import normalize_url
 
@@ -334,3 +334,8 @@ def test_a_url_table_of_the_users_with_null_or_non_text_urls(tmp_path):
     pq.write_table(pa.table({"url": [1, 2]}), tmp_path / "ints" / "part-00000.parquet")
     code = cli(["crawl", "--urls", str(tmp_path / "ints"), "--out", str(tmp_path / "out"), "--executor", "local"])
     assert code == 2
+    (tmp_path / "words").mkdir()  # a karma column that does not read as a number: named, not a bare Arrow error
+    pq.write_table(pa.table({"url": ["ftp://e.org/a"], "score_max": ["lots"]}), tmp_path / "words" / "part-0.parquet")
+    with pytest.raises(StageError, match="part-0.parquet: column score_max of type string does not read as int64"):
+        run_stage(CrawlStage(CrawlConfig()), expand_inputs([str(tmp_path / "words")]), str(tmp_path / "out"),
+                  RunOptions(executor="local", quiet=True))
