@@ -71,7 +71,7 @@ class FilterStage(Stage):
                 else:
                     table = table.append_column(name, pa.array(values, kind))
         verdicts = self.judge(texts, langs, scores)
-        ctx.write_part(table.filter(pa.array([v is None for v in verdicts])))
+        ctx.write_part(table.filter(pa.array([v is None for v in verdicts], pa.bool_())))  # typed: a part may be empty
         dropped = [i for i, v in enumerate(verdicts) if v is not None]
         if dropped:
             rejected = table.take(dropped)

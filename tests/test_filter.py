@@ -216,3 +216,13 @@ def test_real_articles_mostly_pass_the_quality_rules():
     failures = Counter(v[0] for v in verdicts if v is not None)
     # measured: 9 of 158 (4 under 128 tokens, 2 few punctuated lines, 2 many numbers, 1 repeated lines)
     assert len(english) > 140 and sum(failures.values()) <= 0.08 * len(english), failures
+
+
+def test_a_part_without_documents_is_filtered_to_an_empty_part(tmp_path):
+    # extract writes an empty part for a WARC with no HTML page (a crawl bucket where every fetch failed)
+    (tmp_path / "docs").mkdir()
+    pq.write_table(DOC_SCHEMA.empty_table(), tmp_path / "docs" / "part-00000.parquet")
+    result = run_stage(FilterStage(FilterConfig()), expand_inputs([str(tmp_path / "docs")]), str(tmp_path / "out"),
+                       RunOptions(executor="local", quiet=True))
+    assert result.funnel == {"in": 0, "out": 0}
+    assert pq.read_table(tmp_path / "out" / "filter" / "part-00000.parquet").schema.equals(DOC_SCHEMA)
