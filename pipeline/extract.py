@@ -566,10 +566,13 @@ class ExtractStage(Stage):
         extract = Extractor(self.config)
         rejects = _Rows(REJECTED_SCHEMA)
         n_in = 0
+        # The crawl writes an empty WARC beside its fetch log when it archived nothing (every URL of the part
+        # failed): that one holds no records; any other empty WARC is a malformed_record, never "nothing".
+        archived_nothing = warc.size == 0 and [_stem(log.uri) for log in logs] == [_stem(warc.uri)]
         with ctx.open_output(ctx.part_name()) as sink, pq.ParquetWriter(sink, DOC_SCHEMA, compression="zstd") as out:
             docs = _Rows(DOC_SCHEMA)
             with open_seekable(warc) as stream:
-                for item in iter_responses(stream, self.config.max_bytes):
+                for item in () if archived_nothing else iter_responses(stream, self.config.max_bytes):
                     n_in += 1
                     if isinstance(item, Malformed):
                         rejects.add("malformed_record", item.detail, warc.uri, item.offset, None, None, None)

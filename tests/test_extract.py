@@ -143,6 +143,22 @@ def test_an_empty_warc_file_is_counted_not_read_as_nothing():
     assert isinstance(item, Malformed) and "empty" in item.detail
 
 
+def test_the_crawls_empty_warc_beside_its_log_holds_no_records(tmp_path):
+    # a crawl part where every URL failed: an empty WARC beside a fetch log that archived nothing
+    (tmp_path / "crawl").mkdir()
+    (tmp_path / "crawl" / "part-00000.warc.gz").write_bytes(b"")
+    pq.write_table(pa.table({"url": ["http://e.com/"], "final_url": [None], "score_max": [5], "subreddits": [["a"]],
+                             "warc_file": pa.nulls(1, pa.string()), "warc_offset": pa.nulls(1, pa.int64())}),
+                   tmp_path / "crawl" / "part-00000.parquet")
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "x.warc.gz").write_bytes(b"")  # with no log of its own: still a malformed_record
+    malformed = {"in": 1, "out": 0, "rejected:malformed_record": 1}
+    for name, funnel in (("crawl", {"in": 0, "out": 0}), ("alone", malformed)):
+        result = run_stage(ExtractStage(ExtractConfig()), expand_inputs([str(tmp_path / name)]),
+                           str(tmp_path / f"out-{name}"), LOCAL)
+        assert result.funnel == funnel
+
+
 def test_a_warc_gzipped_as_one_stream_is_read(tmp_path):
     plain = [warc_record(f"http://e.com/{i}", story(i), gzipped=False) for i in range(3)]
     (tmp_path / "in").mkdir()
