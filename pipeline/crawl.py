@@ -296,11 +296,13 @@ class CrawlStage(Stage):
             if not (segment.rows or segment.buffer.tell()) and not force:
                 return
             base = f"{resume_dir}/seg-{segment.number:06d}"
-            out.write_bytes(f"{base}.warc.gz", segment.buffer.getvalue())
+            # fenced like every file a task commits: a task of a dead run must not write checkpoints that a resumed
+            # run of the same plan reads (or that overwrite the resumed run's own segments)
+            out.write_bytes(f"{base}.warc.gz", segment.buffer.getvalue(), before_commit=ctx.check_fence)
             if segment.robots:
-                out.write_json(f"{base}.robots.json", segment.robots)
+                out.write_json(f"{base}.robots.json", segment.robots, before_commit=ctx.check_fence)
             rows = {f.name: [r.get(f.name) for r in segment.rows] for f in FETCH_LOG_SCHEMA}
-            out.write_parquet(f"{base}.parquet", pa.table(rows, schema=FETCH_LOG_SCHEMA))
+            out.write_parquet(f"{base}.parquet", pa.table(rows, schema=FETCH_LOG_SCHEMA), before_commit=ctx.check_fence)
             segment = Segment(segment.number + 1)
 
         def archive_robots() -> None:

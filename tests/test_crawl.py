@@ -339,3 +339,24 @@ def test_a_url_table_of_the_users_with_null_or_non_text_urls(tmp_path):
     with pytest.raises(StageError, match="part-0.parquet: column score_max of type string does not read as int64"):
         run_stage(CrawlStage(CrawlConfig()), expand_inputs([str(tmp_path / "words")]), str(tmp_path / "out"),
                   RunOptions(executor="local", quiet=True))
+
+
+def test_checkpoint_segments_are_fenced_like_every_file_a_task_commits(tmp_path, monkeypatch):
+    """A fetch task whose run no longer holds the output writes no checkpoint a resumed run would read."""
+    from pipeline.errors import FencedError
+    from pipeline.runner import TaskContext
+
+    real = TaskContext.check_fence
+
+    def fenced_in_fetch(ctx):
+        if ctx.phase == "fetch":
+            raise FencedError("taken over")
+        real(ctx)
+
+    monkeypatch.setattr(TaskContext, "check_fence", fenced_in_fetch)
+    (tmp_path / "urls").mkdir()
+    pq.write_table(pa.table({"url": [f"ftp://e.org/{i}" for i in range(3)]}), tmp_path / "urls" / "part-0.parquet")
+    with pytest.raises(FencedError):
+        run_stage(CrawlStage(CrawlConfig(checkpoint_every=1)), expand_inputs([str(tmp_path / "urls")]),
+                  str(tmp_path / "out"), RunOptions(executor="local", quiet=True))
+    assert not list((tmp_path / "out" / "crawl").glob("_resume/*/*/seg-*"))
