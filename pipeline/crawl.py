@@ -333,7 +333,7 @@ class CrawlStage(Stage):
                 flush()
             if now - last_progress >= 1.0:
                 last_progress = now
-                out.write_json(f"{resume_dir}/progress.json", progress)
+                out.write_json(f"{resume_dir}/progress.json", progress, before_commit=ctx.check_fence)
 
         async def one(row: dict) -> None:
             try:
@@ -358,7 +358,7 @@ class CrawlStage(Stage):
             flush()
         finally:
             await transport.close()
-        out.write_json(f"{resume_dir}/progress.json", progress)
+        out.write_json(f"{resume_dir}/progress.json", progress, before_commit=ctx.check_fence)
 
     def _assemble(self, ctx: TaskContext, resume_dir: str) -> None:
         """Join the segments into the part's WARC and fetch log; offsets shift by the bytes before each segment."""
