@@ -88,9 +88,9 @@ def prepare_batch(cfg: TrainConfig, model_cfg, x, y, seed: int, step: int, rank:
 
 def validation_batches(cfg: TrainConfig, model_cfg, rank: int, world_size: int, batches: int):
     """The fixed validation set as rank `rank` of `world_size` sees it: `batches` (x, y) micro-batches, the same
-    on every call (a fresh loader with the run's seed). The loader gives rank r the run's batch i * W + r, and that
-    index alone seeds its masked-LM masks: one process reading W x batches gets the batches, masks included, that
-    W ranks read (`webtext eval`, training/evaluate.py)."""
+    on every call (a fresh loader with the run's seed). Batch i of rank r is the run's batch i * W + r, and that
+    index alone seeds its masked-LM masks: one process calling this for each rank gets the batches, masks included,
+    that the W ranks read (`webtext eval`, training/evaluate.py)."""
     loader = make_loader(cfg, "val", rank, world_size, cfg.seed)
     for i in range(batches):
         x, y = loader.next_batch()
