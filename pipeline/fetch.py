@@ -514,11 +514,12 @@ class Fetcher:
                 retry_after = parse_retry_after(exchange.header("Retry-After"))
                 if retry_after is not None and retry_after > self.config.max_retry_after_s:
                     return exchange, attempt
+                if retry_after is not None and self.polite:
+                    # The host asked everyone to wait: no request to it starts before then, whether or not this
+                    # URL has an attempt left.
+                    loop = asyncio.get_running_loop()
+                    host.next_start = max(host.next_start, loop.time() + retry_after)
                 if attempt < self.config.max_attempts and self._take_retry():
-                    if retry_after is not None and self.polite:
-                        # The host asked everyone to wait: no request to it starts before then.
-                        loop = asyncio.get_running_loop()
-                        host.next_start = max(host.next_start, loop.time() + retry_after)
                     await asyncio.sleep(retry_after if retry_after is not None else self._backoff(attempt))
                     continue
             return exchange, attempt

@@ -147,6 +147,21 @@ def test_retry_after_pauses_the_host_and_budget_limits_retries(web):
     assert (gave_up.outcome, gave_up.status, gave_up.attempt) == ("http_status", 503, 1)
 
 
+@pytest.mark.parametrize("limits", [{"max_attempts": 1}, {"retry_budget": 0, "retry_budget_min": 0}])
+def test_retry_after_pauses_the_host_when_the_url_has_no_attempt_left(web, limits):
+    """A 503 with Retry-After on a URL that will not be retried (its last attempt, or no retry budget left) still
+    pauses the host: the host's other URLs wait it out."""
+    config = FetchConfig(**{**FAST, **limits}, resolve=web.resolve(), min_delay_s=0, obey_robots=False)
+    web.reset_stats()
+    path = f"/busy/{len(limits)}"
+    results = fetch_urls(config, [web.url(5, path), web.url(5, "/article/0"), web.url(5, "/article/1")])
+    assert [(r.outcome, r.status) for r in results] == [("http_status", 503), ("ok", 200), ("ok", 200)]
+    seen = web.stats()[web.host_name(5)]
+    [(said_at, _, _)] = [r for r in seen.responses if r[1] == path]
+    after = [t for t, p in seen.requests if p != path]
+    assert len(after) == 2 and min(after) - said_at >= web.retry_after_s - 0.01, (said_at, after)
+
+
 def test_crawl_delay_concurrency_and_global_limits():
     site = LocalWeb(seed=2, n_hosts=6, pages_per_host=4, crawl_delay=0.3, slow_s=0.2)
     site.start()
