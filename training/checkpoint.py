@@ -104,9 +104,13 @@ def verify(path: Path) -> str | None:
     nothing to check against and passes."""
     try:
         manifest = json.loads((path / COMPLETE).read_text())
-    except (OSError, ValueError) as err:
-        return f"{path / COMPLETE}: unreadable manifest ({_first_line(err)})"
-    for name, record in manifest.get("files", {}).items():
+        files = manifest.get("files", {})
+        if not all(isinstance(r, dict) and {"bytes", "sha256"} <= r.keys() for r in files.values()):
+            raise ValueError("a file's record is not {bytes, sha256}")
+    except (OSError, ValueError, AttributeError) as err:
+        detail = "not a JSON object with files" if isinstance(err, AttributeError) else _first_line(err)
+        return f"{path / COMPLETE}: unreadable manifest ({detail})"
+    for name, record in files.items():
         file = path / name
         if not file.is_file():
             return f"{file}: missing (the checkpoint's manifest lists it)"
