@@ -75,6 +75,18 @@ def test_a_damaged_newest_checkpoint_is_named_set_aside_and_the_previous_one_res
     assert [r["step"] for r in metric_lines(out) if "val_loss" in r] == [4, 8]
 
 
+def test_a_run_started_afresh_is_the_one_a_later_rerun_resumes(data, finished, tmp_path):
+    """checkpoint.resume=false in an out_dir holding a longer run's checkpoints: rerunning the command without it
+    continues the fresh run, not the older run's newest checkpoint."""
+    out = copy_run(finished, tmp_path)
+    fresh = {"max_steps": 4, "seed": 8, "checkpoint.resume": False}
+    assert run(data, out, **fresh)["resumed_from"] is None
+    assert complete_tags(out / "checkpoints") == [PREVIOUS]
+    assert (out / "checkpoints" / NEWEST / REJECTED).read_text().startswith("superseded")
+    summary = run(data, out, **{**fresh, "checkpoint.resume": True})
+    assert (summary["resumed_from"], summary["step"]) == (PREVIOUS, 4)
+
+
 def test_a_damaged_checkpoint_is_refused_by_readers_in_one_line(finished, tmp_path, capsys):
     out = copy_run(finished, tmp_path)
     damaged = out / "checkpoints" / NEWEST / "mp_rank_00_model_states.pt"

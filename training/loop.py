@@ -267,7 +267,11 @@ def open_run(store: storage.RunStore, d, resume: bool) -> list[str]:
     last being the newest whose files match its manifest: rank 0 verifies it, and one that fails is set aside
     (`RunStore.reject_checkpoint`) with a warning and the one before it tried. For a remote out_dir each staging
     directory starts empty and receives the checkpoint to verify and load, and rank 0's the metrics and TensorBoard
-    events so far (appended to from here on)."""
+    events so far (appended to from here on). Without `resume` the checkpoints already there are set aside too."""
+    if not resume and d.rank == 0:
+        # Starting afresh: the previous run's checkpoints must not be what a later resume of this run takes.
+        for tag in store.complete_tags():
+            store.reject_checkpoint(tag, "superseded: a run started afresh in this out_dir (checkpoint.resume=false)")
     listing = [(store.complete_tags() if resume else [], uuid.uuid4().hex) if d.rank == 0 else None]
     dist.broadcast_object_list(listing, src=0)
     tags, attempt = listing[0]
