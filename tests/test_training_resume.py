@@ -87,6 +87,19 @@ def test_a_run_started_afresh_is_the_one_a_later_rerun_resumes(data, finished, t
     assert (summary["resumed_from"], summary["step"]) == (PREVIOUS, 4)
 
 
+def test_resuming_with_another_seed_is_one_line_naming_the_checkpoint(data, finished, tmp_path, capsys):
+    out = copy_run(finished, tmp_path)
+    config = tmp_path / "config.json"  # JSON is YAML
+    config.write_text(json.dumps(tiny_config(data, out, max_steps=12, seed=8)))
+    capsys.readouterr()
+    assert cli_main(["pretrain", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("webtext:")] == [
+        f"webtext: error: {out / 'checkpoints' / NEWEST}: data loader state: seed was 7, this loader has 8; resume "
+        "with the run's data and seed, or start afresh with --set checkpoint.resume=false"]
+    assert "Traceback" not in err
+
+
 def test_a_damaged_checkpoint_is_refused_by_readers_in_one_line(finished, tmp_path, capsys):
     out = copy_run(finished, tmp_path)
     damaged = out / "checkpoints" / NEWEST / "mp_rank_00_model_states.pt"

@@ -187,13 +187,13 @@ def load(engine, ckpt_root: Path, tag: str) -> dict:
     path = ckpt_root / tag
     trainer_file = path / f"trainer_rank{rank}.pt"
     if not trainer_file.is_file():
-        raise FileNotFoundError(f"{trainer_file}: checkpoint {tag} has no state for rank {rank} "
-                                f"(was it written by a run with another number of workers?)")
+        raise CheckpointError(f"{trainer_file}: checkpoint {tag} has no state for rank {rank} "
+                              f"(was it written by a run with another number of workers?)")
     with weights_only_loading():
         state = torch.load(trainer_file, map_location="cpu")
         if state["world_size"] != world:
-            raise ValueError(f"{path}: written by {state['world_size']} workers, resuming with {world}; "
-                             "resume with the same launch.num_workers")
+            raise CheckpointError(f"{path}: written by {state['world_size']} workers, resuming with {world}; "
+                                  "resume with the same launch.num_workers")
         load_path, _ = engine.load_checkpoint(str(ckpt_root), tag=tag, load_optimizer_states=True,
                                               load_lr_scheduler_states=True)
     if load_path is None:

@@ -184,7 +184,12 @@ def train_worker(config: dict) -> dict:
         if store.remote is not None:  # loaded: the staged copy has done its job
             dist.barrier()
             store.drop_staged(tags[-1])
-        loader.load_state_dict(state["loader"])
+        try:
+            loader.load_state_dict(state["loader"])
+        except ValueError as err:  # the config's data or seed changed since the checkpoint
+            raise checkpoint.CheckpointError(
+                f"{ckpt_root / tags[-1]}: {err}; resume with the run's data and seed, or start afresh with "
+                "--set checkpoint.resume=false") from None
         step, bad_steps, bad_in_a_row = state["step"], state["bad_steps"], state["bad_in_a_row"]
 
     # Lines a killed run logged after its checkpoint are dropped: this run logs those steps again.
