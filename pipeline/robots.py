@@ -43,7 +43,8 @@ class RobotsRules:
     @classmethod
     def from_response(cls, status: int, body: bytes = b"") -> RobotsRules:
         if 200 <= status < 300:
-            return cls.parsed(body.decode("utf-8", errors="replace"), detail=f"HTTP {status}")
+            # utf-8-sig: a byte order mark would otherwise glue itself to the first line and void its group.
+            return cls.parsed(body.decode("utf-8-sig", errors="replace"), detail=f"HTTP {status}")
         if 400 <= status < 500:
             return cls("unavailable", detail=f"HTTP {status}")
         return cls("unreachable", detail=f"HTTP {status}")

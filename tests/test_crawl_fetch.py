@@ -98,6 +98,13 @@ def test_robots_semantics_rfc9309():
     assert robots_url("https://h:8080/a/b?q=1#f") == "https://h:8080/robots.txt"
 
 
+def test_robots_txt_with_a_byte_order_mark_is_obeyed():
+    """A robots.txt saved with a UTF-8 byte order mark (Windows editors, IIS): its first line is a rule like any
+    other (Google's parser skips the mark); read with it, the first group was lost and everything allowed."""
+    rules = RobotsRules.from_response(200, b"\xef\xbb\xbfUser-agent: *\r\nDisallow: /private/\r\n")
+    assert not rules.allowed("http://h/private/x", "webtext-crawler") and rules.allowed("http://h/a", "webtext-crawler")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Against the local web
 
