@@ -80,6 +80,8 @@ def test_robots_semantics_rfc9309():
     assert RobotsRules.from_response(404).allowed("http://h/x", agent)  # unavailable: allowed
     assert RobotsRules.from_response(401).allowed("http://h/x", agent)
     assert not RobotsRules.from_response(503).allowed("http://h/x", agent)  # unreachable: disallowed
+    too_many = RobotsRules.from_response(429)  # still throttled after its retries: not "crawl everything"
+    assert not too_many.allowed("http://h/x", agent) and too_many.outcome() == "robots_unreachable"
     timeout = RobotsRules.from_error("timeout", "no complete response in time")
     assert not timeout.allowed("http://h/x", agent)
     assert (timeout.outcome(), RobotsRules.from_response(503).outcome(), rules.outcome()) == (
