@@ -395,7 +395,7 @@ class Fetcher:
         key = url if isinstance(url, str) else self.host_key(url)
         state = self.hosts.get(key)
         if state is None:
-            name = key.rsplit(":", 1)[0]
+            name = key.rsplit(":", 1)[0].rstrip(".")  # `a.example.` is `a.example`
             pace = self.paces.get(name) or self.paces.setdefault(
                 name, Pace(self.config.per_host_concurrency, self.config.min_delay_s))
             state = self.hosts[key] = HostState(pace)

@@ -11,8 +11,9 @@ import zlib
 
 import brotli
 import pytest
+from yarl import URL
 
-from pipeline.fetch import BoundedDecoder, FetchConfig, FetchError, fetch_urls, parse_retry_after
+from pipeline.fetch import BoundedDecoder, FetchConfig, FetchError, Fetcher, fetch_urls, parse_retry_after
 from pipeline.localweb import LocalWeb
 from pipeline.robots import RobotsRules, robots_url, user_agent_token
 
@@ -98,6 +99,13 @@ def test_robots_semantics_rfc9309():
                                                         decision.allowed("http://h/private/x", agent),
                                                         decision.allowed("http://h/a", agent))
     assert robots_url("https://h:8080/a/b?q=1#f") == "https://h:8080/robots.txt"
+
+
+def test_one_pace_per_host_name_one_robots_txt_per_origin():
+    fetcher = Fetcher(FetchConfig(), transport=None, n_urls=1)
+    origins = [fetcher.host(URL(u)) for u in ("http://a.test/x", "https://A.test/y", "http://a.test.:8080/z")]
+    assert len({id(o) for o in origins}) == 3 and len({id(o.pace) for o in origins}) == 1
+    assert fetcher.host(URL("http://b.test/")).pace is not origins[0].pace
 
 
 def test_robots_txt_with_a_byte_order_mark_is_obeyed():
