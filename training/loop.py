@@ -196,7 +196,9 @@ def train_worker(config: dict) -> dict:
     log = MetricsLog(out_dir, enabled=d.rank == 0, tensorboard=cfg.log.tensorboard, plot=cfg.log.plot,
                      start_step=step)
     if d.rank == 0:  # what `webtext eval` reads to rebuild the model and the validation windows
-        store.write_text("config.json", json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
+        recorded = cfg.model_dump(mode="json")
+        recorded["launch"]["num_workers"] = d.world_size  # as run: a user's own torchrun may start another number
+        store.write_text("config.json", json.dumps(recorded, indent=2) + "\n")
     peak = peak_flops(device_name(), cfg.precision)
     kill_at = int(os.environ.get(KILL_AT_STEP_ENV, "-1"))
     tokens_per_step = global_batch * cfg.batch.seq_len
