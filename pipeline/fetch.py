@@ -3,9 +3,9 @@
 `Fetcher.fetch(url)` follows redirects by hand (each hop re-checked: scheme, SSRF guard, robots.txt, politeness
 of the hop's host), retries timeouts, connection errors and 5xx with exponential backoff and full jitter, waits
 out `Retry-After` on 429 / 503 (pausing the whole host), and spends retries from a budget shared by the task.
-Politeness per host: at most `per_host_concurrency` requests in flight, and no request starts sooner than
-`min_delay_s` (or robots.txt's `Crawl-delay`, capped) after the start or the end of another request to the host;
-globally at most `global_concurrency` requests in flight.
+Politeness per host name (its http and https, on any port, are one server): at most `per_host_concurrency`
+requests in flight, and no request starts sooner than `min_delay_s` (or robots.txt's `Crawl-delay`, capped) after
+the start or the end of another request to the host; globally at most `global_concurrency` requests in flight.
 
 Where responses come from is a `Transport`: `HttpTransport` (aiohttp, through the SSRF-guarded resolver, with
 timeouts and caps on wire and decoded size) for a live crawl, `ReplayTransport` (records of existing WARC files)
@@ -351,14 +351,22 @@ class ReplayTransport:
 # The fetcher
 
 
-class HostState:
-    """Politeness bookkeeping for one host: in-flight requests, the earliest next start, its robots.txt."""
+class Pace:
+    """Politeness bookkeeping for one host name, whatever the scheme or port (http and https of a site are one
+    server to be polite to): in-flight requests, the earliest next start, the delay."""
 
     def __init__(self, concurrency: int, delay: float):
         self.slots = asyncio.Semaphore(concurrency)
         self.start_lock = asyncio.Lock()
         self.next_start = 0.0
         self.delay = delay
+
+
+class HostState:
+    """One origin (scheme, host, port): its robots.txt (RFC 9309: one per origin), and its host name's pace."""
+
+    def __init__(self, pace: Pace):
+        self.pace = pace
         self.robots: RobotsRules | None = None
         self.robots_lock = asyncio.Lock()
 
@@ -370,6 +378,7 @@ class Fetcher:
         self.config, self.transport, self.polite = config, transport, polite
         self.guard = config.guard()
         self.hosts: dict[str, HostState] = {}
+        self.paces: dict[str, Pace] = {}
         self.global_slots = asyncio.Semaphore(config.global_concurrency)
         self.retries_left = max(config.retry_budget_min, math.ceil(config.retry_budget * n_urls))
         self.agent = user_agent_token(config.user_agent)
@@ -386,7 +395,10 @@ class Fetcher:
         key = url if isinstance(url, str) else self.host_key(url)
         state = self.hosts.get(key)
         if state is None:
-            state = self.hosts[key] = HostState(self.config.per_host_concurrency, self.config.min_delay_s)
+            name = key.rsplit(":", 1)[0].rstrip(".")  # `a.example.` is `a.example`
+            pace = self.paces.get(name) or self.paces.setdefault(
+                name, Pace(self.config.per_host_concurrency, self.config.min_delay_s))
+            state = self.hosts[key] = HostState(pace)
         return state
 
     def restore_robots(self, key: str, rules: RobotsRules) -> None:
@@ -395,30 +407,31 @@ class Fetcher:
 
     @asynccontextmanager
     async def slot(self, host: HostState):
-        """Hold a request slot of `host` and of the crawl, started no sooner than the host's delay allows."""
+        """Hold a request slot of `host`'s name and of the crawl, started no sooner than the host's delay allows."""
         if not self.polite:
             yield
             return
         loop = asyncio.get_running_loop()
-        async with host.slots:
-            async with host.start_lock:
+        pace = host.pace
+        async with pace.slots:
+            async with pace.start_lock:
                 # Checked again after every wait: while this request slept, another one to the host may have ended
                 # or met a Retry-After, and pushed next_start further.
                 while True:
-                    wait = host.next_start - loop.time()
+                    wait = pace.next_start - loop.time()
                     if wait > 0:
                         await asyncio.sleep(wait)
                         continue
                     await self.global_slots.acquire()
-                    if host.next_start <= loop.time():
+                    if pace.next_start <= loop.time():
                         break
                     self.global_slots.release()
-                host.next_start = loop.time() + host.delay
+                pace.next_start = loop.time() + pace.delay
             try:
                 yield
             finally:
                 # Counted from the end too: the server sees the gap even when one request took longer to arrive.
-                host.next_start = max(host.next_start, loop.time() + host.delay)
+                pace.next_start = max(pace.next_start, loop.time() + pace.delay)
                 self.global_slots.release()
 
     async def fetch(self, url: str) -> FetchResult:
@@ -516,11 +529,12 @@ class Fetcher:
                 retry_after = parse_retry_after(exchange.header("Retry-After"))
                 if retry_after is not None and retry_after > self.config.max_retry_after_s:
                     return exchange, attempt
+                if retry_after is not None and self.polite:
+                    # The host asked everyone to wait: no request to it starts before then, whether or not this
+                    # URL has an attempt left.
+                    loop = asyncio.get_running_loop()
+                    host.pace.next_start = max(host.pace.next_start, loop.time() + retry_after)
                 if attempt < self.config.max_attempts and self._take_retry():
-                    if retry_after is not None and self.polite:
-                        # The host asked everyone to wait: no request to it starts before then.
-                        loop = asyncio.get_running_loop()
-                        host.next_start = max(host.next_start, loop.time() + retry_after)
                     await asyncio.sleep(retry_after if retry_after is not None else self._backoff(attempt))
                     continue
             return exchange, attempt
@@ -548,14 +562,16 @@ class Fetcher:
                 self._set_robots(host, rules)
                 self.robots_done.append((self.host_key(url), rules, exchanges))
                 if self.polite:  # the robots.txt request itself counts: the next one waits a Crawl-delay
-                    host.next_start = max(host.next_start, asyncio.get_running_loop().time() + host.delay)
+                    pace = host.pace
+                    pace.next_start = max(pace.next_start, asyncio.get_running_loop().time() + pace.delay)
         return host.robots
 
     def _set_robots(self, host: HostState, rules: RobotsRules) -> None:
         host.robots = rules
         delay = rules.crawl_delay(self.agent)
         if delay is not None:
-            host.delay = max(self.config.min_delay_s, min(delay, self.config.max_crawl_delay_s))
+            # The host name's origins share one pace: the strictest Crawl-delay among them holds.
+            host.pace.delay = max(host.pace.delay, min(delay, self.config.max_crawl_delay_s))
 
     async def _fetch_robots(self, url: URL) -> tuple[RobotsRules, list[Exchange]]:
         current, exchanges = robots_url(str(url)), []

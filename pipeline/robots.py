@@ -8,8 +8,9 @@ What a fetch of /robots.txt means (RFC 9309 section 2.3.1), decided here once fo
 and the outcome a URL of the host gets when the decision stops it:
 - 2xx: the rules in the body (only its first `max_bytes`, at least the 500 KiB the RFC asks parsers to read);
   a URL they disallow is `robots_disallowed`;
-- 4xx ("unavailable"): everything allowed;
-- 5xx, or the server unreachable (timeout, connection error, DNS, a redirect loop): everything
+- 4xx ("unavailable"): everything allowed, except 429: a host asking to be left alone is not crawled at will
+  (Google's reading too);
+- 5xx or 429, or the server unreachable (timeout, connection error, DNS, a redirect loop): everything
   disallowed for the rest of this crawl task, as the RFC allows; the outcome is `robots_unreachable` and the cause
   (`HTTP 503`, `connect_error: …`) is in the error, so dead hosts can be told from sites' own rules;
 - a refusal of the crawler's own (the SSRF guard, a malformed URL, a redirect to a scheme other than http(s), a
@@ -43,8 +44,9 @@ class RobotsRules:
     @classmethod
     def from_response(cls, status: int, body: bytes = b"") -> RobotsRules:
         if 200 <= status < 300:
-            return cls.parsed(body.decode("utf-8", errors="replace"), detail=f"HTTP {status}")
-        if 400 <= status < 500:
+            # utf-8-sig: a byte order mark would otherwise glue itself to the first line and void its group.
+            return cls.parsed(body.decode("utf-8-sig", errors="replace"), detail=f"HTTP {status}")
+        if 400 <= status < 500 and status != 429:
             return cls("unavailable", detail=f"HTTP {status}")
         return cls("unreachable", detail=f"HTTP {status}")
 

@@ -11,8 +11,9 @@ import zlib
 
 import brotli
 import pytest
+from yarl import URL
 
-from pipeline.fetch import BoundedDecoder, FetchConfig, FetchError, fetch_urls, parse_retry_after
+from pipeline.fetch import BoundedDecoder, FetchConfig, FetchError, Fetcher, fetch_urls, parse_retry_after
 from pipeline.localweb import LocalWeb
 from pipeline.robots import RobotsRules, robots_url, user_agent_token
 
@@ -80,6 +81,8 @@ def test_robots_semantics_rfc9309():
     assert RobotsRules.from_response(404).allowed("http://h/x", agent)  # unavailable: allowed
     assert RobotsRules.from_response(401).allowed("http://h/x", agent)
     assert not RobotsRules.from_response(503).allowed("http://h/x", agent)  # unreachable: disallowed
+    too_many = RobotsRules.from_response(429)  # still throttled after its retries: not "crawl everything"
+    assert not too_many.allowed("http://h/x", agent) and too_many.outcome() == "robots_unreachable"
     timeout = RobotsRules.from_error("timeout", "no complete response in time")
     assert not timeout.allowed("http://h/x", agent)
     assert (timeout.outcome(), RobotsRules.from_response(503).outcome(), rules.outcome()) == (
@@ -96,6 +99,20 @@ def test_robots_semantics_rfc9309():
                                                         decision.allowed("http://h/private/x", agent),
                                                         decision.allowed("http://h/a", agent))
     assert robots_url("https://h:8080/a/b?q=1#f") == "https://h:8080/robots.txt"
+
+
+def test_one_pace_per_host_name_one_robots_txt_per_origin():
+    fetcher = Fetcher(FetchConfig(), transport=None, n_urls=1)
+    origins = [fetcher.host(URL(u)) for u in ("http://a.test/x", "https://A.test/y", "http://a.test.:8080/z")]
+    assert len({id(o) for o in origins}) == 3 and len({id(o.pace) for o in origins}) == 1
+    assert fetcher.host(URL("http://b.test/")).pace is not origins[0].pace
+
+
+def test_robots_txt_with_a_byte_order_mark_is_obeyed():
+    """A robots.txt saved with a UTF-8 byte order mark (Windows editors, IIS): its first line is a rule like any
+    other (Google's parser skips the mark); read with it, the first group was lost and everything allowed."""
+    rules = RobotsRules.from_response(200, b"\xef\xbb\xbfUser-agent: *\r\nDisallow: /private/\r\n")
+    assert not rules.allowed("http://h/private/x", "webtext-crawler") and rules.allowed("http://h/a", "webtext-crawler")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -145,6 +162,21 @@ def test_retry_after_pauses_the_host_and_budget_limits_retries(web):
     too_long = FetchConfig(**{**FAST, "max_retry_after_s": 0.5}, resolve=web.resolve(), min_delay_s=0)
     [gave_up] = fetch_urls(too_long, [web.url(4, "/busy/8")])
     assert (gave_up.outcome, gave_up.status, gave_up.attempt) == ("http_status", 503, 1)
+
+
+@pytest.mark.parametrize("limits", [{"max_attempts": 1}, {"retry_budget": 0, "retry_budget_min": 0}])
+def test_retry_after_pauses_the_host_when_the_url_has_no_attempt_left(web, limits):
+    """A 503 with Retry-After on a URL that will not be retried (its last attempt, or no retry budget left) still
+    pauses the host: the host's other URLs wait it out."""
+    config = FetchConfig(**{**FAST, **limits}, resolve=web.resolve(), min_delay_s=0, obey_robots=False)
+    web.reset_stats()
+    path = f"/busy/{len(limits)}"
+    results = fetch_urls(config, [web.url(5, path), web.url(5, "/article/0"), web.url(5, "/article/1")])
+    assert [(r.outcome, r.status) for r in results] == [("http_status", 503), ("ok", 200), ("ok", 200)]
+    seen = web.stats()[web.host_name(5)]
+    [(said_at, _, _)] = [r for r in seen.responses if r[1] == path]
+    after = [t for t, p in seen.requests if p != path]
+    assert len(after) == 2 and min(after) - said_at >= web.retry_after_s - 0.01, (said_at, after)
 
 
 def test_crawl_delay_concurrency_and_global_limits():

@@ -193,3 +193,20 @@ def test_warc_records_of_https_responses_replay(tls_web, tmp_path):
     replayed = {r["url"]: r for r in pq.read_table(tmp_path / "replay" / "crawl" / "part-00000.parquet").to_pylist()}
     assert [replayed[u]["outcome"] for u in urls[:5]] == ["ok"] * 5
     assert replayed[urls[5]]["outcome"] == "not_in_warc"
+
+
+def test_politeness_is_per_host_across_schemes_and_ports(tls_web):
+    """http and https of one host name are one server to be polite to: an http->https redirect and a mix of
+    http and https URLs of the host keep its delay between every two requests, as the server sees them (robots.txt
+    is still one per origin)."""
+    delay = 0.4
+    urls = [tls_web.url(GOOD, "/to-https/1"), tls_web.url(GOOD, "/article/0"),
+            tls_web.url(GOOD, "/article/1", scheme="https")]
+    tls_web.reset_stats()
+    results = fetch_urls(config(tls_web, min_delay_s=delay), urls)
+    assert [r.outcome for r in results] == ["ok"] * 3, [(r.outcome, r.error) for r in results]
+    seen = tls_web.stats()[tls_web.host_name(GOOD)]
+    assert seen.paths.count("/robots.txt") == 2
+    starts = [t for t, _ in seen.requests]
+    assert min(b - a for a, b in zip(starts, starts[1:])) >= delay - 0.05, seen.requests
+    assert seen.min_gap_after_end() >= delay

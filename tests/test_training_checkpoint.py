@@ -70,6 +70,16 @@ def test_verify_names_the_first_file_that_differs_from_the_manifest(tmp_path):
     assert checkpoint.verify(tag) is None
 
 
+@pytest.mark.parametrize("text", ["", '{"step": 4, "fi', "[]", "null", '"step 4"', '{"files": []}',
+                                  '{"files": {"a.pt": 5}}', '{"files": {"a.pt": {"bytes": 1}}}'])
+def test_a_damaged_manifest_is_named_in_one_line(tmp_path, text):
+    """COMPLETE itself cut short or overwritten (any JSON that is not a manifest): one line naming it, never an
+    exception from reading it, so resume sets the checkpoint aside like any other damaged one."""
+    (tmp_path / "a.pt").write_bytes(b"x")
+    (tmp_path / COMPLETE).write_text(text)
+    assert checkpoint.verify(tmp_path).startswith(f"{tmp_path / COMPLETE}: unreadable manifest (")
+
+
 def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     torch.save(checkpoint.rng_state(), tmp_path / "rng.pt")

@@ -44,6 +44,20 @@ def test_a_lock_no_process_holds_is_removed_with_a_warning_and_a_held_one_is_kep
     baton.release()
 
 
+def test_stale_locks_of_every_op_are_removed_before_a_run(tmp_path, monkeypatch, capsys):
+    """cpu_adam (optimizer offload) and fused_adam are JIT-built too: a killed build of theirs hangs the next run
+    the same way, so the check before a run covers every op in the cache."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(ops, "RECHECK_S", 0.05)
+    for op in ("cpu_adam", "fused_adam", ops.SHM_OP):
+        (tmp_path / op).mkdir()
+        (tmp_path / op / "lock").write_bytes(b"")
+    ops.prepare_shm_op()
+    assert not list(tmp_path.glob("*/lock"))
+    warned = [line for line in capsys.readouterr().err.splitlines() if "a stale build lock" in line]
+    assert len(warned) == 3 and any("cpu_adam/lock" in line for line in warned)
+
+
 def test_a_build_about_to_happen_is_announced(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.delenv("LOCAL_RANK", raising=False)

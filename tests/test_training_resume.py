@@ -75,6 +75,31 @@ def test_a_damaged_newest_checkpoint_is_named_set_aside_and_the_previous_one_res
     assert [r["step"] for r in metric_lines(out) if "val_loss" in r] == [4, 8]
 
 
+def test_a_run_started_afresh_is_the_one_a_later_rerun_resumes(data, finished, tmp_path):
+    """checkpoint.resume=false in an out_dir holding a longer run's checkpoints: rerunning the command without it
+    continues the fresh run, not the older run's newest checkpoint."""
+    out = copy_run(finished, tmp_path)
+    fresh = {"max_steps": 4, "seed": 8, "checkpoint.resume": False}
+    assert run(data, out, **fresh)["resumed_from"] is None
+    assert complete_tags(out / "checkpoints") == [PREVIOUS]
+    assert (out / "checkpoints" / NEWEST / REJECTED).read_text().startswith("superseded")
+    summary = run(data, out, **{**fresh, "checkpoint.resume": True})
+    assert (summary["resumed_from"], summary["step"]) == (PREVIOUS, 4)
+
+
+def test_resuming_with_another_seed_is_one_line_naming_the_checkpoint(data, finished, tmp_path, capsys):
+    out = copy_run(finished, tmp_path)
+    config = tmp_path / "config.json"  # JSON is YAML
+    config.write_text(json.dumps(tiny_config(data, out, max_steps=12, seed=8)))
+    capsys.readouterr()
+    assert cli_main(["pretrain", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("webtext:")] == [
+        f"webtext: error: {out / 'checkpoints' / NEWEST}: data loader state: seed was 7, this loader has 8; resume "
+        "with the run's data and seed, or start afresh with --set checkpoint.resume=false"]
+    assert "Traceback" not in err
+
+
 def test_a_damaged_checkpoint_is_refused_by_readers_in_one_line(finished, tmp_path, capsys):
     out = copy_run(finished, tmp_path)
     damaged = out / "checkpoints" / NEWEST / "mp_rank_00_model_states.pt"

@@ -117,6 +117,26 @@ def test_mlm_eval_of_a_two_rank_run_gives_the_val_loss_it_logged_and_torchrun_pr
 
 
 @pytest.mark.slow
+def test_a_run_started_by_a_users_own_torchrun_records_the_world_it_ran_in(data, tmp_path, capfd):
+    """`torchrun --nproc_per_node 2 -m jobs.pretrain` with a config that says one worker: the run's config.json
+    says two, so `webtext eval` reads both ranks' validation batches and gives the val_loss the run logged."""
+    out = tmp_path / "own"
+    config = tmp_path / "own.json"  # JSON is YAML
+    config.write_text(json.dumps(tiny_config(data, out, **{
+        **TWO_RANKS, "launch.num_workers": 1, "batch.global_batch_size": 4, "launch.launcher": "torchrun",
+        "model.objective": "mlm", "max_steps": 2, "optim.warmup_steps": 1, "checkpoint.every": 0,
+        "eval.every": 0, "eval.batches": 3})))
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                    "jobs.pretrain", "--config", str(config)], check=True, timeout=600)
+    assert json.loads((out / "config.json").read_text())["launch"]["num_workers"] == 2
+    logged = losses_by_step(out / "metrics.jsonl", "val_loss")[2]
+    capfd.readouterr()
+    assert cli_main(["eval", "--checkpoint", str(out)]) == 0
+    result = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    assert result["val_loss"] == pytest.approx(logged, rel=1e-6)
+
+
+@pytest.mark.slow
 def test_ray_train_torchrun_and_deepspeed_launchers_run_the_same_training(data, ray_session, tmp_path):
     opts = {**TWO_RANKS, "zero.stage": 2, "launch.cpus_per_worker": 0.5}
     summary = run(data, tmp_path / "ray", **opts, **{"launch.launcher": "ray"})

@@ -104,9 +104,13 @@ def verify(path: Path) -> str | None:
     nothing to check against and passes."""
     try:
         manifest = json.loads((path / COMPLETE).read_text())
-    except (OSError, ValueError) as err:
-        return f"{path / COMPLETE}: unreadable manifest ({_first_line(err)})"
-    for name, record in manifest.get("files", {}).items():
+        files = manifest.get("files", {})
+        if not all(isinstance(r, dict) and {"bytes", "sha256"} <= r.keys() for r in files.values()):
+            raise ValueError("a file's record is not {bytes, sha256}")
+    except (OSError, ValueError, AttributeError) as err:
+        detail = "not a JSON object with files" if isinstance(err, AttributeError) else _first_line(err)
+        return f"{path / COMPLETE}: unreadable manifest ({detail})"
+    for name, record in files.items():
         file = path / name
         if not file.is_file():
             return f"{file}: missing (the checkpoint's manifest lists it)"
@@ -183,13 +187,13 @@ def load(engine, ckpt_root: Path, tag: str) -> dict:
     path = ckpt_root / tag
     trainer_file = path / f"trainer_rank{rank}.pt"
     if not trainer_file.is_file():
-        raise FileNotFoundError(f"{trainer_file}: checkpoint {tag} has no state for rank {rank} "
-                                f"(was it written by a run with another number of workers?)")
+        raise CheckpointError(f"{trainer_file}: checkpoint {tag} has no state for rank {rank} "
+                              f"(was it written by a run with another number of workers?)")
     with weights_only_loading():
         state = torch.load(trainer_file, map_location="cpu")
         if state["world_size"] != world:
-            raise ValueError(f"{path}: written by {state['world_size']} workers, resuming with {world}; "
-                             "resume with the same launch.num_workers")
+            raise CheckpointError(f"{path}: written by {state['world_size']} workers, resuming with {world}; "
+                                  "resume with the same launch.num_workers")
         load_path, _ = engine.load_checkpoint(str(ckpt_root), tag=tag, load_optimizer_states=True,
                                               load_lr_scheduler_states=True)
     if load_path is None:

@@ -44,10 +44,12 @@ def init_distributed(cfg: TrainConfig) -> Dist:
     if cfg.launch.use_gpu and not use_gpu:
         raise RuntimeError("launch.use_gpu is set but torch sees no CUDA device")
     backend = "nccl" if use_gpu else "gloo"
-    if not use_gpu:  # DeepSpeed compiles its CPU comm op at init_distributed, the first time (training/ops.py)
-        from training.ops import prepare_shm_op
+    from training.ops import prepare_shm_op, remove_stale_locks
 
+    if not use_gpu:  # DeepSpeed compiles its CPU comm op at init_distributed, the first time (training/ops.py)
         prepare_shm_op()
+    else:  # its other ops (cpu_adam for offload, fused_adam) are built at engine start
+        remove_stale_locks()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if dist.is_initialized():
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)

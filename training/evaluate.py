@@ -63,12 +63,15 @@ def evaluate_checkpoint(ckpt: Path, cfg: TrainConfig) -> dict:
     if not cfg.data.val:
         raise ConfigError("data.val: no validation shards to evaluate on")
     model = load_model(ckpt, cfg).eval()
-    # One process reads what every rank of the run read, masks included: world_size x eval.batches micro-batches.
+    # One process reads what every rank of the run read, masks included: each rank's eval.batches micro-batches,
+    # from that rank's own loader (a validation set of few windows wraps per rank, not per process).
     total, count = 0.0, 0
-    for x, y in validation_batches(cfg, model.config, 0, 1, cfg.eval.batches * cfg.launch.num_workers):
-        _, loss = model(x, y)
-        if torch.isfinite(loss):
-            total, count = total + loss.item(), count + 1
+    world_size = cfg.launch.num_workers
+    for rank in range(world_size):
+        for x, y in validation_batches(cfg, model.config, rank, world_size, cfg.eval.batches):
+            _, loss = model(x, y)
+            if torch.isfinite(loss):
+                total, count = total + loss.item(), count + 1
     val_loss = total / count if count else float("nan")
     return {"checkpoint": str(ckpt), "val_loss": val_loss,
             "val_ppl": math.exp(val_loss) if val_loss < 50 else float("inf"),

@@ -88,9 +88,9 @@ def prepare_batch(cfg: TrainConfig, model_cfg, x, y, seed: int, step: int, rank:
 
 def validation_batches(cfg: TrainConfig, model_cfg, rank: int, world_size: int, batches: int):
     """The fixed validation set as rank `rank` of `world_size` sees it: `batches` (x, y) micro-batches, the same
-    on every call (a fresh loader with the run's seed). The loader gives rank r the run's batch i * W + r, and that
-    index alone seeds its masked-LM masks: one process reading W x batches gets the batches, masks included, that
-    W ranks read (`webtext eval`, training/evaluate.py)."""
+    on every call (a fresh loader with the run's seed). Batch i of rank r is the run's batch i * W + r, and that
+    index alone seeds its masked-LM masks: one process calling this for each rank gets the batches, masks included,
+    that the W ranks read (`webtext eval`, training/evaluate.py)."""
     loader = make_loader(cfg, "val", rank, world_size, cfg.seed)
     for i in range(batches):
         x, y = loader.next_batch()
@@ -184,14 +184,21 @@ def train_worker(config: dict) -> dict:
         if store.remote is not None:  # loaded: the staged copy has done its job
             dist.barrier()
             store.drop_staged(tags[-1])
-        loader.load_state_dict(state["loader"])
+        try:
+            loader.load_state_dict(state["loader"])
+        except ValueError as err:  # the config's data or seed changed since the checkpoint
+            raise checkpoint.CheckpointError(
+                f"{ckpt_root / tags[-1]}: {err}; resume with the run's data and seed, or start afresh with "
+                "--set checkpoint.resume=false") from None
         step, bad_steps, bad_in_a_row = state["step"], state["bad_steps"], state["bad_in_a_row"]
 
     # Lines a killed run logged after its checkpoint are dropped: this run logs those steps again.
     log = MetricsLog(out_dir, enabled=d.rank == 0, tensorboard=cfg.log.tensorboard, plot=cfg.log.plot,
                      start_step=step)
     if d.rank == 0:  # what `webtext eval` reads to rebuild the model and the validation windows
-        store.write_text("config.json", json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
+        recorded = cfg.model_dump(mode="json")
+        recorded["launch"]["num_workers"] = d.world_size  # as run: a user's own torchrun may start another number
+        store.write_text("config.json", json.dumps(recorded, indent=2) + "\n")
     peak = peak_flops(device_name(), cfg.precision)
     kill_at = int(os.environ.get(KILL_AT_STEP_ENV, "-1"))
     tokens_per_step = global_batch * cfg.batch.seq_len
@@ -267,7 +274,11 @@ def open_run(store: storage.RunStore, d, resume: bool) -> list[str]:
     last being the newest whose files match its manifest: rank 0 verifies it, and one that fails is set aside
     (`RunStore.reject_checkpoint`) with a warning and the one before it tried. For a remote out_dir each staging
     directory starts empty and receives the checkpoint to verify and load, and rank 0's the metrics and TensorBoard
-    events so far (appended to from here on)."""
+    events so far (appended to from here on). Without `resume` the checkpoints already there are set aside too."""
+    if not resume and d.rank == 0:
+        # Starting afresh: the previous run's checkpoints must not be what a later resume of this run takes.
+        for tag in store.complete_tags():
+            store.reject_checkpoint(tag, "superseded: a run started afresh in this out_dir (checkpoint.resume=false)")
     listing = [(store.complete_tags() if resume else [], uuid.uuid4().hex) if d.rank == 0 else None]
     dist.broadcast_object_list(listing, src=0)
     tags, attempt = listing[0]

@@ -8,7 +8,7 @@ torch serialises builds with a lock file, `<extensions dir>/<op>/lock` (its `Fil
 and holds it open until the build ends, then deletes it; everyone else polls until it is gone. A builder killed
 midway leaves the file behind and every later build waits on it forever, without a word. A lock that no process
 holds open (looked up in /proc; processes this user may not inspect are not seen) still there a moment later is
-such a leftover: it is removed, with a warning.
+such a leftover: it is removed, with a warning; so is any other op's (cpu_adam, fused_adam) before a run.
 """
 
 from __future__ import annotations
@@ -65,14 +65,21 @@ def remove_stale_lock(name: str = SHM_OP) -> bool:
     return True
 
 
+def remove_stale_locks() -> list[str]:
+    """`remove_stale_lock` for every op in the extensions cache: DeepSpeed also JIT-builds cpu_adam (optimizer
+    offload) and fused_adam, whose leftover locks hang a run the same way. The ops whose lock it removed."""
+    root = build_directory().parent
+    return [lock.parent.name for lock in sorted(root.glob("*/lock")) if remove_stale_lock(lock.parent.name)]
+
+
 def is_built(name: str = SHM_OP) -> bool:
     directory = build_directory(name)
     return any(directory.glob(f"{name}*.so"))
 
 
 def prepare_shm_op() -> None:
-    """Before a CPU process group starts: clear a stale build lock, and announce a build DeepSpeed is about to do."""
-    remove_stale_lock()
+    """Before a CPU process group starts: clear stale build locks, and announce a build DeepSpeed is about to do."""
+    remove_stale_locks()
     if not is_built() and os.environ.get("LOCAL_RANK", "0") == "0":
         print(f"webtext: building DeepSpeed's CPU communication op {SHM_OP} once (30 s to a few minutes; cached in "
               f"{build_directory()}; `make install` builds it ahead)", file=sys.stderr, flush=True)
