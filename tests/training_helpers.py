@@ -9,6 +9,10 @@ import numpy as np
 from pipeline.shards import shard_header
 
 
+def steps_per_epoch(loader) -> int:
+    """Global steps a training loader serves per epoch (its sampler drops the remainder of B x W)."""
+    return loader.sampler.n_items // loader.sampler.global_batch
+
 
 def write_shard(path: Path, tokens: np.ndarray) -> Path:
     """One shard in the tokenize stage's format (pipeline/shards.py): the llm.c header, then uint16 tokens."""

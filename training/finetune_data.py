@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from training.model import IGNORE_INDEX
+from training.sampler import EpochSampler
 
 EOT_ID = 50256
 ROLES = ("system", "user", "assistant")
@@ -308,9 +309,9 @@ def prepare(files: list[str], seq_len: int, encoding, template: ChatTemplate, va
 
 class ExampleBatches:
     """The training loop's loader over prepared examples (`.npz` files written by `prepare`), with the interface
-    of `training.data.TokenWindows`: each epoch a permutation drawn from (seed, epoch) cut into global steps of
-    B x W examples, rank r taking its B; a global cursor (epoch, position) that resumes exactly. An epoch serves
-    floor(N / (B x W)) steps; if N < B x W the permutation is repeated to fill one step."""
+    of `training.data.TokenWindows` and its sampler (`training.sampler.EpochSampler`): each epoch a permutation of
+    the examples cut into global steps of B x W, a global cursor that resumes exactly; if N < B x W the permutation
+    is repeated to fill one step."""
 
     def __init__(self, paths: list[str], batch_size: int, seq_len: int, rank: int = 0, world_size: int = 1,
                  seed: int = 0):
@@ -325,34 +326,21 @@ class ExampleBatches:
         if len(self.inputs) == 0:
             raise ValueError(f"{', '.join(map(str, paths))}: no examples")
         self.fingerprint = hashlib.sha256(self.inputs.tobytes() + self.targets.tobytes()).hexdigest()[:16]
-        self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, seed
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation(0)
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.inputs))
-        global_batch = self.batch_size * self.world_size
-        return np.resize(order, max(len(order), global_batch))
+        self.sampler = EpochSampler(len(self.inputs), batch_size, rank, world_size, seed)
 
     def next_batch(self):
         import torch
 
-        global_batch = self.batch_size * self.world_size
-        if self.position + global_batch > len(self._order):
-            self.epoch, self.position = self.epoch + 1, 0
-            self._order = self._permutation(self.epoch)
-        mine = self._order[self.position + self.rank * self.batch_size:][: self.batch_size]
-        self.position += global_batch
+        mine = self.sampler.next_ids()
         x = torch.from_numpy(self.inputs[mine].astype(np.int64))
         y = torch.from_numpy(self.targets[mine].astype(np.int64))
         return x, y
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "data": self.fingerprint}
+        return {**self.sampler.state_dict(), "data": self.fingerprint}
 
     def load_state_dict(self, state: dict) -> None:
-        for key, mine in {"seed": self.seed, "data": self.fingerprint}.items():
-            if state[key] != mine:
-                raise ValueError(f"fine-tuning loader state: {key} was {state[key]!r}, this loader has {mine!r}")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._permutation(self.epoch)
+        if state["data"] != self.fingerprint:
+            raise ValueError(f"fine-tuning loader state: data was {state['data']!r}, this loader has "
+                             f"{self.fingerprint!r}")
+        self.sampler.load_state_dict(state)
