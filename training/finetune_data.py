@@ -189,11 +189,13 @@ def parse_record(record, where: str, template: ChatTemplate) -> Example:
         pieces = template.qa_pieces(_string(record, "question", where), _string(record, "answer", where),
                                     _string(record, "context", where, required=False))
     else:
-        pieces = template.dialogue_pieces(_check_messages(record["messages"], where, template))
+        pieces = template.dialogue_pieces(check_messages(record["messages"], where, template))
     return Example(kind, record, where, pieces)
 
 
-def _check_messages(messages, where: str, template: ChatTemplate) -> list[dict]:
+def check_messages(messages, where: str, template: ChatTemplate) -> list[dict]:
+    """`messages` if they make a dialogue example (roles, system first, no template marker in a content, an
+    assistant turn to learn), else a FinetuneDataError naming `where` and the message."""
     if not isinstance(messages, list) or not messages:
         raise FinetuneDataError(f"{where}: 'messages' must be a non-empty list")
     for i, message in enumerate(messages):

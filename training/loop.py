@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from pipeline.config import ConfigError
 from training import checkpoint, storage
 from training.config import TrainConfig
 from training.data import expand_shards
@@ -65,11 +66,15 @@ def build_model(cfg: TrainConfig) -> GPT:
     """The model to train. From `model.init_from` (a Hugging Face directory) its architecture is written into
     `cfg.model`, so the run's config.json rebuilds the model that was trained (`webtext eval`, export, generate)."""
     if cfg.model.init_from:
-        from training.hf import import_hf
+        from training import resolve
 
         m = cfg.model
-        model = import_hf(storage.localize(m.init_from), pad_vocab_to=m.pad_vocab_to, dropout=m.dropout,
-                          objective=m.objective, activation_checkpointing=m.activation_checkpointing)
+        start = resolve.resolve(m.init_from)
+        if start.kind != "hf":
+            raise ConfigError(f"model.init_from: {m.init_from} is one of our checkpoints, not a Hugging Face GPT-2 "
+                             "directory; export it (webtext export) or fine-tune from it (webtext finetune --from)")
+        model = resolve.load_model(start, pad_vocab_to=m.pad_vocab_to, dropout=m.dropout, objective=m.objective,
+                                   activation_checkpointing=m.activation_checkpointing)
         cfg.model.set_architecture(model.config)
         return model
     return GPT(cfg.model.gpt_config())
