@@ -9,8 +9,8 @@ fine-tuning's own:
 - the start: our checkpoint is consolidated (`checkpoint.consolidate`) and written as a Hugging Face directory
   under `<out_dir>/init/`, which the loop loads through `model.init_from` (its existing path for a starting model);
 - the data: the driver validates and tokenises the JSONL once (`training.finetune_data.prepare`) into
-  `<out_dir>/data/{train,val}.npz`, which the loop reads with `data.loader: training.finetune_data:ExampleBatches`
-  (the loop's pluggable loader); targets are IGNORE_INDEX outside answer spans, which the model's loss skips;
+  `<out_dir>/data/{train,val}.npz`, which the loop reads with `data.loader: examples`; targets are IGNORE_INDEX outside answer spans,
+  which the model's loss skips;
 - the chat template, saved as `<out_dir>/webtext_chat_template.json` (and in the HF export) for generation;
 - QA exact match on the validation split, measured after training with greedy decoding (`training.generate`),
   and added to `summary.json` next to the loop's validation loss (answer tokens only).
@@ -33,7 +33,7 @@ from training.model import GPT2_VOCAB_SIZE
 from training.resolve import Resolved, resolve, run_model_config
 from training.storage import RunStore
 
-LOADER = "training.finetune_data:ExampleBatches"
+LOADER = "examples"
 
 
 class FinetuneDataConfig(Config):
@@ -50,9 +50,6 @@ class FinetuneDataConfig(Config):
 class FinetuneConfig(TrainConfig):
     out_dir: str = "runs/finetune"
     finetune: FinetuneDataConfig = Field(default_factory=FinetuneDataConfig)
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig.model_validate(self.model_dump(mode="json", exclude={"finetune"}))
 
 
 def _rank_suffix() -> str:

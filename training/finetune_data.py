@@ -91,32 +91,6 @@ class ChatTemplate:
         """The text that asks the model for the next assistant turn (history rendered, assistant header open)."""
         return render_text(self.dialogue_pieces(messages), self) + self.assistant_header
 
-    def parse_transcript(self, text: str) -> list[dict]:
-        """Messages back from a rendered dialogue: the inverse of the template on valid messages."""
-        messages, rest = [], text
-        headers = {self.header(r): r for r in ROLES}
-        while rest:
-            role = next((r for h, r in headers.items() if rest.startswith(h)), None)
-            if role is None:
-                raise FinetuneDataError(f"transcript: expected a role header at {rest[:40]!r}")
-            rest = rest[len(self.header(role)):]
-            end = self.end_of_turn if role == "assistant" else self.turn_separator
-            if role != "assistant":
-                # a system/user turn ends at the separator that precedes the next header
-                cut = min((rest.find(self.turn_separator + h) for h in headers if
-                           rest.find(self.turn_separator + h) >= 0), default=-1)
-                if cut < 0:
-                    if not rest.endswith(end):
-                        raise FinetuneDataError(f"transcript: unterminated {role} turn")
-                    cut = len(rest) - len(end)
-            else:
-                cut = rest.find(end)
-                if cut < 0:
-                    raise FinetuneDataError("transcript: assistant turn without end-of-turn marker")
-            messages.append({"role": role, "content": rest[:cut]})
-            rest = rest[cut + len(end):]
-        return messages
-
     def to_dict(self) -> dict:
         return asdict(self)
 

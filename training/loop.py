@@ -11,7 +11,6 @@ rank is skipped (no weight changes) and counted; `max_bad_steps` of them in a ro
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import math
 import os
@@ -29,7 +28,7 @@ import torch.distributed as dist
 from pipeline.config import ConfigError
 from training import checkpoint, storage
 from training.config import TrainConfig
-from training.data import expand_shards
+from training.data import TokenWindows, expand_shards
 from training.engine import build_engine, grad_norm, init_distributed, local_grad_norm
 from training.metrics import MetricsLog, device_name, mfu, peak_flops
 from training.model import GPT, mask_for_mlm
@@ -44,16 +43,15 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive steps with a non-finite loss."""
 
 
-def loader_class(spec: str):
-    module_name, _, class_name = spec.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
-
-
 def make_loader(cfg: TrainConfig, split: str, rank: int, world_size: int, seed: int):
+    """`data.loader`: token windows from shards (pretraining) or prepared examples (fine-tuning)."""
+    from training.finetune_data import ExampleBatches
+
+    loader = {"tokens": TokenWindows, "examples": ExampleBatches}[cfg.data.loader]
     # Remote shards are listed again at every evaluation (a listing and two small reads); their copies are reused.
     specs = cfg.data.train if split == "train" else cfg.data.val
-    return loader_class(cfg.data.loader)(expand_shards(specs, split, cfg.data.cache_dir), cfg.batch.micro_batch_size,
-                                         cfg.batch.seq_len, rank, world_size, seed)
+    return loader(expand_shards(specs, split, cfg.data.cache_dir), cfg.batch.micro_batch_size,
+                  cfg.batch.seq_len, rank, world_size, seed)
 
 
 def seed_everything(seed: int) -> None:
