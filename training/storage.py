@@ -35,7 +35,7 @@ import pyarrow.fs as pafs
 
 from pipeline.runner import MANIFEST as MANIFEST_NAME
 from pipeline.shards import HEADER_BYTES, INDEX_NAME, TOKEN_DTYPE, ShardError
-from pipeline.storage import Dir, expand_inputs, is_uri, join
+from pipeline.storage import Dir, expand_inputs, is_uri
 
 CACHE_ENV = "WEBTEXT_CACHE"
 COMPLETE = "COMPLETE"  # written last into a checkpoint directory, its manifest (training/checkpoint.py)
