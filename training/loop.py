@@ -193,7 +193,7 @@ def train_worker(config: dict) -> dict:
     # Lines a killed run logged after its checkpoint are dropped: this run logs those steps again.
     log = MetricsLog(out_dir, enabled=d.rank == 0, tensorboard=cfg.log.tensorboard, plot=cfg.log.plot,
                      start_step=step)
-    if d.rank == 0:  # what `webtext eval` reads to rebuild the model and the validation windows
+    if d.rank == 0:  # written here only, with an init_from model's architecture: what eval, export, generate read
         store.write_text("config.json", json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
     peak = peak_flops(device_name(), cfg.precision)
     kill_at = int(os.environ.get(KILL_AT_STEP_ENV, "-1"))
