@@ -32,29 +32,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def export_checkpoint(source: str, out: Path, tag: str | None = None, tokenizer_dir: str | None = None) -> dict:
     from training import checkpoint
-    from training.generate import locate_checkpoint, run_model_config
     from training.hf import export_hf
-    from pipeline.storage import join
-    from training.storage import base_name, is_remote, localize
+    from training.resolve import resolve, run_model_config
 
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty; choose a new --out")
-    if tag and is_remote(source) and not base_name(source).startswith("step_"):
-        # a remote run is mirrored one checkpoint at a time: the one named
-        source = join(source, tag) if base_name(source) == "checkpoints" else join(source, "checkpoints", tag)
-    run_dir, ckpt_root, tag = locate_checkpoint(localize(source), tag)
-    config = run_model_config(run_dir)
+    resolved = resolve(source, tag)
+    if resolved.kind != "checkpoint":
+        raise UserError(f"{source}: already a Hugging Face GPT-2 directory; nothing to export")
+    config = run_model_config(resolved.run_dir)
     if tokenizer_dir is None:
-        tokenizer_dir = json.loads((run_dir / "config.json").read_text())["checkpoint"].get("tokenizer_dir")
+        tokenizer_dir = json.loads((resolved.run_dir / "config.json").read_text())["checkpoint"].get("tokenizer_dir")
     tmp = out.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{out.name}")
     try:
-        export_hf(checkpoint.consolidate(ckpt_root, tag), config, tmp, tokenizer_dir)
+        export_hf(checkpoint.consolidate(resolved.ckpt_root, resolved.tag), config, tmp, tokenizer_dir)
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"checkpoint": str(ckpt_root / tag), "out": str(out)}
+    return {"checkpoint": resolved.describe(), "out": str(out)}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from pipeline.tokenizer import gpt2_encoding
-    from training.finetune_data import ChatTemplate, FinetuneDataError, _check_messages
-    from training.generate import Sampling, generate_text, load_model
+    from training.finetune_data import ChatTemplate, FinetuneDataError
+    from training.generate import Sampling, chat_prompt, chat_sampling, generate_text, load_model
 
     device = args.device
     if device == "auto":
@@ -63,17 +63,13 @@ def run(args: argparse.Namespace) -> int:
         if template is None:
             print(f"webtext: note: {args.ckpt} has no saved chat template; using the default", file=sys.stderr)
             template = ChatTemplate()
-        texts = []
-        for i, prompt in enumerate(prompts):
-            messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
-                {"role": "user", "content": prompt}]
-            try:
-                # the same checks as training data, bar the assistant turn still to come
-                _check_messages(messages + [{"role": "assistant", "content": "-"}], f"--prompt #{i + 1}", template)
-            except FinetuneDataError as err:
-                raise UserError(str(err)) from None
-            texts.append(template.chat_prompt(messages))
-        sampling.stop_ids = tuple(dict.fromkeys((template.end_of_turn_id, *sampling.stop_ids)))
+        system = [{"role": "system", "content": args.system}] if args.system else []
+        try:
+            texts = [chat_prompt(template, system + [{"role": "user", "content": prompt}], f"--prompt #{i + 1}")
+                     for i, prompt in enumerate(prompts)]
+        except FinetuneDataError as err:
+            raise UserError(str(err)) from None
+        sampling = chat_sampling(template, sampling)
     else:
         texts = prompts
     try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from jobs.cli import UserError, module_main
@@ -45,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from training.config import TrainConfig
     from training.engine import started_as_rank
     from training.hf import HFFormatError
-    from training.launch import DRIVER_REPORTS_ENV, LaunchError, launch
+    from training.launch import LaunchError, launch
     from training.loop import TrainingDiverged, train_worker
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
@@ -66,8 +65,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         if started_as_rank():  # one rank of torchrun / deepspeed
             summary = train_worker(cfg.model_dump(mode="json"))
-            if os.environ.get(DRIVER_REPORTS_ENV):  # started by our torchrun launcher, whose driver reports
-                return 0
         else:
             summary = launch(cfg)
     except (LaunchError, TrainingDiverged, ShardError, CheckpointError, HFFormatError) as err:

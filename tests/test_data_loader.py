@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pipeline.shards import ShardError, read_shard, shard_header
+from tests.training_helpers import steps_per_epoch
 from training.data import TokenStream, TokenWindows, validation_batches
 
 T = 16
@@ -32,7 +33,7 @@ def starts(x: torch.Tensor) -> list[int]:
 def epoch_windows(shards, world_size: int, batch_size: int = 4, seed: int = 0) -> list[list[int]]:
     loaders = [TokenWindows(shards, batch_size, T, rank=r, world_size=world_size, seed=seed)
                for r in range(world_size)]
-    return [[s for _ in range(loaders[0].steps_per_epoch) for s in starts(loader.next_batch()[0])]
+    return [[s for _ in range(steps_per_epoch(loaders[0])) for s in starts(loader.next_batch()[0])]
             for loader in loaders]
 
 
@@ -72,14 +73,14 @@ def test_an_epoch_serves_each_window_once_and_ranks_are_disjoint(shards):
 
 def test_next_epoch_is_a_new_permutation(shards):
     loader = TokenWindows(shards, 4, T, seed=1)
-    first = [s for _ in range(loader.steps_per_epoch) for s in starts(loader.next_batch()[0])]
-    second = [s for _ in range(loader.steps_per_epoch) for s in starts(loader.next_batch()[0])]
-    assert loader.epoch == 1 and first != second and len(set(second)) == len(second)
+    first = [s for _ in range(steps_per_epoch(loader)) for s in starts(loader.next_batch()[0])]
+    second = [s for _ in range(steps_per_epoch(loader)) for s in starts(loader.next_batch()[0])]
+    assert loader.sampler.epoch == 1 and first != second and len(set(second)) == len(second)
 
 
 def test_resume_continues_with_exactly_the_next_batch(shards):
     loader = TokenWindows(shards, 4, T, rank=1, world_size=2, seed=3)
-    for _ in range(loader.steps_per_epoch + 5):  # into the second epoch
+    for _ in range(steps_per_epoch(loader) + 5):  # into the second epoch
         loader.next_batch()
     state = loader.state_dict()
     expected = [loader.next_batch() for _ in range(20)]
@@ -100,7 +101,7 @@ def test_resume_with_another_world_size_neither_repeats_nor_skips(shards):
     after = [TokenWindows(shards, 4, T, rank=r, world_size=3, seed=5) for r in range(3)]
     for loader in after:
         loader.load_state_dict(state)
-    while after[0].epoch == 0 and after[0].position + 12 <= after[0].n_windows:
+    while after[0].sampler.epoch == 0 and after[0].sampler.position + 12 <= after[0].n_windows:
         for loader in after:
             served += starts(loader.next_batch()[0])
     assert len(served) == len(set(served))

@@ -228,4 +228,4 @@ def test_example_config_loads_and_its_batch_adds_up():
 
     cfg = load_config(FinetuneConfig, Path(__file__).parents[1] / "configs" / "finetune_tiny.yaml")
     assert cfg.launch.launcher == "ray" and cfg.finetune.too_long == "error"
-    assert cfg.train_config().check_batch() == (8, 1, 16)
+    assert cfg.check_batch() == (8, 1, 16)

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from pipeline.tokenizer import gpt2_encoding
+from tests.training_helpers import parse_transcript
 from training.finetune_data import (
     EOT_ID, ChatTemplate, ExampleBatches, FinetuneDataError, parse_record, prepare, read_jsonl, to_row,
     tokenize_example,
@@ -100,10 +101,10 @@ def test_chat_round_trip_through_the_template():
     messages[3]["content"] = "Say goodbye"
     tokenized = tokenize_example(parse_record({"messages": messages}, "mem:1", T), enc, T)
     text = enc.decode(tokenized.tokens)
-    assert T.parse_transcript(text) == messages
+    assert parse_transcript(T, text) == messages
     # the prompt for the next turn is the history plus an open assistant header
     prompt = T.chat_prompt(messages[:2])
-    assert prompt.endswith("### Assistant:\n") and T.parse_transcript(prompt + "Bien, merci !<|endoftext|>") \
+    assert prompt.endswith("### Assistant:\n") and parse_transcript(T, prompt + "Bien, merci !<|endoftext|>") \
         == messages[:3]
     # the user text "<|endoftext|>" can never become the end-of-turn id
     assert EOT_ID not in enc.encode_ordinary("Say <|endoftext|> please")

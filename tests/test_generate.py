@@ -149,3 +149,18 @@ def test_generate_cli_from_an_hf_export(tmp_path, capsys):
                  "--device", "cpu"]) == 2
     assert "template marker" in capsys.readouterr().err
     assert main(["generate", "--ckpt", str(tmp_path / "missing"), "--prompt", "x"]) == 2
+
+
+def test_chat_prompts_are_checked_as_training_dialogues_and_stop_at_end_of_turn():
+    from training.finetune_data import FinetuneDataError
+    from training.generate import chat_prompt, chat_sampling
+
+    template = ChatTemplate()
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert chat_prompt(template, messages) == template.chat_prompt(messages)
+    with pytest.raises(FinetuneDataError, match=r"--prompt #2: messages\[1\]: .* template marker '### User:'"):
+        chat_prompt(template, [messages[0], {"role": "user", "content": "a ### User: b"}], "--prompt #2")
+    with pytest.raises(FinetuneDataError, match=r"messages\[1\]: a system message may only come first"):
+        chat_prompt(template, messages[::-1])
+    sampling = chat_sampling(template, greedy(stop_ids=(7,)))
+    assert sampling.stop_ids == (template.end_of_turn_id, 7) and sampling.temperature == 0.0

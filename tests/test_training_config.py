@@ -37,6 +37,16 @@ def test_unknown_and_invalid_keys_are_errors_naming_the_key(tmp_path):
         load_config(TrainConfig, None, ["batch.seq_len=2048"])
 
 
+def test_the_loader_is_a_typed_choice_and_runs_saved_with_a_class_path_still_load():
+    assert TrainConfig().data.loader == "tokens"
+    assert load_config(TrainConfig, None, ["data.loader=examples"]).data.loader == "examples"
+    with pytest.raises(ConfigError, match=r"key 'data.loader'"):
+        load_config(TrainConfig, None, ["data.loader=training.data:Other"])
+    for legacy, choice in (("training.data:TokenWindows", "tokens"),
+                           ("training.finetune_data:ExampleBatches", "examples")):  # an older run's config.json
+        assert TrainConfig.model_validate({"data": {"loader": legacy}}).data.loader == choice
+
+
 def test_config_errors_name_the_key_first_on_one_short_line(tmp_path):
     path = tmp_path / "train.yaml"
     path.write_text("zero:\n  offload_optimiser: true\n")

@@ -12,6 +12,7 @@ from tests.training_helpers import tiny_config, write_token_dataset
 from training import checkpoint
 from training.config import TrainConfig
 from training.evaluate import evaluate_checkpoint
+from training.resolve import resolve
 from training.loop import build_model, validation_batches
 
 
@@ -35,4 +36,4 @@ def test_eval_matches_the_ranks_even_when_the_validation_set_wraps(objective, tm
     with torch.no_grad():  # what the run's evaluate() averages: every rank's batches
         losses = [model(x, y)[1].item() for rank in range(2)
                   for x, y in validation_batches(cfg, model.config, rank, 2, cfg.eval.batches)]
-    assert evaluate_checkpoint(ckpt, cfg)["val_loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-6)
+    assert evaluate_checkpoint(resolve(ckpt), cfg)["val_loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-6)

@@ -23,6 +23,7 @@ from pipeline.storage import Dir, expand_inputs
 from pipeline.tokenize import TokenizeConfig, TokenizeStage
 from training import checkpoint, storage
 from training.data import TokenWindows
+from training.resolve import resolve
 from training.data import expand_shards
 
 
@@ -213,7 +214,7 @@ def test_ranks_sharing_a_staging_directory_do_its_part_once(s3, tmp_path, monkey
     assert [p.name for p in rank1.local.iterdir()] == [".attempt"]
 
 
-def test_localize_mirrors_the_newest_complete_checkpoint_and_reuses_it(s3, tmp_path):
+def test_resolve_mirrors_the_newest_complete_checkpoint_and_reuses_it(s3, tmp_path):
     run = Dir(s3("mirror/runs/c"))
     run.fs.create_dir("mirror")
     run.write_bytes("config.json", b'{"model": {}}')
@@ -222,27 +223,32 @@ def test_localize_mirrors_the_newest_complete_checkpoint_and_reuses_it(s3, tmp_p
         if complete:
             run.write_bytes(f"checkpoints/{tag}/COMPLETE", b"{}\n")
     cache = tmp_path / "mirrors"
-    path = storage.localize(run.location, cache)
+    found = resolve(run.location, cache_dir=cache)
+    path = found.run_dir
+    assert (found.kind, found.tag, found.path) == ("checkpoint", "step_00000008", path / "checkpoints/step_00000008")
     assert sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()) == [
         "checkpoints/step_00000008/COMPLETE", "checkpoints/step_00000008/mp_rank_00_model_states.pt", "config.json"]
     weights = path / "checkpoints/step_00000008/mp_rank_00_model_states.pt"
     first = snapshot(weights)
-    assert storage.localize(run.location, cache) == path and snapshot(weights) == first  # reused
-    step = storage.localize(run.uri("checkpoints/step_00000004"), cache)
-    assert step.name == "step_00000004" and (step.parent.parent / "config.json").is_file()
+    assert resolve(run.location, cache_dir=cache) == found and snapshot(weights) == first  # reused
+    step = resolve(run.uri("checkpoints/step_00000004"), cache_dir=cache)
+    assert step.tag == "step_00000004" and (step.run_dir / "config.json").is_file()
+    assert step.path.is_dir() and step.describe().endswith("mirror/runs/c/checkpoints/step_00000004 step_00000004")
+    assert resolve(run.location, "step_00000004", cache_dir=cache).path.name == "step_00000004"  # a tag asked for
+    with pytest.raises(FileNotFoundError, match="step_00000012: not a complete checkpoint"):
+        resolve(run.location, "step_00000012", cache_dir=cache)
     with pytest.raises(FileNotFoundError, match="not a run with a complete checkpoint"):
-        storage.localize(s3("mirror/runs/missing"), cache)
-    assert storage.localize(str(tmp_path / "local-run")) == tmp_path / "local-run"  # a path is itself
+        resolve(s3("mirror/runs/missing"), cache_dir=cache)
 
     # A Hugging Face directory comes whole, and again when its files change.
     hf = Dir(s3("mirror/hf/gpt2"))
     hf.write_bytes("config.json", json.dumps({"model_type": "gpt2"}).encode())
     hf.write_bytes("model.safetensors", b"v1")
-    copy = storage.localize(hf.location, cache)
-    assert copy.name == "hf" and (copy / "model.safetensors").read_bytes() == b"v1"
-    assert storage.localize(hf.location, cache) == copy and (copy / "config.json").is_file()
+    copy = resolve(hf.location, cache_dir=cache)
+    assert copy.kind == "hf" and copy.run_dir is None and (copy.path / "model.safetensors").read_bytes() == b"v1"
+    assert resolve(hf.location, cache_dir=cache) == copy and (copy.path / "config.json").is_file()
     hf.write_bytes("model.safetensors", b"v2!")
-    assert (storage.localize(hf.location, cache) / "model.safetensors").read_bytes() == b"v2!"
+    assert (resolve(hf.location, cache_dir=cache).path / "model.safetensors").read_bytes() == b"v2!"
 
 
 # -- end to end ------------------------------------------------------------------------------------------------------

@@ -9,6 +9,10 @@ import numpy as np
 from pipeline.shards import shard_header
 
 
+def steps_per_epoch(loader) -> int:
+    """Global steps a training loader serves per epoch (its sampler drops the remainder of B x W)."""
+    return loader.sampler.n_items // loader.sampler.global_batch
+
 
 def write_shard(path: Path, tokens: np.ndarray) -> Path:
     """One shard in the tokenize stage's format (pipeline/shards.py): the llm.c header, then uint16 tokens."""
@@ -76,3 +80,32 @@ def run_tiny(data: dict[str, list[str]], out_dir, **overrides) -> dict:
     from training.launch import launch
 
     return launch(TrainConfig.model_validate(tiny_config(data, out_dir, **overrides)))
+
+
+def parse_transcript(template, text: str) -> list[dict]:
+    """Messages back from a dialogue the template rendered: the inverse of the template on valid messages."""
+    from training.finetune_data import ROLES, FinetuneDataError
+
+    messages, rest = [], text
+    headers = {template.header(r): r for r in ROLES}
+    while rest:
+        role = next((r for h, r in headers.items() if rest.startswith(h)), None)
+        if role is None:
+            raise FinetuneDataError(f"transcript: expected a role header at {rest[:40]!r}")
+        rest = rest[len(template.header(role)):]
+        end = template.end_of_turn if role == "assistant" else template.turn_separator
+        if role != "assistant":
+            # a system/user turn ends at the separator that precedes the next header
+            cut = min((rest.find(template.turn_separator + h) for h in headers if
+                       rest.find(template.turn_separator + h) >= 0), default=-1)
+            if cut < 0:
+                if not rest.endswith(end):
+                    raise FinetuneDataError(f"transcript: unterminated {role} turn")
+                cut = len(rest) - len(end)
+        else:
+            cut = rest.find(end)
+            if cut < 0:
+                raise FinetuneDataError("transcript: assistant turn without end-of-turn marker")
+        messages.append({"role": role, "content": rest[:cut]})
+        rest = rest[cut + len(end):]
+    return messages

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.config import Config, ConfigError
 from training.model import SIZES, GPTConfig
@@ -55,11 +55,22 @@ class ModelConfig(Config):
 ARCHITECTURE_VARIANTS = ("tie_word_embeddings", "layer_norm_eps", "scale_attn_by_inverse_layer_idx", "upcast_attn")
 
 
+# What runs saved before `data.loader` was a choice (their config.json) said instead.
+LEGACY_LOADERS = {"training.data:TokenWindows": "tokens", "training.finetune_data:ExampleBatches": "examples"}
+
+
 class DataConfig(Config):
     train: list[str] = Field(default_factory=list,
                              description="token shard files, globs, or tokenize output directories (index.json)")
     val: list[str] = Field(default_factory=list)
-    loader: str = Field("training.data:TokenWindows", description="module:Class of the token window loader")
+    loader: Literal["tokens", "examples"] = Field(
+        "tokens", description="tokens: windows of the token shards (pretraining); examples: the prepared .npz "
+                              "examples of a fine-tuning run")
+
+    @field_validator("loader", mode="before")
+    @classmethod
+    def _legacy_loader(cls, value):
+        return LEGACY_LOADERS.get(value, value)
     cache_dir: str | None = Field(None, description="where each machine keeps its copies of shards named by a URI "
                                                     "(default $WEBTEXT_CACHE or ~/.cache/webtext, then shards/)")
 

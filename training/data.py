@@ -5,16 +5,10 @@ tokens. Window w is tokens [w*T, w*T + T + 1): x is its first T tokens and y the
 share one token and every token of the stream except the first is a target exactly once per epoch. There are
 (N - 1) // T windows; the few tokens after the last full window are not served.
 
-Epoch e visits the windows in a permutation drawn from (seed, e), without replacement. The permutation is cut into
-global steps of B*W windows (W ranks, batch B each); at step s, rank r takes windows [s*B*W + r*B, s*B*W + (r+1)*B)
-of it. An epoch therefore serves floor(n_windows / (B*W)) steps; the fewer than B*W windows left at its end are not
-served in that epoch (they are in others: each epoch's permutation differs).
-
-The cursor (`state_dict()`) is global: the epoch and how many windows of its permutation have been served. It is
-the same on every rank, so any rank's state resumes all of them, with exactly the next batch. Resuming with a
-different world size or batch size is allowed: the new ranks continue from the same position in the same
-permutation, so within the epoch no window is served twice and none is skipped (except the end-of-epoch remainder
-above, which depends on B*W). A different sequence length, seed or data is refused: the windows would differ.
+The windows are served by `training.sampler.EpochSampler`: each epoch a permutation of them drawn from
+(seed, epoch), cut into global steps of B*W windows (W ranks, batch B each), with a global cursor that resumes
+exactly, also with another world size or batch size. An epoch serves floor(n_windows / (B*W)) steps.
+A different sequence length, seed or data is refused: the windows would differ.
 """
 
 from __future__ import annotations
@@ -27,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.shards import ShardError, read_index, read_shard
+from training.sampler import EpochSampler
 from training.storage import fetch_shards, is_remote
 
 
@@ -65,36 +60,21 @@ class TokenWindows:
 
     def __init__(self, source: str | Path | list, batch_size: int, seq_len: int, rank: int = 0,
                  world_size: int = 1, seed: int = 0, split: str = "train"):
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in a world of size {world_size}")
         if batch_size < 1 or seq_len < 1:
             raise ValueError(f"batch_size and seq_len must be positive (got {batch_size}, {seq_len})")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in a world of size {world_size}")
         self.stream = source if isinstance(source, TokenStream) else TokenStream(source, split)
-        self.batch_size, self.seq_len, self.rank, self.world_size, self.seed = (
-            batch_size, seq_len, rank, world_size, seed)
+        self.seq_len = seq_len
         self.n_windows = max(0, (self.stream.n_tokens - 1) // seq_len)
         if self.n_windows < batch_size * world_size:
             raise ValueError(f"{self.n_windows} windows of {seq_len + 1} tokens in {self.stream.n_tokens} tokens: "
                              f"fewer than one global batch ({batch_size} x {world_size} ranks)")
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation(0)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return self.n_windows // (self.batch_size * self.world_size)
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+        self.sampler = EpochSampler(self.n_windows, batch_size, rank, world_size, seed)
 
     def next_windows(self) -> np.ndarray:
         """This rank's next batch as a (B, T + 1) int64 array; all ranks advance the global cursor together."""
-        global_batch = self.batch_size * self.world_size
-        if self.position + global_batch > self.n_windows:
-            self.epoch, self.position = self.epoch + 1, 0
-            self._order = self._permutation(self.epoch)
-        mine = self._order[self.position + self.rank * self.batch_size:][: self.batch_size]
-        self.position += global_batch
-        return self.windows(mine)
+        return self.windows(self.sampler.next_ids())
 
     def windows(self, window_ids) -> np.ndarray:
         """Windows by id as a (len, T + 1) int64 array."""
@@ -119,19 +99,17 @@ class TokenWindows:
         return windows[:, :-1], windows[:, 1:]
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "seq_len": self.seq_len,
-                "n_windows": self.n_windows, "data": self.stream.fingerprint,
-                "batch_size": self.batch_size, "world_size": self.world_size}
+        return {**self.sampler.state_dict(), "seq_len": self.seq_len, "n_windows": self.n_windows,
+                "data": self.stream.fingerprint, "batch_size": self.sampler.batch_size,
+                "world_size": self.sampler.world_size}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from `state` (any rank's); batch size and world size may differ from the saving run's."""
-        current = {"seed": self.seed, "seq_len": self.seq_len, "n_windows": self.n_windows,
-                   "data": self.stream.fingerprint}
+        current = {"seq_len": self.seq_len, "n_windows": self.n_windows, "data": self.stream.fingerprint}
         for key, mine in current.items():
             if state[key] != mine:
                 raise ValueError(f"data loader state: {key} was {state[key]!r}, this loader has {mine!r}")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._permutation(self.epoch)
+        self.sampler.load_state_dict(state)
 
 
 def validation_batches(source: str | Path | list, batch_size: int, seq_len: int, rank: int = 0,

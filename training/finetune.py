@@ -9,8 +9,8 @@ fine-tuning's own:
 - the start: our checkpoint is consolidated (`checkpoint.consolidate`) and written as a Hugging Face directory
   under `<out_dir>/init/`, which the loop loads through `model.init_from` (its existing path for a starting model);
 - the data: the driver validates and tokenises the JSONL once (`training.finetune_data.prepare`) into
-  `<out_dir>/data/{train,val}.npz`, which the loop reads with `data.loader: training.finetune_data:ExampleBatches`
-  (the loop's pluggable loader); targets are IGNORE_INDEX outside answer spans, which the model's loss skips;
+  `<out_dir>/data/{train,val}.npz`, which the loop reads with `data.loader: examples`; targets are IGNORE_INDEX outside answer spans,
+  which the model's loss skips;
 - the chat template, saved as `<out_dir>/webtext_chat_template.json` (and in the HF export) for generation;
 - QA exact match on the validation split, measured after training with greedy decoding (`training.generate`),
   and added to `summary.json` next to the loop's validation loss (answer tokens only).
@@ -30,9 +30,10 @@ from pipeline.config import Config, ConfigError
 from training.config import TrainConfig
 from training.finetune_data import TEMPLATE_FILE, ChatTemplate, prepare
 from training.model import GPT2_VOCAB_SIZE
-from training.storage import RunStore, display_uri, is_remote, localize
+from training.resolve import Resolved, resolve, run_model_config
+from training.storage import RunStore
 
-LOADER = "training.finetune_data:ExampleBatches"
+LOADER = "examples"
 
 
 class FinetuneDataConfig(Config):
@@ -50,9 +51,6 @@ class FinetuneConfig(TrainConfig):
     out_dir: str = "runs/finetune"
     finetune: FinetuneDataConfig = Field(default_factory=FinetuneDataConfig)
 
-    def train_config(self) -> TrainConfig:
-        return TrainConfig.model_validate(self.model_dump(mode="json", exclude={"finetune"}))
-
 
 def _rank_suffix() -> str:
     """Under torchrun every rank prepares (there is no process group yet): each into its own files, identical in
@@ -65,35 +63,28 @@ def _rank_suffix() -> str:
     return f"-rank{os.environ['RANK']}" if started_as_rank() and not dist.is_initialized() else ""
 
 
-def source_model(source: str | Path, out_dir: Path) -> tuple[Path, dict]:
-    """A Hugging Face directory holding the starting weights, and their dimensions (n_layer, n_head, n_embd,
-    block_size, vocab_size). Our runs and checkpoints are consolidated to fp32 and exported to `out_dir/init`.
-    A source at a URI is read from this machine's mirror of it (training/storage.py)."""
-    from training.generate import locate_checkpoint, run_model_config
-
-    path = localize(str(source)).resolve()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: --from checkpoint not found")
-    hf_config = path / "config.json"
-    if path.is_dir() and hf_config.is_file() and json.loads(hf_config.read_text()).get("model_type") == "gpt2":
-        hf = json.loads(hf_config.read_text())
-        dims = {"n_layer": hf["n_layer"], "n_head": hf["n_head"], "n_embd": hf["n_embd"],
-                "block_size": hf["n_positions"], "vocab_size": hf["vocab_size"]}
-        return path, dims
+def source_model(source: str | Path, out_dir: Path) -> tuple[Resolved, Path, dict]:
+    """What `--from` names (`training.resolve`), a Hugging Face directory holding its weights, and their dimensions
+    (n_layer, n_head, n_embd, block_size, vocab_size). Our runs and checkpoints are consolidated to fp32 and
+    exported to `out_dir/init`."""
     from training import checkpoint
     from training.hf import export_hf
 
-    run_dir, ckpt_root, tag = locate_checkpoint(path)
-    gpt_config = run_model_config(run_dir)
+    resolved = resolve(source)
+    if resolved.kind == "hf":
+        hf = json.loads((resolved.path / "config.json").read_text())
+        dims = {"n_layer": hf["n_layer"], "n_head": hf["n_head"], "n_embd": hf["n_embd"],
+                "block_size": hf["n_positions"], "vocab_size": hf["vocab_size"]}
+        return resolved, resolved.path.resolve(), dims
+    gpt_config = run_model_config(resolved.run_dir)
     if gpt_config.objective != "clm":
-        raise ConfigError(f"{run_dir}/config.json: model.objective is {gpt_config.objective!r}; fine-tuning for "
-                          "completion, QA and dialogue needs a causal LM (clm)")
+        raise ConfigError(f"{resolved.run_dir}/config.json: model.objective is {gpt_config.objective!r}; fine-tuning "
+                          "for completion, QA and dialogue needs a causal LM (clm)")
     init_dir = out_dir / f"init{_rank_suffix()}"
-    export_hf(checkpoint.consolidate(ckpt_root, tag), gpt_config, init_dir)
-    started_from = f"{display_uri(str(source))} {tag}" if is_remote(str(source)) else ckpt_root / tag
-    (init_dir / "SOURCE").write_text(f"{started_from}\n")
+    export_hf(checkpoint.consolidate(resolved.ckpt_root, resolved.tag), gpt_config, init_dir)
+    (init_dir / "SOURCE").write_text(f"{resolved.describe()}\n")
     dims = {k: getattr(gpt_config, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}
-    return init_dir, dims
+    return resolved, init_dir, dims
 
 
 def prepare_run(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) -> tuple[TrainConfig, dict]:
@@ -105,7 +96,7 @@ def prepare_run(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) 
     out_dir.mkdir(parents=True, exist_ok=True)
     if not data_files:
         raise ConfigError("finetune: give at least one --data FILE")
-    init_dir, dims = source_model(source, out_dir)
+    resolved, init_dir, dims = source_model(source, out_dir)
     if dims["vocab_size"] < GPT2_VOCAB_SIZE:
         raise ConfigError(f"{source}: vocabulary of {dims['vocab_size']} tokens; fine-tuning data is GPT-2 BPE "
                           f"({GPT2_VOCAB_SIZE})")
@@ -114,8 +105,8 @@ def prepare_run(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) 
     if init_dir.is_relative_to(out_dir):  # ours: uploaded with the run for a URI out_dir
         store.push(init_dir.name)
         init_from = store.uri(init_dir.name) if store.remote is not None else str(init_dir)
-    elif is_remote(str(source)):  # a Hugging Face directory at a URI: each machine fetches its own copy
-        init_from = str(source)
+    elif resolved.remote:  # a Hugging Face directory at a URI: each machine fetches its own copy
+        init_from = resolved.source
     else:  # a local Hugging Face directory given as --from, as it is
         init_from = str(init_dir)
     config["model"].update(dims, init_from=init_from, objective="clm")

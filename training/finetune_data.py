@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from training.model import IGNORE_INDEX
+from training.sampler import EpochSampler
 
 EOT_ID = 50256
 ROLES = ("system", "user", "assistant")
@@ -89,32 +90,6 @@ class ChatTemplate:
     def chat_prompt(self, messages: list[dict]) -> str:
         """The text that asks the model for the next assistant turn (history rendered, assistant header open)."""
         return render_text(self.dialogue_pieces(messages), self) + self.assistant_header
-
-    def parse_transcript(self, text: str) -> list[dict]:
-        """Messages back from a rendered dialogue: the inverse of the template on valid messages."""
-        messages, rest = [], text
-        headers = {self.header(r): r for r in ROLES}
-        while rest:
-            role = next((r for h, r in headers.items() if rest.startswith(h)), None)
-            if role is None:
-                raise FinetuneDataError(f"transcript: expected a role header at {rest[:40]!r}")
-            rest = rest[len(self.header(role)):]
-            end = self.end_of_turn if role == "assistant" else self.turn_separator
-            if role != "assistant":
-                # a system/user turn ends at the separator that precedes the next header
-                cut = min((rest.find(self.turn_separator + h) for h in headers if
-                           rest.find(self.turn_separator + h) >= 0), default=-1)
-                if cut < 0:
-                    if not rest.endswith(end):
-                        raise FinetuneDataError(f"transcript: unterminated {role} turn")
-                    cut = len(rest) - len(end)
-            else:
-                cut = rest.find(end)
-                if cut < 0:
-                    raise FinetuneDataError("transcript: assistant turn without end-of-turn marker")
-            messages.append({"role": role, "content": rest[:cut]})
-            rest = rest[cut + len(end):]
-        return messages
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -188,11 +163,13 @@ def parse_record(record, where: str, template: ChatTemplate) -> Example:
         pieces = template.qa_pieces(_string(record, "question", where), _string(record, "answer", where),
                                     _string(record, "context", where, required=False))
     else:
-        pieces = template.dialogue_pieces(_check_messages(record["messages"], where, template))
+        pieces = template.dialogue_pieces(check_messages(record["messages"], where, template))
     return Example(kind, record, where, pieces)
 
 
-def _check_messages(messages, where: str, template: ChatTemplate) -> list[dict]:
+def check_messages(messages, where: str, template: ChatTemplate) -> list[dict]:
+    """`messages` if they make a dialogue example (roles, system first, no template marker in a content, an
+    assistant turn to learn), else a FinetuneDataError naming `where` and the message."""
     if not isinstance(messages, list) or not messages:
         raise FinetuneDataError(f"{where}: 'messages' must be a non-empty list")
     for i, message in enumerate(messages):
@@ -308,9 +285,9 @@ def prepare(files: list[str], seq_len: int, encoding, template: ChatTemplate, va
 
 class ExampleBatches:
     """The training loop's loader over prepared examples (`.npz` files written by `prepare`), with the interface
-    of `training.data.TokenWindows`: each epoch a permutation drawn from (seed, epoch) cut into global steps of
-    B x W examples, rank r taking its B; a global cursor (epoch, position) that resumes exactly. An epoch serves
-    floor(N / (B x W)) steps; if N < B x W the permutation is repeated to fill one step."""
+    of `training.data.TokenWindows` and its sampler (`training.sampler.EpochSampler`): each epoch a permutation of
+    the examples cut into global steps of B x W, a global cursor that resumes exactly; if N < B x W the permutation
+    is repeated to fill one step."""
 
     def __init__(self, paths: list[str], batch_size: int, seq_len: int, rank: int = 0, world_size: int = 1,
                  seed: int = 0):
@@ -325,34 +302,21 @@ class ExampleBatches:
         if len(self.inputs) == 0:
             raise ValueError(f"{', '.join(map(str, paths))}: no examples")
         self.fingerprint = hashlib.sha256(self.inputs.tobytes() + self.targets.tobytes()).hexdigest()[:16]
-        self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, seed
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation(0)
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.inputs))
-        global_batch = self.batch_size * self.world_size
-        return np.resize(order, max(len(order), global_batch))
+        self.sampler = EpochSampler(len(self.inputs), batch_size, rank, world_size, seed)
 
     def next_batch(self):
         import torch
 
-        global_batch = self.batch_size * self.world_size
-        if self.position + global_batch > len(self._order):
-            self.epoch, self.position = self.epoch + 1, 0
-            self._order = self._permutation(self.epoch)
-        mine = self._order[self.position + self.rank * self.batch_size:][: self.batch_size]
-        self.position += global_batch
+        mine = self.sampler.next_ids()
         x = torch.from_numpy(self.inputs[mine].astype(np.int64))
         y = torch.from_numpy(self.targets[mine].astype(np.int64))
         return x, y
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "data": self.fingerprint}
+        return {**self.sampler.state_dict(), "data": self.fingerprint}
 
     def load_state_dict(self, state: dict) -> None:
-        for key, mine in {"seed": self.seed, "data": self.fingerprint}.items():
-            if state[key] != mine:
-                raise ValueError(f"fine-tuning loader state: {key} was {state[key]!r}, this loader has {mine!r}")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._permutation(self.epoch)
+        if state["data"] != self.fingerprint:
+            raise ValueError(f"fine-tuning loader state: data was {state['data']!r}, this loader has "
+                             f"{self.fingerprint!r}")
+        self.sampler.load_state_dict(state)

@@ -3,23 +3,21 @@
 KV cache so each new token costs one position, not the whole prefix. Greedy decoding gives the same tokens with and
 without the cache (tests/test_generate.py).
 
-Models load from our runs (a run directory, its `checkpoints/` or one `step_*` directory: consolidated fp32 weights
-via `training.checkpoint.consolidate`) or from a Hugging Face GPT-2 directory (`training.hf.import_hf`), local or
-at a URI (`training.storage.localize`), on CPU or GPU. The chat template saved with a fine-tuned run
+Models load from whatever `training.resolve` resolves (our run, its `checkpoints/` or one `step_*` directory, or a
+Hugging Face GPT-2 directory; local or at a URI), on CPU or GPU. The chat template saved with a fine-tuned run
 (`webtext_chat_template.json`) is found next to the weights.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from training.finetune_data import EOT_ID, TEMPLATE_FILE, ChatTemplate
-from training.model import GPT, GPTConfig, KVCache
+from training.finetune_data import EOT_ID, TEMPLATE_FILE, ChatTemplate, check_messages
+from training.model import GPT, KVCache
 
 
 @dataclass
@@ -117,67 +115,34 @@ def generate_text(model: GPT, encoding, prompts: list[str], sampling: Sampling) 
     return [encoding.decode(t) for t in ids]
 
 
+def chat_prompt(template: ChatTemplate, messages: list[dict], where: str = "messages") -> str:
+    """The text asking for the next assistant turn after `messages`, which are checked as training dialogues are
+    (bar the assistant turn still to come): a FinetuneDataError names `where` and the message."""
+    check_messages(messages + [{"role": "assistant", "content": "-"}], where, template)
+    return template.chat_prompt(messages)
+
+
+def chat_sampling(template: ChatTemplate, sampling: Sampling) -> Sampling:
+    """`sampling` that also stops at the template's end-of-turn token."""
+    stops = tuple(dict.fromkeys((template.end_of_turn_id, *sampling.stop_ids)))
+    return Sampling(**{**sampling.__dict__, "stop_ids": stops})
+
+
 def chat_reply(model: GPT, encoding, template: ChatTemplate, messages: list[dict], sampling: Sampling) -> str:
     """The next assistant turn after `messages`, stopping at the template's end-of-turn token."""
-    stops = tuple(dict.fromkeys((template.end_of_turn_id, *sampling.stop_ids)))
-    sampling = Sampling(**{**sampling.__dict__, "stop_ids": stops})
-    return generate_text(model, encoding, [template.chat_prompt(messages)], sampling)[0]
+    return generate_text(model, encoding, [chat_prompt(template, messages)], chat_sampling(template, sampling))[0]
 
 
 def load_model(source: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, ChatTemplate | None]:
-    """A model for sampling from a run directory, a `checkpoints/` directory, one `step_*` checkpoint or a Hugging
-    Face GPT-2 directory; and its chat template if one was saved with it."""
-    from training import checkpoint
-    from training.storage import localize
+    """A model for sampling from anything `training.resolve.resolve` takes (our run or checkpoint, a Hugging Face
+    GPT-2 directory, local or at a URI); and its chat template if one was saved with it."""
+    from training import resolve
 
-    path = localize(str(source))  # a URI's run, checkpoint or HF directory, mirrored on this machine
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    config_json = path / "config.json" if path.is_dir() else None
-    if config_json is not None and config_json.is_file() and json.loads(config_json.read_text()).get(
-            "model_type") == "gpt2":
-        from training.hf import import_hf
-
-        model = import_hf(path)
-        run_dirs = [path, path.parent]
-    else:
-        run_dir, ckpt_root, tag = locate_checkpoint(path)
-        model_cfg = run_model_config(run_dir)
-        model = GPT(model_cfg)
-        state = checkpoint.consolidate(ckpt_root, tag)
-        model.load_state_dict(state)
-        run_dirs = [path, run_dir]
+    resolved = resolve.resolve(source)
+    model = resolve.load_model(resolved)
     template = None
-    for directory in run_dirs:
+    for directory in (resolved.path, resolved.run_dir or resolved.path.parent):
         if (directory / TEMPLATE_FILE).is_file():
             template = ChatTemplate.load(directory / TEMPLATE_FILE)
             break
     return model.to(device).eval(), template
-
-
-def locate_checkpoint(path: Path, tag: str | None = None) -> tuple[Path, Path, str]:
-    """(run directory, checkpoints directory, tag) for a run dir, its checkpoints dir or a step dir; the newest
-    complete checkpoint unless a step is named (as the path, or as `tag`)."""
-    from training.storage import COMPLETE, complete_tags
-
-    if path.name.startswith("step_") and (path / COMPLETE).is_file() and tag in (None, path.name):
-        return path.parent.parent, path.parent, path.name
-    ckpt_root = path if path.name == "checkpoints" else path / "checkpoints"
-    tags = complete_tags(ckpt_root)
-    if not tags:
-        raise FileNotFoundError(f"{path}: no complete checkpoint (looked in {ckpt_root}) and no HF config.json")
-    if tag is not None and tag not in tags:
-        raise FileNotFoundError(f"{ckpt_root / tag}: not a complete checkpoint (complete: {', '.join(tags)})")
-    return ckpt_root.parent, ckpt_root, tag or tags[-1]
-
-
-def run_model_config(run_dir: Path) -> GPTConfig:
-    """The model of a run, from the TrainConfig it saved (`config.json`)."""
-    from training.config import ModelConfig
-
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the run's config is missing; cannot rebuild its model")
-    model = dict(json.loads(path.read_text())["model"])
-    model["init_from"] = None
-    return ModelConfig.model_validate(model).gpt_config()

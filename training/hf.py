@@ -24,6 +24,9 @@ CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight"
 # GPT-2 tokenizer files as OpenAI published them -> the names Hugging Face's GPT2Tokenizer reads.
 TOKENIZER_FILES = {"encoder.json": "vocab.json", "vocab.bpe": "merges.txt"}
 EOS_TOKEN_ID = 50256
+# The weights `import_hf` reads, in the order it looks for them: one safetensors file, sharded safetensors (their
+# index names the shards), or an older checkpoint's pickle-free-loaded `pytorch_model.bin`.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 # Hugging Face GPT2Config key -> our GPTConfig field, and GPT-2's value of it.
@@ -116,7 +119,7 @@ def _read_weights(src: Path) -> dict[str, torch.Tensor]:
         return state
     if (src / "pytorch_model.bin").is_file():
         return torch.load(src / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise HFFormatError(f"{src}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+    raise HFFormatError(f"{src}: no {', '.join(WEIGHT_FILES[:-1])} or {WEIGHT_FILES[-1]}")
 
 
 def import_hf(src_dir: str | Path, **overrides) -> GPT:

@@ -9,8 +9,8 @@ the ranks into `out_dir`: on a cluster a URI (s3://...) that every node reaches,
 node-local staging directories (training/storage.py), or a filesystem mounted at the same path on every node.
 
 torchrun: `python -m torch.distributed.run --standalone` on this machine (its rendezvous store is a TCPStore; run
-it in a loopback-only network namespace or behind a firewall). Under torchrun or `deepspeed` started by the
-user, `jobs.pretrain` sees RANK/WORLD_SIZE and runs the worker directly.
+it in a loopback-only network namespace or behind a firewall), each rank entering through `training.rank`. Under
+torchrun or `deepspeed` started by the user, `jobs.pretrain` sees RANK/WORLD_SIZE and runs the worker directly.
 """
 
 from __future__ import annotations
@@ -33,10 +33,6 @@ from training.storage import RunStore
 LOOPBACK_SOCKETS = {"GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo"}
 
 
-# Set for the ranks our torchrun launcher starts: the driver prints the run's summary, the ranks do not.
-DRIVER_REPORTS_ENV = "WEBTEXT_DRIVER_REPORTS"
-
-
 class LaunchError(RuntimeError):
     """The training run failed; the message carries the worker's error."""
 
@@ -44,8 +40,7 @@ class LaunchError(RuntimeError):
 def launch(cfg: TrainConfig) -> dict:
     cfg.check_batch()  # a batch that does not add up fails here, before any process starts
     store = RunStore(cfg.out_dir, cfg.staging_dir, role="driver")
-    store.delete("summary.json")
-    store.write_text("config.json", json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
+    store.delete("summary.json")  # the run's config.json is written by its rank 0 (training/loop.py)
     if cfg.launch.launcher == "ray":
         return launch_ray(cfg, store)
     if cfg.launch.launcher == "torchrun":
@@ -59,25 +54,47 @@ def _ray_train_fn(config: dict) -> None:
     train_worker(config)
 
 
+def ray_process_group_api():
+    """The private parts of Ray Train's torch backend that the FileStore rendezvous builds on, in one place:
+    (`_TorchBackend`, `_set_torch_distributed_env_vars`, `_setup_torch_process_group`). A Ray release that moves,
+    renames or re-signs them fails here, with the Ray version named (tests/test_training_launch.py checks it)."""
+    import inspect
+
+    import ray
+
+    try:
+        from ray.train.torch.config import (
+            _set_torch_distributed_env_vars,
+            _setup_torch_process_group,
+            _TorchBackend,
+        )
+    except ImportError as err:
+        raise LaunchError(f"Ray {ray.__version__}: {str(err).split(' (')[0]}; launch.rendezvous=file needs "
+                          "updating for this Ray (or use launch.rendezvous=tcp)") from None
+    params = set(inspect.signature(_setup_torch_process_group).parameters)
+    missing = {"backend", "world_rank", "world_size", "init_method", "timeout_s"} - params
+    if missing or not callable(getattr(_TorchBackend, "on_start", None)):
+        raise LaunchError(f"Ray {ray.__version__}: _setup_torch_process_group takes {sorted(params)}, not "
+                          f"{sorted(missing)}; launch.rendezvous=file needs updating for this Ray (or use launch.rendezvous=tcp)")
+    return _TorchBackend, _set_torch_distributed_env_vars, _setup_torch_process_group
+
+
 def _file_store_torch_config(store_path: str, backend: str):
     """A Ray Train TorchConfig whose process group meets through a FileStore: nothing listens on a port.
     Ray's own backend is kept for everything else (environment variables, shutdown)."""
-    from ray.train.torch.config import (
-        TorchConfig,
-        _set_torch_distributed_env_vars,
-        _setup_torch_process_group,
-        _TorchBackend,
-    )
     import ray
+    from ray.train.torch.config import TorchConfig
 
-    class FileStoreBackend(_TorchBackend):
+    torch_backend, set_env_vars, setup_process_group = ray_process_group_api()
+
+    class FileStoreBackend(torch_backend):
         def on_start(self, worker_group, backend_config):
-            worker_group.execute(_set_torch_distributed_env_vars)
+            worker_group.execute(set_env_vars)
             worker_group.execute(os.environ.update, LOOPBACK_SOCKETS)
             world = len(worker_group)
             ray.get([
                 worker_group.execute_single_async(
-                    rank, _setup_torch_process_group, backend=backend, world_rank=rank, world_size=world,
+                    rank, setup_process_group, backend=backend, world_rank=rank, world_size=world,
                     init_method=f"file://{store_path}", timeout_s=backend_config.timeout_s)
                 for rank in range(world)
             ])
@@ -143,18 +160,21 @@ def _root_message(err: BaseException) -> str:
 
 def launch_torchrun(cfg: TrainConfig, run: RunStore) -> dict:
     out_dir = run.shared_location
-    # the ranks' config: the run's config.json, or for a URI out_dir the driver's staging copy of it
-    config_file = run.local.resolve() / "config.json"
+    # The ranks' config, in the run directory (for a URI out_dir, the driver's staging directory) while they run.
+    run.local.mkdir(parents=True, exist_ok=True)
+    config_file = run.local.resolve() / f".torchrun-{uuid.uuid4().hex[:12]}.json"
     config = cfg.model_dump(mode="json")
     config["out_dir"] = out_dir
     config_file.write_text(json.dumps(config, indent=2) + "\n")
-    env = {**os.environ, **LOOPBACK_SOCKETS, DRIVER_REPORTS_ENV: "1"}
+    env = {**os.environ, **LOOPBACK_SOCKETS}
     if not cfg.launch.use_gpu and cfg.launch.threads_per_worker:
         env["OMP_NUM_THREADS"] = str(cfg.launch.threads_per_worker)
-    # Each rank runs `python -m jobs.pretrain`, which sees RANK/WORLD_SIZE and trains as that rank.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={cfg.launch.num_workers}", "-m", "jobs.pretrain", "--config", str(config_file)]
-    proc = subprocess.run(cmd, env=env)
+           f"--nproc_per_node={cfg.launch.num_workers}", "-m", "training.rank", str(config_file)]
+    try:
+        proc = subprocess.run(cmd, env=env)
+    finally:
+        config_file.unlink(missing_ok=True)
     if proc.returncode != 0:
         raise LaunchError(f"torchrun exited with code {proc.returncode}; see the worker output above")
     return read_summary(out_dir)

@@ -11,7 +11,6 @@ rank is skipped (no weight changes) and counted; `max_bad_steps` of them in a ro
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import math
 import os
@@ -26,9 +25,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from pipeline.config import ConfigError
 from training import checkpoint, storage
 from training.config import TrainConfig
-from training.data import expand_shards
+from training.data import TokenWindows, expand_shards
 from training.engine import build_engine, grad_norm, init_distributed, local_grad_norm
 from training.metrics import MetricsLog, device_name, mfu, peak_flops
 from training.model import GPT, mask_for_mlm
@@ -43,16 +43,15 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive steps with a non-finite loss."""
 
 
-def loader_class(spec: str):
-    module_name, _, class_name = spec.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
-
-
 def make_loader(cfg: TrainConfig, split: str, rank: int, world_size: int, seed: int):
+    """`data.loader`: token windows from shards (pretraining) or prepared examples (fine-tuning)."""
+    from training.finetune_data import ExampleBatches
+
+    loader = {"tokens": TokenWindows, "examples": ExampleBatches}[cfg.data.loader]
     # Remote shards are listed again at every evaluation (a listing and two small reads); their copies are reused.
     specs = cfg.data.train if split == "train" else cfg.data.val
-    return loader_class(cfg.data.loader)(expand_shards(specs, split, cfg.data.cache_dir), cfg.batch.micro_batch_size,
-                                         cfg.batch.seq_len, rank, world_size, seed)
+    return loader(expand_shards(specs, split, cfg.data.cache_dir), cfg.batch.micro_batch_size,
+                  cfg.batch.seq_len, rank, world_size, seed)
 
 
 def seed_everything(seed: int) -> None:
@@ -65,11 +64,15 @@ def build_model(cfg: TrainConfig) -> GPT:
     """The model to train. From `model.init_from` (a Hugging Face directory) its architecture is written into
     `cfg.model`, so the run's config.json rebuilds the model that was trained (`webtext eval`, export, generate)."""
     if cfg.model.init_from:
-        from training.hf import import_hf
+        from training import resolve
 
         m = cfg.model
-        model = import_hf(storage.localize(m.init_from), pad_vocab_to=m.pad_vocab_to, dropout=m.dropout,
-                          objective=m.objective, activation_checkpointing=m.activation_checkpointing)
+        start = resolve.resolve(m.init_from)
+        if start.kind != "hf":
+            raise ConfigError(f"model.init_from: {m.init_from} is one of our checkpoints, not a Hugging Face GPT-2 "
+                             "directory; export it (webtext export) or fine-tune from it (webtext finetune --from)")
+        model = resolve.load_model(start, pad_vocab_to=m.pad_vocab_to, dropout=m.dropout, objective=m.objective,
+                                   activation_checkpointing=m.activation_checkpointing)
         cfg.model.set_architecture(model.config)
         return model
     return GPT(cfg.model.gpt_config())
@@ -195,7 +198,7 @@ def train_worker(config: dict) -> dict:
     # Lines a killed run logged after its checkpoint are dropped: this run logs those steps again.
     log = MetricsLog(out_dir, enabled=d.rank == 0, tensorboard=cfg.log.tensorboard, plot=cfg.log.plot,
                      start_step=step)
-    if d.rank == 0:  # what `webtext eval` reads to rebuild the model and the validation windows
+    if d.rank == 0:  # written here only, with an init_from model's architecture: what eval, export, generate read
         recorded = cfg.model_dump(mode="json")
         recorded["launch"]["num_workers"] = d.world_size  # as run: a user's own torchrun may start another number
         store.write_text("config.json", json.dumps(recorded, indent=2) + "\n")

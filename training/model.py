@@ -246,20 +246,6 @@ class GPT(nn.Module):
         n = self.num_params(non_embedding=True)
         return 6 * n + 12 * c.n_layer * c.n_embd * seq_len
 
-    @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample `max_new_tokens` continuations of `idx` (B, T) autoregressively."""
-        for _ in range(max_new_tokens):
-            logits, _ = self(idx[:, -self.config.block_size:])
-            logits = logits[:, -1, :] / max(temperature, 1e-8)
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            next_id = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
-            idx = torch.cat([idx, next_id], dim=1)
-        return idx
-
 
 def mask_for_mlm(tokens: torch.Tensor, config: GPTConfig, generator: torch.Generator,
                  probability: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,8 +13,8 @@ filesystem, through `pipeline.storage`) is worked on through node-local disk, wi
   checkpoint goes up tag by tag (every node the files its ranks wrote, `COMPLETE` last, by rank 0:
   training/checkpoint.py), metrics and exports after it. Resume lists the complete tags remotely and downloads the
   newest into each node's staging directory.
-- Readers (`localize`): a remote run, `checkpoints/` or `step_*` directory, or a Hugging Face directory, mirrored
-  into `<cache>/mirrors/<hash>/` with the same layout, so eval, generate and finetune --from read it as a local path.
+- Readers: a remote run, `checkpoints/` or `step_*` directory, or a Hugging Face directory, is mirrored into
+  `<cache>/mirrors/<hash>/` with the same layout by `training.resolve`, so every reader works on a local path.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import pyarrow.fs as pafs
 
 from pipeline.runner import MANIFEST as MANIFEST_NAME
 from pipeline.shards import HEADER_BYTES, INDEX_NAME, TOKEN_DTYPE, ShardError
-from pipeline.storage import Dir, expand_inputs, is_uri, join
+from pipeline.storage import Dir, expand_inputs, is_uri
 
 CACHE_ENV = "WEBTEXT_CACHE"
 COMPLETE = "COMPLETE"  # written last into a checkpoint directory, its manifest (training/checkpoint.py)
@@ -443,62 +443,3 @@ class RunStore:
                 self.remote.delete(f"checkpoints/{tag}")
             shutil.rmtree(self.ckpt_root / tag, ignore_errors=True)
         return old
-
-
-# -- readers: a remote run, checkpoint or Hugging Face directory as a local one --------------------------------------
-def _is_hf_dir(remote: Dir) -> bool:
-    if not remote.exists("config.json"):
-        return False
-    try:
-        return remote.read_json("config.json").get("model_type") == "gpt2"
-    except ValueError:
-        return False
-
-
-def _listing_record(remote: Dir) -> list:
-    infos = remote.fs.get_file_info(pafs.FileSelector(remote.path(), recursive=True))
-    root = remote.path()
-    return sorted([i.path[len(root):], i.size, i.mtime_ns] for i in infos if i.type == pafs.FileType.File)
-
-
-def localize(source: str, cache_dir: str | Path | None = None) -> Path:
-    """A local path standing for `source`: itself if local; for a URI, a mirror with the same layout under
-    `<cache>/mirrors/<hash>/`: a Hugging Face directory whole, or a run's config.json, chat template and one complete
-    checkpoint (the newest, or the `step_*` named). Reused while the remote files are the same."""
-    if not is_remote(source):
-        return Path(source)
-    remote = Dir(source)
-    root = (Path(cache_dir).expanduser() if cache_dir else cache_root() / "mirrors") / location_key(source)
-    with node_lock(root):
-        if _is_hf_dir(remote):
-            listing = _listing_record(remote)
-            record = root / "listing.json"
-            if not (record.is_file() and json.loads(record.read_text()) == listing and (root / "hf").is_dir()):
-                record.unlink(missing_ok=True)
-                download(remote, "", root / "hf")
-                record.write_text(json.dumps(listing))
-            return root / "hf"
-        name = base_name(source)
-        if name.startswith("step_") and remote.exists(COMPLETE):
-            run, tag, relative = Dir(parent_uri(parent_uri(source))), name, f"checkpoints/{name}"
-        else:
-            ckpt_uri = source if name == "checkpoints" else join(source, "checkpoints")
-            run = Dir(parent_uri(ckpt_uri))
-            tags = complete_tags(Dir(ckpt_uri))
-            if not tags:
-                kind = "a Hugging Face GPT-2 directory, " if remote.exists("") else ""
-                raise FileNotFoundError(f"{display_uri(source)}: not {kind}a run with a complete checkpoint (looked in "
-                                        f"{split_query(ckpt_uri)[0]})")
-            tag, relative = tags[-1], ("checkpoints" if name == "checkpoints" else "")
-        mirror = root / "run"
-        for stale in (mirror / "checkpoints").glob("step_*"):
-            if stale.name != tag:
-                shutil.rmtree(stale, ignore_errors=True)
-        if not (mirror / "checkpoints" / tag / COMPLETE).is_file():
-            download(run, f"checkpoints/{tag}", mirror / "checkpoints" / tag)
-        from training.finetune_data import TEMPLATE_FILE
-
-        for run_file in ("config.json", TEMPLATE_FILE):
-            if not download(run, run_file, mirror / run_file):
-                (mirror / run_file).unlink(missing_ok=True)
-        return mirror / relative if relative else mirror
