@@ -409,6 +409,8 @@ class RunStore:
                 return {}
             if (self.ckpt_root / tag / COMPLETE).exists():
                 raise RuntimeError(f"{self.ckpt_root / tag}: COMPLETE before the upload; it must be uploaded last")
+            # A copy staged to verify this tag on resume, then set aside, holds its REJECTED: not part of the new save.
+            (self.ckpt_root / tag / REJECTED).unlink(missing_ok=True)
             found = records(self.ckpt_root / tag)
             upload(self.ckpt_root / tag, self.remote, f"checkpoints/{tag}")
             uploaded.write_text("")
