@@ -4,7 +4,8 @@ The lock is a small JSON object: the run id, host, pid (with the pid's start tim
 namespace and machine boot, where the pid means this process), command, start time and a lease expiry that a thread of the holder renews every `LEASE_SECONDS / 4`. A second command on
 the same output refuses at once with a `LockedError` naming the holder (it does not wait).
 
-- Local filesystem: created with O_CREAT|O_EXCL, so exactly one command gets it. A lock is stale when its holder
+- Local filesystem: written whole, then hard-linked into place (the link fails if a lock is there), so exactly
+  one command gets it and nobody reads a lock without its holder. A lock is stale when its holder
   runs on this machine (same pid namespace) and its process is gone, or when its lease has expired (a holder on
   another machine or container sharing the filesystem that stopped renewing). A stale lock is taken over with a warning; two commands taking over the same
   stale lock race for `_lock.takeover-<run id>` (O_EXCL too), and only the winner removes it.
@@ -118,7 +119,7 @@ def _read(out: Dir) -> Holder | None:
     except FileNotFoundError:
         return None
     holder = _parse(data)
-    if holder is None:  # written by O_EXCL create + write: empty for an instant, or forever if killed in between
+    if holder is None:  # damaged, or (object stores) being written
         info = out.fs.get_file_info(out.path(LOCK_NAME))
         age = time.time() - (info.mtime_ns or 0) / 1e9
         return Holder("unknown", "an unknown host", -1, None, "unknown", "an unreadable lock", time.time(),
@@ -188,14 +189,22 @@ class OutputLock:
 
     def _try_create(self) -> bool:
         if self.local:
+            # Written whole under a name of our own, then linked into place (link fails if the lock exists): a
+            # reader never sees a lock without its holder, even one whose writer was stopped or killed midway.
+            tmp = self.out.path(f"{TMP_PREFIX}{self.holder.run_id}-{LOCK_NAME}")
             try:
-                fd = os.open(self.out.path(LOCK_NAME), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                with open(tmp, "wb") as f:
+                    f.write(self._content())
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as err:  # a read-only or full output: name the lock, not our temporary
+                raise OSError(err.errno, err.strerror, self.out.path(LOCK_NAME)) from None
+            try:
+                os.link(tmp, self.out.path(LOCK_NAME))
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(self._content())
-                f.flush()
-                os.fsync(f.fileno())
+            finally:
+                os.unlink(tmp)
             return True
         if _read(self.out) is not None:
             return False  # live: refused; stale: taken over, then tried again
