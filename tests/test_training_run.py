@@ -18,11 +18,10 @@ import pytest
 import torch
 
 from jobs.cli import main as cli_main
-from tests.training_helpers import run_tiny as run, tiny_config, write_token_dataset
+from tests.training_helpers import kill_at_step, run_tiny as run, tiny_config, write_token_dataset
 from training import checkpoint
 from training.config import TrainConfig
 from training.hf import import_hf
-from training.loop import KILL_AT_STEP_ENV
 from training.metrics import losses_by_step, read_metrics
 from training.model import GPT
 from training.storage import COMPLETE, complete_tags
@@ -56,11 +55,11 @@ def test_zero_stage_follows_stage0_and_resumes_exactly_after_a_kill(stage, data,
         assert full[step] == pytest.approx(loss, rel=1e-5), f"stage {stage} vs stage 0 at step {step}"
     assert full[STEPS] < full[1] - 0.3
 
-    monkeypatch.setenv(KILL_AT_STEP_ENV, str(KILL_AT))
-    with pytest.raises(Exception, match="torchrun exited"):
-        run(data, tmp_path / "killed", **opts)
+    with monkeypatch.context() as m:
+        kill_at_step(m, KILL_AT)
+        with pytest.raises(Exception, match="torchrun exited"):
+            run(data, tmp_path / "killed", **opts)
     assert complete_tags(tmp_path / "killed" / "checkpoints") == ["step_00000004"]
-    monkeypatch.delenv(KILL_AT_STEP_ENV)
     summary = run(data, tmp_path / "killed", **opts)
     assert summary["resumed_from"] == "step_00000004" and summary["step"] == STEPS
     assert losses_by_step(tmp_path / "killed" / "metrics.jsonl") == full  # bitwise

@@ -276,11 +276,10 @@ def test_a_run_on_s3_trains_as_on_disk_resumes_exactly_and_is_read_back(tokenize
                                                                         monkeypatch, capsys):
     from jobs.cli import main
     from tests.test_finetune import qa_records, write_config, write_jsonl
-    from tests.training_helpers import tiny_config
+    from tests.training_helpers import kill_at_step, tiny_config
     from training.config import TrainConfig
     from training.generate import load_model
     from training.launch import LaunchError, launch
-    from training.loop import KILL_AT_STEP_ENV
     from training.metrics import losses_by_step, read_metrics
 
     monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "cache"))  # every process's cache and staging
@@ -291,15 +290,15 @@ def test_a_run_on_s3_trains_as_on_disk_resumes_exactly_and_is_read_back(tokenize
 
     remote_config = TrainConfig.model_validate(
         tiny_config({"train": [data_uri], "val": [data_uri]}, run_uri, **TWO_RANKS))
-    monkeypatch.setenv(KILL_AT_STEP_ENV, str(KILL_AT))
-    with pytest.raises(LaunchError, match="torchrun exited"):
-        launch(remote_config)
+    with monkeypatch.context() as m:
+        kill_at_step(m, KILL_AT)
+        with pytest.raises(LaunchError, match="torchrun exited"):
+            launch(remote_config)
     remote = Dir(run_uri)
     assert storage.RunStore(run_uri).complete_tags() == ["step_00000004"]
     # what the killed run uploaded at its checkpoint: the curve up to it, equal to the run on disk
     killed = losses_by_step(remote.uri("metrics.jsonl"))
     assert killed == {s: on_disk[s] for s in range(1, 5)}
-    monkeypatch.delenv(KILL_AT_STEP_ENV)
     summary = launch(remote_config)
     assert summary["resumed_from"] == "step_00000004" and summary["step"] == STEPS
     assert losses_by_step(remote.uri("metrics.jsonl")) == on_disk  # bitwise
@@ -395,9 +394,9 @@ import json, sys
 import ray
 from training.config import TrainConfig
 from training.launch import launch
-config, kill_at = json.loads(sys.argv[1]), sys.argv[2]
+config, env_vars = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 # The job's environment reaches every worker Ray starts for it, on every node: here, the step to kill rank 0 at.
-ray.init(address=config["launch"]["address"], runtime_env={"env_vars": {"WEBTEXT_KILL_AT_STEP": kill_at}})
+ray.init(address=config["launch"]["address"], runtime_env={"env_vars": env_vars})
 print("SUMMARY", json.dumps(launch(TrainConfig.model_validate(config))))  # among the workers' lines
 """
 
@@ -412,7 +411,7 @@ def test_two_nodes_share_nothing_but_the_bucket(ray_two_nodes, tokenized, run_on
     import sys
     from pathlib import Path
 
-    from tests.training_helpers import tiny_config
+    from tests.training_helpers import kill_env, tiny_config
     from training.metrics import losses_by_step
 
     def with_credentials(path: str) -> str:
@@ -425,14 +424,14 @@ def test_two_nodes_share_nothing_but_the_bucket(ray_two_nodes, tokenized, run_on
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_AUTH_MODE": "token",
            storage.CACHE_ENV: str(tmp_path / "driver")}
 
-    def drive(kill_at: int) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", DRIVER, json.dumps(config), str(kill_at)], env=env, text=True,
-                              cwd=Path(__file__).resolve().parents[1], capture_output=True, timeout=300)
+    def drive(env_vars: dict) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", DRIVER, json.dumps(config), json.dumps(env_vars)], env=env,
+                              text=True, cwd=Path(__file__).resolve().parents[1], capture_output=True, timeout=300)
 
-    killed = drive(KILL_AT)
+    killed = drive(kill_env(KILL_AT))
     assert killed.returncode != 0 and "training failed" in killed.stderr, killed.stderr[-3000:]
     assert storage.RunStore(run_uri).complete_tags() == ["step_00000004"]
-    resumed = drive(-1)
+    resumed = drive({})
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads(next(line for line in resumed.stdout.splitlines() if line.startswith("SUMMARY "))[8:])
     assert (summary["resumed_from"], summary["world_size"], summary["step"]) == ("step_00000004", 2, STEPS)

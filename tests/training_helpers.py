@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.shards import shard_header
+
+
+FAULTS = Path(__file__).parent / "faults"  # its sitecustomize.py kills rank 0 after a given step
+KILL_AT_STEP_ENV = "WEBTEXT_TEST_KILL_AT_STEP"
+
+
+def kill_env(step: int, pythonpath: str | None = None) -> dict[str, str]:
+    """The environment under which a training run's rank 0 is SIGKILLed after `step` (tests/faults)."""
+    return {KILL_AT_STEP_ENV: str(step), "PYTHONPATH": os.pathsep.join(filter(None, [str(FAULTS), pythonpath]))}
+
+
+def kill_at_step(monkeypatch, step: int) -> None:
+    """Runs launched after this in the test (their ranks inherit the environment) die after `step`."""
+    for key, value in kill_env(step, os.environ.get("PYTHONPATH")).items():
+        monkeypatch.setenv(key, value)
 
 
 def steps_per_epoch(loader) -> int:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
-import signal
 import sys
 import time
 import uuid
@@ -34,9 +32,6 @@ from training.metrics import MetricsLog, device_name, mfu, peak_flops
 from training.model import GPT, mask_for_mlm
 
 LOG_FILES = ("metrics.jsonl", "loss.png", "tensorboard")  # what rank 0 uploads at checkpoints and at the end
-
-# Test hook for exact-resume checks: rank 0 SIGKILLs its own process after this step (a real, uncatchable kill).
-KILL_AT_STEP_ENV = "WEBTEXT_KILL_AT_STEP"
 
 
 class TrainingDiverged(RuntimeError):
@@ -203,7 +198,6 @@ def train_worker(config: dict) -> dict:
         recorded["launch"]["num_workers"] = d.world_size  # as run: a user's own torchrun may start another number
         store.write_text("config.json", json.dumps(recorded, indent=2) + "\n")
     peak = peak_flops(device_name(), cfg.precision)
-    kill_at = int(os.environ.get(KILL_AT_STEP_ENV, "-1"))
     tokens_per_step = global_batch * cfg.batch.seq_len
     stepper = Stepper(engine, cfg, loader, d, accum)
     summary: dict = {"resumed_from": tags[-1] if tags else None}
@@ -246,8 +240,6 @@ def train_worker(config: dict) -> dict:
             if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or step == cfg.max_steps:
                 save_checkpoint()
                 t_last = time.perf_counter()
-            if step == kill_at and d.rank == 0:
-                os.kill(os.getpid(), signal.SIGKILL)
     except BaseException:
         log.close()
         if d.rank == 0:
