@@ -19,7 +19,7 @@ import pytest
 from pipeline.config import ConfigError, load_config
 from pipeline.runner import RunOptions, StageError, run_stage
 from pipeline.storage import expand_inputs
-from pipeline.urls import RawSubmission, Reject, Rejected, SubmissionRules, UrlsConfig, UrlsStage, decode_line
+from pipeline.urls import RawSubmission, Reject, SubmissionRules, UrlsConfig, UrlsStage, decode_line
 from tests.conftest import shared_data
 from jobs.dumpgen import submission, synthetic_records, write_dump
 
@@ -47,7 +47,7 @@ def read_rejected(out) -> list[dict]:
 
 def rule_reason(record: dict, **config) -> str | None:
     result = SubmissionRules(UrlsConfig(**config)).apply(msgspec.convert(record, RawSubmission))
-    return result.reason if isinstance(result, Rejected) else None
+    return result.reason if isinstance(result, Reject) else None
 
 
 @pytest.mark.parametrize("record,reason", [
@@ -314,9 +314,9 @@ def test_empty_or_undecompressable_dump_fails_the_plan(tmp_path, ext, content):
     bad.write_bytes(content)
     inputs = expand_inputs([str(bad)])
     with pytest.raises(StageError, match=f"RS_bad.{ext}: cannot decompress"):
-        UrlsStage(UrlsConfig()).tasks("map", inputs)
+        UrlsStage(UrlsConfig()).plan(inputs)
     with pytest.raises(StageError, match=f"RS_bad.{ext}: cannot decompress"):
-        UrlsStage(UrlsConfig(num_buckets=2)).tasks("map", inputs)
+        UrlsStage(UrlsConfig(num_buckets=2)).plan(inputs)
     with pytest.raises(StageError, match=f"RS_bad.{ext}"):
         run_urls(bad, tmp_path / "out")
     result = run_urls(bad, tmp_path / "lenient", strict=False)
