@@ -83,8 +83,8 @@ class FilterStage(Stage):
         """Per document: None (kept) or the first rule it breaks."""
         c = self.config
         verdicts: list[Reject | None] = [
-            Reject("lang", f"{lang}:{score:.2f}") if c.languages and (lang not in c.languages or score < c.min_lang_score)
-            else None
+            Reject("lang", f"{lang}:{score:.2f}")
+            if c.languages and (lang not in c.languages or score < c.min_lang_score) else None
             for lang, score in zip(langs, scores)
         ]
         if c.min_tokens is not None:
