@@ -154,6 +154,9 @@ class Segment:
         self.started = time.monotonic()
 
 
+PARTITION = "partition"  # the phase whose bucket files the fetch reads
+
+
 @dataclass(frozen=True)
 class PartitionTask:
     """Split one URL table into `buckets` by host."""
@@ -209,7 +212,7 @@ class CrawlStage(Stage):
     def plan(self, inputs: list[InputFile]) -> list[Phase]:
         tables, warcs = self.split_inputs(inputs)
         buckets = self.n_buckets(tables)
-        return [Phase("partition", self.partition, [PartitionTask(file, buckets) for file in tables]),
+        return [Phase(PARTITION, self.partition, [PartitionTask(file, buckets) for file in tables]),
                 Phase("fetch", self.fetch_bucket,
                       [FetchTask(bucket, len(tables), tuple(warcs)) for bucket in range(buckets)])]
 
@@ -227,8 +230,8 @@ class CrawlStage(Stage):
 
     def fetch_bucket(self, task: FetchTask, ctx: TaskContext) -> None:
         out, name = ctx.out, bucket_name(task.bucket)
-        pieces = [ctx.read_work("partition", i, name) for i in range(task.partitions)
-                  if ctx.has_work("partition", i, name)]  # a partition task writes the buckets it has rows for
+        pieces = [ctx.read_work(PARTITION, i, name) for i in range(task.partitions)
+                  if ctx.has_work(PARTITION, i, name)]  # a partition task writes the buckets it has rows for
         table = pa.concat_tables(pieces).cast(BUCKET_SCHEMA) if pieces else BUCKET_SCHEMA.empty_table()
         ctx.count("in", table.num_rows)
 

@@ -93,7 +93,9 @@ COLUMN_TYPES = {
     "date": (*TEXT_TYPES, pa.types.is_date, pa.types.is_timestamp),
 }
 CLUSTERS_NAME = "_clusters/clusters.parquet"
-SIDE_NAME, EDGES_NAME, DROPPED_NAME = "docs.parquet", "edges.parquet", "dropped.parquet"  # in the work area
+# the phases whose files later phases read, and those files (in the work area)
+SIGNATURES, CANDIDATES, VERIFY, COMPONENTS = "signatures", "candidates", "verify", "components"
+SIDE_NAME, EDGES_NAME, DROPPED_NAME = "docs.parquet", "edges.parquet", "dropped.parquet"
 
 
 class DedupConfig(Config):
@@ -260,10 +262,10 @@ class DedupStage(Stage):
         check_documents(docs, REQUIRED_COLUMNS, COLUMN_TYPES, reserved=tuple(n for n, _ in REJECT_FIELDS))
         parts, buckets = len(docs), self.num_buckets(docs)
         return [
-            Phase("signatures", self.signatures, [SignaturesTask(p, file, buckets) for p, file in enumerate(docs)]),
-            Phase("candidates", self.candidates, [CandidatesTask(bucket, parts) for bucket in range(buckets)]),
-            Phase("verify", self.verify, [VerifyTask(p, buckets) for p in range(parts)]),
-            Phase("components", self.components, [ComponentsTask(parts)]),
+            Phase(SIGNATURES, self.signatures, [SignaturesTask(p, file, buckets) for p, file in enumerate(docs)]),
+            Phase(CANDIDATES, self.candidates, [CandidatesTask(bucket, parts) for bucket in range(buckets)]),
+            Phase(VERIFY, self.verify, [VerifyTask(p, buckets) for p in range(parts)]),
+            Phase(COMPONENTS, self.components, [ComponentsTask(parts)]),
             Phase("write", self.write, [WriteTask(p, file) for p, file in enumerate(docs)]),
         ]
 
@@ -316,7 +318,7 @@ class DedupStage(Stage):
 
     def candidates(self, task: CandidatesTask, ctx: TaskContext) -> None:
         n_parts = task.parts
-        tables = [ctx.read_work("signatures", p, _bucket_name(task.bucket)) for p in range(n_parts)]
+        tables = [ctx.read_work(SIGNATURES, p, _bucket_name(task.bucket)) for p in range(n_parts)]
         rows = pa.concat_tables(tables).sort_by([("band", "ascending"), ("key", "ascending"), ("doc_key", "ascending")])
         band, key, docs = (rows[c].to_numpy() for c in ("band", "key", "doc_key"))
         boundary = np.ones(len(docs), dtype=bool)
@@ -346,7 +348,7 @@ class DedupStage(Stage):
     # -- 3. verify ------------------------------------------------------------------------------------------------
 
     def verify(self, task: VerifyTask, ctx: TaskContext) -> None:
-        tables = [ctx.read_work("candidates", s, _pairs_name(task.part)) for s in range(task.buckets)]
+        tables = [ctx.read_work(CANDIDATES, s, _pairs_name(task.part)) for s in range(task.buckets)]
         pairs = pa.concat_tables(tables)
         if pairs.num_rows:
             pairs = pairs.group_by(["a", "b"], use_threads=False).aggregate([("exact", "max")])
@@ -356,7 +358,7 @@ class DedupStage(Stage):
         needed = np.unique(np.concatenate([a, b[~exact]]))
         shingles: dict[int, np.ndarray] = {}
         for q in np.unique(part_of(needed)).tolist():
-            side = ctx.read_work("signatures", q, SIDE_NAME, columns=["doc_key", "shingles"])
+            side = ctx.read_work(SIGNATURES, q, SIDE_NAME, columns=["doc_key", "shingles"])
             side = side.filter(pc.is_in(side["doc_key"], value_set=pa.array(needed[part_of(needed) == q])))
             values = side["shingles"].combine_chunks()
             flat, offsets = values.values.to_numpy(), values.offsets.to_numpy()
@@ -378,7 +380,7 @@ class DedupStage(Stage):
     # -- 4. components --------------------------------------------------------------------------------------------
 
     def components(self, task: ComponentsTask, ctx: TaskContext) -> None:
-        edges = pa.concat_tables([ctx.read_work("verify", p, EDGES_NAME) for p in range(task.parts)]).select(["a", "b"])
+        edges = pa.concat_tables([ctx.read_work(VERIFY, p, EDGES_NAME) for p in range(task.parts)]).select(["a", "b"])
         ends = np.concatenate([edges["a"].to_numpy(), edges["b"].to_numpy()])
         nodes = np.unique(ends)  # sorted doc keys of every document with a verified duplicate
         a, b = np.searchsorted(nodes, edges["a"].to_numpy()), np.searchsorted(nodes, edges["b"].to_numpy())
@@ -387,7 +389,7 @@ class DedupStage(Stage):
         columns = ["doc_key", "doc_id", "score", "date", "exact_key"]
         info = []
         for q in np.unique(part_of(nodes)).tolist():  # one part at a time: only its duplicated rows are kept
-            side = ctx.read_work("signatures", q, SIDE_NAME, columns=columns)
+            side = ctx.read_work(SIGNATURES, q, SIDE_NAME, columns=columns)
             info.append(side.filter(pc.is_in(side["doc_key"], value_set=pa.array(nodes[part_of(nodes) == q]))))
         meta = (pa.concat_tables(info) if info else SIDE_SCHEMA.empty_table().select(columns)).sort_by("doc_key")
         score = pc.fill_null(meta["score"], np.iinfo(np.int64).min + 1).to_numpy()  # no karma: lowest
@@ -422,7 +424,7 @@ class DedupStage(Stage):
         part = task.part
         table = read_documents(task.file, REQUIRED_COLUMNS)
         ctx.count("in", table.num_rows)
-        dropped = ctx.read_work("components", 0, DROPPED_NAME)
+        dropped = ctx.read_work(COMPONENTS, 0, DROPPED_NAME)
         keys = dropped["doc_key"].to_numpy()
         mine = dropped.filter(pa.array(part_of(keys) == part)).sort_by("doc_key")
         rows = (mine["doc_key"].to_numpy() & 0xFFFFFFFF).astype(np.int64)

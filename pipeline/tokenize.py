@@ -51,6 +51,7 @@ WORK_SCHEMA = pa.schema([("doc_id", pa.string()), ("key", pa.uint64()), ("offset
                          ("n_tokens", pa.int64())])
 REJECTED_SCHEMA = pa.schema([("reason", pa.string()), ("doc_id", pa.string()), ("text", pa.string()),
                              ("source", pa.string())])
+ENCODE = "encode"  # the phase whose token files the shard writers read
 SPLIT_HASH_SEED = 0x5EED5  # fixed: the split must not move when the shuffle seed changes
 MAX_UINT16_VOCAB = 1 << 16
 
@@ -129,7 +130,7 @@ class TokenizeStage(Stage):
         tok = self.config.tokenizer
         train = [TrainTask(tuple(parts))] if tok.kind == "bpe" and tok.path is None else []
         return [Phase("tokenizer", self.train_tokenizer, train),
-                Phase("encode", self.encode_part, [EncodeTask(i, part) for i, part in enumerate(parts)]),
+                Phase(ENCODE, self.encode_part, [EncodeTask(i, part) for i, part in enumerate(parts)]),
                 # W shard writers, W = the number of parts: grows with the corpus
                 Phase("shards", self.write_shards, [ShardsTask(j, len(parts)) for j in range(len(parts))])]
 
@@ -300,7 +301,7 @@ def _split_layout(ctx: TaskContext, n_parts: int, split: str) -> dict[str, np.nd
     """Every document of `split` with its part, in the global shuffled order (key, then doc_id)."""
     tables = []
     for part in range(n_parts):
-        table = ctx.read_work("encode", part, _documents_name(split))
+        table = ctx.read_work(ENCODE, part, _documents_name(split))
         tables.append(table.append_column("part", pa.array(np.full(table.num_rows, part, np.int32))))
     layout = pa.concat_tables(tables).sort_by([("key", "ascending"), ("doc_id", "ascending")])
     return {name: layout.column(name).to_numpy() for name in ("offset", "n_tokens", "part")}
@@ -321,7 +322,7 @@ def _write_shard(ctx: TaskContext, name: str, layout: dict[str, np.ndarray], sta
             hi = min(end, int(starts[doc] + layout["n_tokens"][doc]))
             part = int(layout["part"][doc])
             if part not in sources:
-                sources[part] = stack.enter_context(ctx.open_work("encode", part, _tokens_name(split)))
+                sources[part] = stack.enter_context(ctx.open_work(ENCODE, part, _tokens_name(split)))
             offset = int(layout["offset"][doc]) + lo - int(starts[doc])
             pending.append(sources[part].read_at((hi - lo) * TOKEN_DTYPE.itemsize, offset * TOKEN_DTYPE.itemsize))
             pending_bytes += (hi - lo) * TOKEN_DTYPE.itemsize

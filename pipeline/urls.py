@@ -440,7 +440,7 @@ class _ShuffleWriter:
         self.buckets: list[int] = []
         self.writers = []
         for b in range(num_buckets):
-            stream = stack.enter_context(ctx.open_output(ctx.work_name(f"bucket-{b:05d}.parquet")))
+            stream = stack.enter_context(ctx.open_output(ctx.work_name(_bucket_name(b))))
             writer = pq.ParquetWriter(stream, SHUFFLE_SCHEMA, compression="zstd")
             stack.callback(writer.close)  # before its stream closes: the stack unwinds last-in first-out
             self.writers.append(writer)
@@ -460,6 +460,9 @@ class _ShuffleWriter:
         for b in range(self.num_buckets):
             self.writers[b].write_table(table.filter(pc.equal(buckets, b)))
         self.buckets = []
+
+
+MAP = "map"  # the phase whose shuffle files the reduce reads
 
 
 @dataclass(frozen=True)
@@ -487,7 +490,7 @@ class UrlsStage(Stage):
 
     def plan(self, inputs: list[InputFile]) -> list[Phase]:
         buckets = self.num_buckets(self.probe(inputs))
-        return [Phase("map", self.map_dump, [MapTask(file, buckets) for file in inputs]),
+        return [Phase(MAP, self.map_dump, [MapTask(file, buckets) for file in inputs]),
                 Phase("reduce", self.reduce_bucket, [ReduceTask(b, len(inputs)) for b in range(buckets)])]
 
     def num_buckets(self, sizes: dict[InputFile, int]) -> int:
@@ -546,7 +549,7 @@ class UrlsStage(Stage):
         ctx.count("in", n_in)
 
     def reduce_bucket(self, task: ReduceTask, ctx: TaskContext) -> None:
-        tables = [ctx.read_work("map", m, f"bucket-{task.bucket:05d}.parquet") for m in range(task.maps)]
+        tables = [ctx.read_work(MAP, m, _bucket_name(task.bucket)) for m in range(task.maps)]
         subs = pa.concat_tables(tables) if tables else SHUFFLE_SCHEMA.empty_table()
         # The karma rule first, on an unordered aggregate: most shuffled submissions fail it and need no sort.
         rule = f"score_{self.config.karma_rule}"
@@ -576,6 +579,10 @@ class UrlsStage(Stage):
         }).cast(OUTPUT_SCHEMA).sort_by("url_norm")
         ctx.write_part(kept)
         ctx.count("merged", kept_subs.num_rows - kept.num_rows)
+
+
+def _bucket_name(bucket: int) -> str:
+    return f"bucket-{bucket:05d}.parquet"
 
 
 def _str(value: Any) -> str | None:
