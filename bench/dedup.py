@@ -83,9 +83,11 @@ def quality(planted: list[dict], docs: Path, out: Path, **config) -> dict:
     exact_truth = {p for p, j in truth.items() if j >= cfg.threshold}
     import pyarrow as pa
 
-    work = out / "dedup" / "_work"
-    edges = pa.concat_tables(pq.read_table(p) for p in work.glob("verify-*/edges.parquet"))
-    side = pa.concat_tables(pq.read_table(p, columns=["doc_key", "doc_id"]) for p in work.glob("signatures-*/docs.parquet"))
+    from pipeline.runner import work_files
+
+    edges = pa.concat_tables(pq.read_table(p) for p in work_files(str(out / "dedup"), "verify", "edges.parquet"))
+    side = pa.concat_tables(pq.read_table(p, columns=["doc_key", "doc_id"])
+                            for p in work_files(str(out / "dedup"), "signatures", "docs.parquet"))
     id_of = dict(zip(side["doc_key"].to_pylist(), side["doc_id"].to_pylist()))
     good = sum(1 for a, b in zip(edges["a"].to_pylist(), edges["b"].to_pylist())
                if tuple(sorted((id_of[a], id_of[b]))) in exact_truth)

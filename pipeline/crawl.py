@@ -40,7 +40,7 @@ import math
 import random
 import time
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -52,7 +52,8 @@ from yarl import URL
 
 from pipeline.fetch import FetchConfig, Fetcher, FetchResult, HttpTransport, ReplayTransport
 from pipeline.robots import RobotsRules
-from pipeline.runner import RESUME_DIR, Stage, StageError, TaskContext
+from pipeline.records import Rows
+from pipeline.runner import RESUME_DIR, Phase, Stage, StageError, TaskContext, subdirs
 from pipeline.storage import InputFile, filesystem
 from pipeline.warc import WarcSink, index_responses
 
@@ -149,14 +150,33 @@ class Segment:
         self.buffer = io.BytesIO()
         self.warc = WarcSink(self.buffer)
         self.robots: dict[str, dict] = {}
-        self.rows: list[dict] = []
+        self.rows = Rows(FETCH_LOG_SCHEMA)
         self.started = time.monotonic()
+
+
+PARTITION = "partition"  # the phase whose bucket files the fetch reads
+
+
+@dataclass(frozen=True)
+class PartitionTask:
+    """Split one URL table into `buckets` by host."""
+
+    table: InputFile
+    buckets: int
+
+
+@dataclass(frozen=True)
+class FetchTask:
+    """Fetch (or replay from `warcs`) the URLs of `bucket`, gathered from each of the `partitions` tasks."""
+
+    bucket: int
+    partitions: int
+    warcs: tuple[InputFile, ...]
 
 
 class CrawlStage(Stage):
     name = "crawl"
     version = 1
-    phases = ("partition", "fetch")
 
     config: CrawlConfig
 
@@ -189,37 +209,29 @@ class CrawlStage(Stage):
             return self.config.num_buckets
         return max(1, math.ceil(self.count_urls(tables) / self.config.urls_per_bucket))
 
-    def tasks(self, phase: str, inputs: list[InputFile]) -> list[Any]:
+    def plan(self, inputs: list[InputFile]) -> list[Phase]:
         tables, warcs = self.split_inputs(inputs)
-        n_buckets = self.n_buckets(tables)
-        if phase == "partition":
-            return [(file, n_buckets) for file in tables]
-        return [(bucket, len(tables), warcs) for bucket in range(n_buckets)]
-
-    def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:
-        if phase == "partition":
-            self.partition(payload, ctx)
-        else:
-            self.fetch_bucket(payload, ctx)
+        buckets = self.n_buckets(tables)
+        return [Phase(PARTITION, self.partition, [PartitionTask(file, buckets) for file in tables]),
+                Phase("fetch", self.fetch_bucket,
+                      [FetchTask(bucket, len(tables), tuple(warcs)) for bucket in range(buckets)])]
 
     # -- partition ------------------------------------------------------------------------------------------
 
-    def partition(self, payload: tuple[InputFile, int], ctx: TaskContext) -> None:
-        file, n_buckets = payload
-        table = read_url_table(file)
-        buckets = bucket_of(table["host"], n_buckets)
+    def partition(self, task: PartitionTask, ctx: TaskContext) -> None:
+        table = read_url_table(task.table)
+        buckets = bucket_of(table["host"], task.buckets)
         for bucket in np.unique(buckets):
             part = table.filter(pa.array(buckets == bucket))
-            ctx.write_table(ctx.work_name(f"bucket-{int(bucket):05d}.parquet"), part)
+            ctx.write_table(ctx.work_name(bucket_name(int(bucket))), part)
         ctx.count("partitioned", table.num_rows)
 
     # -- fetch ----------------------------------------------------------------------------------------------
 
-    def fetch_bucket(self, payload: tuple[int, int, list[InputFile]], ctx: TaskContext) -> None:
-        bucket, n_partitions, warcs = payload
-        out = ctx.out
-        pieces = [out.read_parquet(name) for i in range(n_partitions)
-                  for name in out.list(f"_work/partition-{i:05d}", f"bucket-{bucket:05d}.parquet")]
+    def fetch_bucket(self, task: FetchTask, ctx: TaskContext) -> None:
+        out, name = ctx.out, bucket_name(task.bucket)
+        pieces = [ctx.read_work(PARTITION, i, name) for i in range(task.partitions)
+                  if ctx.has_work(PARTITION, i, name)]  # a partition task writes the buckets it has rows for
         table = pa.concat_tables(pieces).cast(BUCKET_SCHEMA) if pieces else BUCKET_SCHEMA.empty_table()
         ctx.count("in", table.num_rows)
 
@@ -239,7 +251,7 @@ class CrawlStage(Stage):
             robots_name = name[: -len(".parquet")] + ".robots.json"
             if out.exists(robots_name):
                 robots.update(out.read_json(robots_name))
-        asyncio.run(self._crawl(todo, warcs, ctx, resume_dir, next_number, progress, robots))
+        asyncio.run(self._crawl(todo, list(task.warcs), ctx, resume_dir, next_number, progress, robots))
         self._assemble(ctx, resume_dir)
 
     def _finished_segments(self, ctx: TaskContext, resume_dir: str) -> list[tuple[int, str]]:
@@ -301,8 +313,7 @@ class CrawlStage(Stage):
             out.write_bytes(f"{base}.warc.gz", segment.buffer.getvalue(), before_commit=ctx.check_fence)
             if segment.robots:
                 out.write_json(f"{base}.robots.json", segment.robots, before_commit=ctx.check_fence)
-            rows = {f.name: [r.get(f.name) for r in segment.rows] for f in FETCH_LOG_SCHEMA}
-            out.write_parquet(f"{base}.parquet", pa.table(rows, schema=FETCH_LOG_SCHEMA), before_commit=ctx.check_fence)
+            out.write_parquet(f"{base}.parquet", segment.rows.take(), before_commit=ctx.check_fence)
             segment = Segment(segment.number + 1)
 
         def archive_robots() -> None:
@@ -320,13 +331,10 @@ class CrawlStage(Stage):
                 offset = segment.warc.write(exchange)
             ok = result.outcome == "ok"
             archived = result.final_archived
-            segment.rows.append({
-                **row, "outcome": result.outcome, "final_url": result.final_url, "status": result.status,
-                "content_type": result.content_type, "bytes": result.bytes, "elapsed": result.elapsed,
-                "attempt": result.attempt, "error": result.error,
-                "warc_file": f"seg-{segment.number:06d}.warc.gz" if archived else None,
-                "warc_offset": offset if archived else None,
-            })
+            segment.rows.add(
+                *(row[name] for name in BUCKET_SCHEMA.names), result.outcome, result.final_url, result.status,
+                result.content_type, result.bytes, result.elapsed, result.attempt, result.error,
+                f"seg-{segment.number:06d}.warc.gz" if archived else None, offset if archived else None)
             self._tally(progress, result.outcome, result.bytes if ok else 0)
             now = time.monotonic()
             if len(segment.rows) >= self.config.checkpoint_every or now - segment.started >= self.config.checkpoint_seconds:
@@ -385,25 +393,20 @@ class CrawlStage(Stage):
         ctx.write_part(log)
 
 
+def bucket_name(bucket: int) -> str:
+    return f"bucket-{bucket:05d}.parquet"
+
+
 def progress_of(out_location: str) -> dict[str, int]:
     """Summed progress of the fetch tasks of a crawl under way (for the CLI's bar)."""
     from pipeline.storage import Dir
 
     stage = Dir(out_location).sub(CrawlStage.name)
     total: Counter = Counter()
-    for plan in _subdirs(stage, RESUME_DIR):
-        for task in _subdirs(stage, f"{RESUME_DIR}/{plan}"):
+    for plan in subdirs(stage, RESUME_DIR):
+        for task in subdirs(stage, f"{RESUME_DIR}/{plan}"):
             try:
                 total.update(json.loads(stage.read_bytes(f"{RESUME_DIR}/{plan}/{task}/progress.json")))
             except (OSError, ValueError):
                 continue
     return dict(total)
-
-
-def _subdirs(directory, name: str) -> list[str]:
-    import pyarrow.fs as pafs
-
-    base = directory.path(name)
-    if directory.fs.get_file_info(base).type != pafs.FileType.Directory:
-        return []
-    return [i.base_name for i in directory.fs.get_file_info(pafs.FileSelector(base)) if i.type == pafs.FileType.Directory]

@@ -51,19 +51,20 @@ How this handles 10^8 documents on a cluster (about 1 TB of text in some 2,000 p
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import xxhash
 from pydantic import Field, model_validator
 
 from pipeline.config import Config
 from pipeline.documents import TEXT_TYPES, check_documents, read_documents
 from pipeline.minhash import MinHasher, band_keys, word_shingles, words
-from pipeline.runner import Stage, StageError, TaskContext
+from pipeline.records import Rows
+from pipeline.runner import Phase, Stage, StageError, TaskContext
 from pipeline.storage import InputFile
 
 EXACT_BAND = -1
@@ -92,6 +93,9 @@ COLUMN_TYPES = {
     "date": (*TEXT_TYPES, pa.types.is_date, pa.types.is_timestamp),
 }
 CLUSTERS_NAME = "_clusters/clusters.parquet"
+# the phases whose files later phases read, and those files (in the work area)
+SIGNATURES, CANDIDATES, VERIFY, COMPONENTS = "signatures", "candidates", "verify", "components"
+SIDE_NAME, EDGES_NAME, DROPPED_NAME = "docs.parquet", "edges.parquet", "dropped.parquet"
 
 
 class DedupConfig(Config):
@@ -198,10 +202,49 @@ def connected_components(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
             label = jumped
 
 
+@dataclass(frozen=True)
+class SignaturesTask:
+    """Part `part` (the input `file`): its side table, and its shuffle rows into `buckets` files."""
+
+    part: int
+    file: InputFile
+    buckets: int
+
+
+@dataclass(frozen=True)
+class CandidatesTask:
+    """Bucket `bucket` of each of the `parts` signature tasks -> candidate pairs, one file per part."""
+
+    bucket: int
+    parts: int
+
+
+@dataclass(frozen=True)
+class VerifyTask:
+    """The candidate pairs of part `part` from each of the `buckets` candidate tasks -> verified edges."""
+
+    part: int
+    buckets: int
+
+
+@dataclass(frozen=True)
+class ComponentsTask:
+    """The verified edges of each of the `parts` verify tasks -> clusters and the drop list."""
+
+    parts: int
+
+
+@dataclass(frozen=True)
+class WriteTask:
+    """Part `part` (the input `file`) minus its dropped documents."""
+
+    part: int
+    file: InputFile
+
+
 class DedupStage(Stage):
     name = "dedup"
     version = 2  # 2: texts without word characters keyed by their exact text; input columns kept as they are
-    phases = ("signatures", "candidates", "verify", "components", "write")
 
     config: DedupConfig
 
@@ -210,32 +253,26 @@ class DedupStage(Stage):
             return self.config.num_buckets
         return max(1, -(-sum(f.size for f in inputs) // self.config.bucket_bytes))
 
-    def tasks(self, phase: str, inputs: list[InputFile]) -> list[Any]:
+    def plan(self, inputs: list[InputFile]) -> list[Phase]:
         docs = [f for f in inputs if f.name.endswith(".parquet")]
         if not docs:
             raise StageError("dedup: no document Parquet files among the inputs")
         if len(docs) >= 1 << 31:
             raise StageError("dedup: too many input parts")
-        if phase == self.phases[0]:  # when the stage plans: every file is Parquet with the columns dedup reads
-            check_documents(docs, REQUIRED_COLUMNS, COLUMN_TYPES, reserved=tuple(n for n, _ in REJECT_FIELDS))
-        n_parts, n_buckets = len(docs), self.num_buckets(docs)
-        if phase == "signatures":
-            return [(file, n_buckets) for file in docs]
-        if phase == "candidates":
-            return [(bucket, n_parts) for bucket in range(n_buckets)]
-        if phase == "verify":
-            return [(part, n_parts, n_buckets) for part in range(n_parts)]
-        if phase == "components":
-            return [n_parts]
-        return [(file, part) for part, file in enumerate(docs)]
-
-    def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:
-        getattr(self, f"_{phase}")(index, payload, ctx)
+        check_documents(docs, REQUIRED_COLUMNS, COLUMN_TYPES, reserved=tuple(n for n, _ in REJECT_FIELDS))
+        parts, buckets = len(docs), self.num_buckets(docs)
+        return [
+            Phase(SIGNATURES, self.signatures, [SignaturesTask(p, file, buckets) for p, file in enumerate(docs)]),
+            Phase(CANDIDATES, self.candidates, [CandidatesTask(bucket, parts) for bucket in range(buckets)]),
+            Phase(VERIFY, self.verify, [VerifyTask(p, buckets) for p in range(parts)]),
+            Phase(COMPONENTS, self.components, [ComponentsTask(parts)]),
+            Phase("write", self.write, [WriteTask(p, file) for p, file in enumerate(docs)]),
+        ]
 
     # -- 1. signatures --------------------------------------------------------------------------------------------
 
-    def _signatures(self, part: int, payload: tuple[InputFile, int], ctx: TaskContext) -> None:
-        file, n_buckets = payload
+    def signatures(self, task: SignaturesTask, ctx: TaskContext) -> None:
+        part, file, n_buckets = task.part, task.file, task.buckets
         c = self.config
         table = read_documents(file, REQUIRED_COLUMNS)
         score, date = keeper_columns(table)
@@ -264,7 +301,7 @@ class DedupStage(Stage):
                 shuffle.append((np.tile(np.arange(c.bands, dtype=np.int16), len(near_keys)), bands.reshape(-1),
                                 np.repeat(near_keys, c.bands)))
         side = pa.concat_tables(side_batches) if side_batches else SIDE_SCHEMA.empty_table()
-        ctx.write_table(ctx.work_name("docs.parquet"), side)
+        ctx.write_table(ctx.work_name(SIDE_NAME), side)
         bands = np.concatenate([s[0] for s in shuffle]) if shuffle else np.zeros(0, np.int16)
         band_keys_ = np.concatenate([s[1] for s in shuffle]) if shuffle else np.zeros(0, np.uint64)
         owners = np.concatenate([s[2] for s in shuffle]) if shuffle else np.zeros(0, np.int64)
@@ -273,15 +310,15 @@ class DedupStage(Stage):
         bounds = np.searchsorted(buckets[order], np.arange(n_buckets + 1))
         for bucket in range(n_buckets):
             rows = order[bounds[bucket] : bounds[bucket + 1]]
-            ctx.write_table(ctx.work_name(f"bucket-{bucket:05d}.parquet"), pa.Table.from_arrays(
+            ctx.write_table(ctx.work_name(_bucket_name(bucket)), pa.Table.from_arrays(
                 [pa.array(bands[rows]), pa.array(band_keys_[rows]), pa.array(owners[rows])], schema=SHUFFLE_SCHEMA))
         ctx.count("signatures", len(side))
 
     # -- 2. candidates --------------------------------------------------------------------------------------------
 
-    def _candidates(self, bucket: int, payload: tuple[int, int], ctx: TaskContext) -> None:
-        _, n_parts = payload
-        tables = [ctx.out.read_parquet(f"_work/signatures-{p:05d}/bucket-{bucket:05d}.parquet") for p in range(n_parts)]
+    def candidates(self, task: CandidatesTask, ctx: TaskContext) -> None:
+        n_parts = task.parts
+        tables = [ctx.read_work(SIGNATURES, p, _bucket_name(task.bucket)) for p in range(n_parts)]
         rows = pa.concat_tables(tables).sort_by([("band", "ascending"), ("key", "ascending"), ("doc_key", "ascending")])
         band, key, docs = (rows[c].to_numpy() for c in ("band", "key", "doc_key"))
         boundary = np.ones(len(docs), dtype=bool)
@@ -304,15 +341,14 @@ class DedupStage(Stage):
         owner = part_of(a)
         for p in range(n_parts):
             mine = owner == p
-            ctx.write_table(ctx.work_name(f"pairs-{p:05d}.parquet"), pa.Table.from_arrays(
+            ctx.write_table(ctx.work_name(_pairs_name(p)), pa.Table.from_arrays(
                 [pa.array(a[mine]), pa.array(b[mine]), pa.array(exact[mine])], schema=PAIR_SCHEMA))
         ctx.count("candidate_pairs", len(pairs))
 
     # -- 3. verify ------------------------------------------------------------------------------------------------
 
-    def _verify(self, part: int, payload: tuple[int, int, int], ctx: TaskContext) -> None:
-        _, n_parts, n_buckets = payload
-        tables = [ctx.out.read_parquet(f"_work/candidates-{s:05d}/pairs-{part:05d}.parquet") for s in range(n_buckets)]
+    def verify(self, task: VerifyTask, ctx: TaskContext) -> None:
+        tables = [ctx.read_work(CANDIDATES, s, _pairs_name(task.part)) for s in range(task.buckets)]
         pairs = pa.concat_tables(tables)
         if pairs.num_rows:
             pairs = pairs.group_by(["a", "b"], use_threads=False).aggregate([("exact", "max")])
@@ -322,8 +358,7 @@ class DedupStage(Stage):
         needed = np.unique(np.concatenate([a, b[~exact]]))
         shingles: dict[int, np.ndarray] = {}
         for q in np.unique(part_of(needed)).tolist():
-            side = pq.read_table(ctx.out.path(f"_work/signatures-{q:05d}/docs.parquet"),
-                                 columns=["doc_key", "shingles"], filesystem=ctx.out.fs)
+            side = ctx.read_work(SIGNATURES, q, SIDE_NAME, columns=["doc_key", "shingles"])
             side = side.filter(pc.is_in(side["doc_key"], value_set=pa.array(needed[part_of(needed) == q])))
             values = side["shingles"].combine_chunks()
             flat, offsets = values.values.to_numpy(), values.offsets.to_numpy()
@@ -336,7 +371,7 @@ class DedupStage(Stage):
             union = len(x) + len(y) - inter
             similarity[i] = inter / union if union else 1.0
         keep = exact | (similarity >= self.config.threshold)
-        ctx.write_table(ctx.work_name("edges.parquet"), pa.Table.from_arrays(
+        ctx.write_table(ctx.work_name(EDGES_NAME), pa.Table.from_arrays(
             [pa.array(a[keep]), pa.array(b[keep]), pa.array(similarity[keep]), pa.array(exact[keep])],
             schema=EDGE_SCHEMA))
         ctx.count("verified_pairs", int(keep.sum()))
@@ -344,10 +379,8 @@ class DedupStage(Stage):
 
     # -- 4. components --------------------------------------------------------------------------------------------
 
-    def _components(self, _: int, n_parts: int, ctx: TaskContext) -> None:
-        edges = pa.concat_tables(
-            [ctx.out.read_parquet(f"_work/verify-{p:05d}/edges.parquet") for p in range(n_parts)]
-        ).select(["a", "b"])
+    def components(self, task: ComponentsTask, ctx: TaskContext) -> None:
+        edges = pa.concat_tables([ctx.read_work(VERIFY, p, EDGES_NAME) for p in range(task.parts)]).select(["a", "b"])
         ends = np.concatenate([edges["a"].to_numpy(), edges["b"].to_numpy()])
         nodes = np.unique(ends)  # sorted doc keys of every document with a verified duplicate
         a, b = np.searchsorted(nodes, edges["a"].to_numpy()), np.searchsorted(nodes, edges["b"].to_numpy())
@@ -356,8 +389,7 @@ class DedupStage(Stage):
         columns = ["doc_key", "doc_id", "score", "date", "exact_key"]
         info = []
         for q in np.unique(part_of(nodes)).tolist():  # one part at a time: only its duplicated rows are kept
-            side = pq.read_table(ctx.out.path(f"_work/signatures-{q:05d}/docs.parquet"), columns=columns,
-                                 filesystem=ctx.out.fs)
+            side = ctx.read_work(SIGNATURES, q, SIDE_NAME, columns=columns)
             info.append(side.filter(pc.is_in(side["doc_key"], value_set=pa.array(nodes[part_of(nodes) == q]))))
         meta = (pa.concat_tables(info) if info else SIDE_SCHEMA.empty_table().select(columns)).sort_by("doc_key")
         score = pc.fill_null(meta["score"], np.iinfo(np.int64).min + 1).to_numpy()  # no karma: lowest
@@ -382,17 +414,17 @@ class DedupStage(Stage):
             if i != k:
                 reason = "exact_duplicate" if exact_key[i] == exact_key[k] else "near_duplicate"
                 drop_rows.append((int(nodes[i]), reason, doc_id[k], size))
-        ctx.write_table(ctx.work_name("dropped.parquet"), _table(drop_rows, DROP_SCHEMA))
-        ctx.write_table(CLUSTERS_NAME, _table(cluster_rows, CLUSTER_SCHEMA))
+        ctx.write_table(ctx.work_name(DROPPED_NAME), Rows.table(drop_rows, DROP_SCHEMA))
+        ctx.write_table(CLUSTERS_NAME, Rows.table(cluster_rows, CLUSTER_SCHEMA))
         ctx.count("clusters", int(first.sum()))
 
     # -- 5. write -------------------------------------------------------------------------------------------------
 
-    def _write(self, part: int, payload: tuple[InputFile, int], ctx: TaskContext) -> None:
-        file, _ = payload
-        table = read_documents(file, REQUIRED_COLUMNS)
+    def write(self, task: WriteTask, ctx: TaskContext) -> None:
+        part = task.part
+        table = read_documents(task.file, REQUIRED_COLUMNS)
         ctx.count("in", table.num_rows)
-        dropped = ctx.out.read_parquet("_work/components-00000/dropped.parquet")
+        dropped = ctx.read_work(COMPONENTS, 0, DROPPED_NAME)
         keys = dropped["doc_key"].to_numpy()
         mine = dropped.filter(pa.array(part_of(keys) == part)).sort_by("doc_key")
         rows = (mine["doc_key"].to_numpy() & 0xFFFFFFFF).astype(np.int64)
@@ -406,6 +438,9 @@ class DedupStage(Stage):
                 schema=pa.schema([*REJECT_FIELDS, *gone.schema])))
 
 
-def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
-    columns = list(zip(*rows)) if rows else [[] for _ in schema]
-    return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema)], schema=schema)
+def _bucket_name(bucket: int) -> str:
+    return f"bucket-{bucket:05d}.parquet"
+
+
+def _pairs_name(part: int) -> str:
+    return f"pairs-{part:05d}.parquet"

@@ -50,7 +50,8 @@ from pipeline.charset import decode_html
 from pipeline.config import Config
 from pipeline.documents import DOC_SCHEMA, parquet_schema, read_parquet
 from pipeline.langid import detect_language
-from pipeline.runner import Stage, StageError, TaskContext
+from pipeline.records import Reject, Rows
+from pipeline.runner import Phase, Stage, StageError, TaskContext
 from pipeline.storage import InputFile, filesystem
 
 REJECTED_SCHEMA = pa.schema([
@@ -76,12 +77,6 @@ class ExtractConfig(Config):
     with_metadata: bool = Field(True, description="extract title and date (costs about 15 %)")
     detect_language: bool = Field(True, description="fill lang and lang_score (pycld2, about 1.4 % of a page)")
     batch_rows: int = Field(2048, ge=1, description="documents per Parquet row group / reject flush")
-
-
-class Reject(Exception):
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(reason)
-        self.reason, self.detail = reason, detail
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -497,25 +492,6 @@ def host_of(url: str) -> str:
         return ""
 
 
-class _Rows:
-    """Column buffers flushed as one table per batch."""
-
-    def __init__(self, schema: pa.Schema):
-        self.schema = schema
-        self.rows: list[tuple] = []
-
-    def add(self, *values: Any) -> None:
-        self.rows.append(values)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def take(self) -> pa.Table:
-        columns = list(zip(*self.rows)) if self.rows else [[] for _ in self.schema]
-        self.rows = []
-        return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, self.schema)], schema=self.schema)
-
-
 WARC_HEADS = (b"\x1f\x8b", b"WARC/", b"filedesc://")  # gzip (a member per record, or one stream), WARC, ARC
 
 
@@ -533,13 +509,21 @@ def _check_warc_head(file: InputFile) -> None:
                          "header")
 
 
+@dataclass(frozen=True)
+class ExtractTask:
+    """One WARC file, with the fetch logs its lineage comes from."""
+
+    warc: InputFile
+    logs: tuple[InputFile, ...]
+
+
 class ExtractStage(Stage):
     name = "extract"
     version = 2  # 2: WHATWG decoding, CPU-time limit, cut records rejected
 
     config: ExtractConfig
 
-    def tasks(self, phase: str, inputs: list[InputFile]) -> list[Any]:
+    def plan(self, inputs: list[InputFile]) -> list[Phase]:
         warcs = [f for f in inputs if f.name.lower().endswith(WARC_SUFFIXES)]
         logs = [f for f in inputs if f.name.lower().endswith(FETCH_LOG_SUFFIX)]
         others = [f.uri for f in inputs if f not in warcs and f not in logs]
@@ -557,20 +541,26 @@ class ExtractStage(Stage):
         # the crawl writes part-XXXXX.warc.gz next to its log part-XXXXX.parquet: a task reads its own log only
         # (in the same directory: two crawls given together both have a part-00000)
         stems = {_stem(log.uri): log for log in logs}
-        return [(warc, [stems[_stem(warc.uri)]] if _stem(warc.uri) in stems else logs) for warc in warcs]
+        own_log = lambda warc: (stems[_stem(warc.uri)],) if _stem(warc.uri) in stems else tuple(logs)  # noqa: E731
+        return [Phase("parts", self.extract_warc, [ExtractTask(warc, own_log(warc)) for warc in warcs])]
 
-    def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:
-        warc, logs = payload
+    def extract_warc(self, task: ExtractTask, ctx: TaskContext) -> None:
+        warc, logs = task.warc, task.logs
         warc_name = _basename(warc.uri)
         lineage = Lineage(logs, warc_name)
         extract = Extractor(self.config)
-        rejects = _Rows(REJECTED_SCHEMA)
+        rejects = Rows(REJECTED_SCHEMA, ctx.reject, self.config.batch_rows)
         n_in = 0
         # The crawl writes an empty WARC beside its fetch log when it archived nothing (every URL of the part
         # failed): that one holds no records; any other empty WARC is a malformed_record, never "nothing".
         archived_nothing = warc.size == 0 and [_stem(log.uri) for log in logs] == [_stem(warc.uri)]
         with ctx.open_output(ctx.part_name()) as sink, pq.ParquetWriter(sink, DOC_SCHEMA, compression="zstd") as out:
-            docs = _Rows(DOC_SCHEMA)
+
+            def write(table: pa.Table) -> None:
+                out.write_table(table)
+                ctx.count("out", table.num_rows)
+
+            docs = Rows(DOC_SCHEMA, write, self.config.batch_rows)
             with open_seekable(warc) as stream:
                 for item in () if archived_nothing else iter_responses(stream, self.config.max_bytes):
                     n_in += 1
@@ -582,20 +572,9 @@ class ExtractStage(Stage):
                         except Reject as r:
                             rejects.add(r.reason, r.detail, warc.uri, item.offset, item.url, item.status,
                                         item.content_type)
-                    if len(docs) >= self.config.batch_rows:
-                        self._flush(docs, out, ctx)
-                    if len(rejects) >= self.config.batch_rows:
-                        ctx.reject(rejects.take())
-            self._flush(docs, out, ctx)
-        ctx.reject(rejects.take())
+            docs.flush()
+        rejects.flush()
         ctx.count("in", n_in)
-
-    @staticmethod
-    def _flush(docs: _Rows, out: pq.ParquetWriter, ctx: TaskContext) -> None:
-        if len(docs):
-            table = docs.take()
-            out.write_table(table)
-            ctx.count("out", table.num_rows)
 
     def document(self, item: Response, warc: InputFile, warc_name: str, extract: Extractor, lineage: Lineage) -> tuple:
         c = self.config

@@ -13,8 +13,6 @@ or null; every other column is passed through as it is, types included. The file
 
 from __future__ import annotations
 
-from typing import Any
-
 import pyarrow as pa
 from pydantic import Field
 
@@ -22,7 +20,8 @@ from pipeline.config import Config
 from pipeline.documents import TEXT_TYPES, check_documents, read_documents
 from pipeline.langid import detect_language
 from pipeline.quality import QualityConfig, TextStats, first_failure
-from pipeline.runner import Stage, StageError, TaskContext
+from pipeline.records import Reject
+from pipeline.runner import Phase, Stage, StageError, TaskContext
 from pipeline.storage import InputFile
 from pipeline.tokenizer import count_tokens
 
@@ -46,15 +45,15 @@ class FilterStage(Stage):
 
     config: FilterConfig
 
-    def tasks(self, phase: str, inputs: list[InputFile]) -> list[Any]:
+    def plan(self, inputs: list[InputFile]) -> list[Phase]:
         docs = [f for f in inputs if f.name.endswith(".parquet")]
         if not docs:
             raise StageError("filter: no document Parquet files among the inputs")
         check_documents(docs, REQUIRED_COLUMNS, COLUMN_TYPES, reserved=tuple(n for n, _ in REJECT_FIELDS))
-        return docs
+        return [Phase("parts", self.filter_part, docs)]  # a task per document part
 
-    def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:
-        table = read_documents(payload, REQUIRED_COLUMNS)
+    def filter_part(self, part: InputFile, ctx: TaskContext) -> None:
+        table = read_documents(part, REQUIRED_COLUMNS)
         ctx.count("in", table.num_rows)
         texts = [t or "" for t in table["text"].to_pylist()]
         n = table.num_rows
@@ -76,23 +75,23 @@ class FilterStage(Stage):
         if dropped:
             rejected = table.take(dropped)
             ctx.reject(pa.Table.from_arrays(
-                [pa.array([verdicts[i][0] for i in dropped], pa.string()),
-                 pa.array([verdicts[i][1] for i in dropped], pa.string()), *rejected.columns],
+                [pa.array([verdicts[i].reason for i in dropped], pa.string()),
+                 pa.array([verdicts[i].detail for i in dropped], pa.string()), *rejected.columns],
                 schema=pa.schema([*REJECT_FIELDS, *rejected.schema])))
 
-    def judge(self, texts: list[str], langs: list[str], scores: list[float]) -> list[tuple[str, str] | None]:
-        """Per document: None (kept) or (reason, detail) of the first rule it breaks."""
+    def judge(self, texts: list[str], langs: list[str], scores: list[float]) -> list[Reject | None]:
+        """Per document: None (kept) or the first rule it breaks."""
         c = self.config
-        verdicts: list[tuple[str, str] | None] = [
-            ("lang", f"{lang}:{score:.2f}") if c.languages and (lang not in c.languages or score < c.min_lang_score)
-            else None
+        verdicts: list[Reject | None] = [
+            Reject("lang", f"{lang}:{score:.2f}")
+            if c.languages and (lang not in c.languages or score < c.min_lang_score) else None
             for lang, score in zip(langs, scores)
         ]
         if c.min_tokens is not None:
             todo = [i for i, v in enumerate(verdicts) if v is None]
             for i, n in zip(todo, count_tokens([texts[i] for i in todo])):
                 if n < c.min_tokens:
-                    verdicts[i] = ("min_tokens", f"gpt2_tokens={n}<{c.min_tokens}")
+                    verdicts[i] = Reject("min_tokens", f"gpt2_tokens={n}<{c.min_tokens}")
         boilerplate = tuple(c.quality.boilerplate_phrases)
         for i, text in enumerate(texts):
             if verdicts[i] is None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from pipeline.config import Config
+from pipeline.records import Reject
 
 _WORD = re.compile(r"\S+")
 _ALPHA = re.compile(r"[^\W\d_]")
@@ -96,15 +97,15 @@ class TextStats:
         )
 
 
-def first_failure(stats: TextStats, config: QualityConfig, lang: str | None) -> tuple[str, str] | None:
-    """(rule name, what was measured against what) for the first rule the text breaks, or None."""
+def first_failure(stats: TextStats, config: QualityConfig, lang: str | None) -> Reject | None:
+    """The first rule the text breaks (its name, and what was measured against what), or None."""
     c = config
 
-    def below(name: str, value: float, minimum: float | None) -> tuple[str, str] | None:
-        return (name, f"{value:.3g}<{minimum}") if minimum is not None and value < minimum else None
+    def below(name: str, value: float, minimum: float | None) -> Reject | None:
+        return Reject(name, f"{value:.3g}<{minimum}") if minimum is not None and value < minimum else None
 
-    def above(name: str, value: float, maximum: float | None) -> tuple[str, str] | None:
-        return (name, f"{value:.3g}>{maximum}") if maximum is not None and value > maximum else None
+    def above(name: str, value: float, maximum: float | None) -> Reject | None:
+        return Reject(name, f"{value:.3g}>{maximum}") if maximum is not None and value > maximum else None
 
     checks = (
         lambda: below("min_words", stats.n_words, c.min_words),
@@ -119,8 +120,8 @@ def first_failure(stats: TextStats, config: QualityConfig, lang: str | None) -> 
         lambda: below("min_terminal_punctuation_lines", stats.terminal_punctuation_lines,
                       c.min_terminal_punctuation_lines),
         lambda: above("max_boilerplate_lines", stats.boilerplate_lines, c.max_boilerplate_lines),
-        lambda: ("lorem_ipsum", "") if c.drop_lorem_ipsum and stats.lorem_ipsum else None,
-        lambda: ("curly_brace", "") if c.drop_curly_brace and stats.curly_brace else None,
+        lambda: Reject("lorem_ipsum") if c.drop_lorem_ipsum and stats.lorem_ipsum else None,
+        lambda: Reject("curly_brace") if c.drop_curly_brace and stats.curly_brace else None,
         lambda: above("max_duplicate_lines", stats.duplicate_lines, c.max_duplicate_lines),
         lambda: above("max_duplicate_line_chars", stats.duplicate_line_chars, c.max_duplicate_line_chars),
     )

@@ -1,11 +1,17 @@
-"""The stage runner: runs a stage's tasks (here or on Ray), writes atomically, resumes, skips, keeps the funnel.
+"""The stage runner: runs a stage's phases and tasks (here or on Ray), writes atomically, resumes, skips, keeps the
+funnel, and reports progress.
 
-A stage is a `Stage` subclass: one or more phases, each a list of independent tasks, and `run_task`, plain Python
-that reads its inputs and writes through a `TaskContext`. The runner owns everything else, once for all stages:
+A stage is a `Stage` subclass whose `plan(inputs)` returns its phases, once per run: each `Phase` has a name, the
+stage's method that runs one task, and its tasks' typed payloads; whatever a later phase must know (a bucket count,
+how many tasks the phase before has) is decided in that one planning pass and carried in the payloads. A task is
+plain Python that reads its payload and writes through a `TaskContext`. The runner owns everything else, once for
+all stages; this is the layout of a stage's output, and the only place it is written down:
 
     <out>/<stage>/part-XXXXX.<ext>        the stage's output (written by the last phase)
     <out>/<stage>/_rejected/*.parquet      every dropped record with a `reason` column
-    <out>/<stage>/_work/                   intermediate files of earlier phases (e.g. a shuffle), deleted at the end
+    <out>/<stage>/_work/<phase>-XXXXX/     the work area: files a task of an earlier phase hands to later phases
+                                           (e.g. a shuffle), written with `ctx.work_name`, read with `ctx.read_work`
+                                           / `ctx.open_work`; deleted when the stage ends
     <out>/<stage>/_tasks/<phase>-XXXXX.json a task's done marker: its plan hash, counters and files, written last
     <out>/<stage>/_resume/<plan>/<task>/    checkpoints of a task not yet done (kept across a kill while the
                                            plan holds, so a long task can continue; removed when the stage ends)
@@ -15,18 +21,23 @@ that reads its inputs and writes through a `TaskContext`. The runner owns everyt
                                            has succeeded (pipeline/previous.py)
 
 A stage whose manifest carries the current plan hash (stage, version, config, inputs) is skipped. Otherwise the
-stage is planned first: `check_inputs()` opens and checks the inputs and every phase's `tasks()` builds its tasks,
-and only when that has succeeded is the output touched, so a command refused for its inputs leaves the previous output
-byte-identical. Then the runner takes the output's lock (a second command on it is refused), keeps the tasks whose
-marker carries the current plan hash and reruns the others, after every file that no current marker lists has been
-deleted (a finished output of another plan, or of this one rebuilt with `force`, is set aside, and put back if no task
-of the new plan succeeds): a run killed at any point and rerun gives exactly the output of an uninterrupted run.
+stage is planned first: `plan()` opens and checks the inputs and builds every phase's tasks, and only when that
+has succeeded is the output touched, so a command refused for its inputs leaves the previous output byte-identical.
+Then the runner takes the output's lock (a second command on it is refused), keeps the tasks whose marker carries
+the current plan hash and reruns the others, after every file that no current marker lists has been deleted (a
+finished output of another plan, or of this one rebuilt with `force`, is set aside, and put back if no task of the
+new plan succeeds): a run killed at any point and rerun gives exactly the output of an uninterrupted run.
 Every file a task commits is fenced: it is renamed into place only while the lock still names the task's run and
 its driver lives.
+
+Progress: `RunOptions.progress` receives a `Progress` event when a phase starts (its resumed tasks counted done),
+after every task (local and Ray alike), and once at the end of the stage (`finished`); a skipped stage sends that
+last one only.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import importlib.metadata
 import json
@@ -34,12 +45,13 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.config import Config
@@ -49,13 +61,41 @@ from pipeline import previous
 from pipeline.lock import Fence, OutputLock, is_lock_file
 from pipeline.storage import TMP_PREFIX, Dir, InputFile, is_within, naming
 
-__all__ = ["Stage", "StageError", "StageResult", "RunOptions", "TaskContext", "run_stage", "format_funnel"]
+__all__ = ["Phase", "Progress", "Stage", "StageError", "StageResult", "RunOptions", "TaskContext", "run_stage",
+           "format_funnel"]
 
 MANIFEST = "_manifest.json"
 TASKS_DIR = "_tasks"
 REJECTED_DIR = "_rejected"
 WORK_DIR = "_work"
 RESUME_DIR = "_resume"
+
+T = TypeVar("T")
+
+
+def task_id(phase: str, index: int) -> str:
+    return f"{phase}-{index:05d}"
+
+
+def work_name(phase: str, index: int, name: str) -> str:
+    """Where task `index` of `phase` keeps its file `name` in the work area: the one place that says so."""
+    return f"{WORK_DIR}/{task_id(phase, index)}/{name}"
+
+
+def work_files(stage_dir: str, phase: str, name: str) -> list[str]:
+    """The file `name` of every task of `phase` left in a finished stage's work area (`RunOptions.keep_work`)."""
+    out = Dir(stage_dir)
+    return [out.uri(f"{WORK_DIR}/{task}/{name}") for task in subdirs(out, WORK_DIR)
+            if fnmatch.fnmatch(task, f"{phase}-*") and out.exists(f"{WORK_DIR}/{task}/{name}")]
+
+
+def subdirs(directory: Dir, name: str) -> list[str]:
+    """Names of the directories directly under `name`, sorted; none if `name` is not a directory."""
+    base = directory.path(name)
+    if directory.fs.get_file_info(base).type != pafs.FileType.Directory:
+        return []
+    infos = directory.fs.get_file_info(pafs.FileSelector(base))
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
 
 
 def code_version() -> str:
@@ -65,34 +105,35 @@ def code_version() -> str:
         return "unknown"
 
 
+@dataclass(frozen=True)
+class Phase(Generic[T]):
+    """One step of a stage: its tasks run independently (in any order, anywhere), each by `run(payload, ctx)`,
+    once every task of the phase before has finished. `tasks` holds one typed payload per task, in task-index
+    order; `name` names the phase's task ids (`<name>-XXXXX`) and work area."""
+
+    name: str
+    run: Callable[[T, TaskContext], None]
+    tasks: Sequence[T]
+
+
 class Stage(ABC):
-    """One stage of the corpus pipeline. Subclasses set `name` and implement `tasks` and `run_task`."""
+    """One stage of the corpus pipeline. Subclasses set `name` and implement `plan`."""
 
     name: ClassVar[str]
     version: ClassVar[int] = 1  # bump when the output's meaning changes, so old outputs are rebuilt
-    phases: ClassVar[tuple[str, ...]] = ("parts",)
     # Counters for records that leave the funnel without being rejects (e.g. submissions merged into one URL row).
     folded: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Config):
         self.config = config
 
-    def check_inputs(self, inputs: list[InputFile]) -> None:
-        """Raise `StageError` for inputs or a config that cannot work (wrong kind of file, unreadable, missing
-        columns, a missing tokenizer file), cheaply (headers, footers, sizes). Called once, before `tasks` and
-        before the output is touched, so that such a command leaves the previous output as it was."""
-
     @abstractmethod
-    def tasks(self, phase: str, inputs: list[InputFile]) -> list[Any]:
-        """The payloads of `phase`'s tasks, one per task, in a deterministic order (the task index).
+    def plan(self, inputs: list[InputFile]) -> list[Phase]:
+        """The stage's phases in order, each with its tasks: called once per run, before any task runs and before
+        the output is touched, from the inputs and the config alone (never from what a phase writes).
 
-        Called for every phase before any task runs and before the output is touched, from the inputs and the
-        config alone (not from what an earlier phase writes); a `StageError` raised here leaves the output as
-        it was, like one from `check_inputs`."""
-
-    @abstractmethod
-    def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:
-        """Do one task: read `payload`, write through `ctx`, count `in` records with `ctx.count`."""
+        Check the inputs here, cheaply (headers, footers, sizes): a `StageError` raised here (a wrong kind of file,
+        an unreadable one, missing columns, a missing tokenizer file) leaves the previous output as it was."""
 
 
 @dataclass
@@ -113,7 +154,7 @@ class TaskContext:
 
     @property
     def task_id(self) -> str:
-        return f"{self.phase}-{self.index:05d}"
+        return task_id(self.phase, self.index)
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] += n
@@ -124,8 +165,20 @@ class TaskContext:
         return f"part-{self.index:05d}{ext}"
 
     def work_name(self, name: str) -> str:
-        """A path for an intermediate file of this task under `_work/`."""
-        return f"{WORK_DIR}/{self.task_id}/{name}"
+        """Where this task writes its file `name` for later phases (the work area); read back with `read_work`."""
+        return work_name(self.phase, self.index, name)
+
+    def read_work(self, phase: str, index: int, name: str, columns: list[str] | None = None) -> pa.Table:
+        """The Parquet file `name` that task `index` of the earlier `phase` wrote with `work_name`."""
+        return pq.read_table(self.out.path(work_name(phase, index, name)), columns=columns, filesystem=self.out.fs)
+
+    def has_work(self, phase: str, index: int, name: str) -> bool:
+        """Whether task `index` of `phase` wrote `name` (for a phase whose tasks write only what they have)."""
+        return self.out.exists(work_name(phase, index, name))
+
+    def open_work(self, phase: str, index: int, name: str):
+        """The file `name` of task `index` of `phase`, opened for random access (`read_at`); a context manager."""
+        return self.out.fs.open_input_file(self.out.path(work_name(phase, index, name)))
 
     def resume_name(self, name: str) -> str:
         """A path for this task's own checkpoint files: kept if the task is killed, for its rerun under the same
@@ -220,6 +273,24 @@ class TaskContext:
         self.files[name] = entry
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a stage stands, sent to `RunOptions.progress` in the driver: when a phase starts (`tasks_done` counts
+    the tasks resumed from an earlier run), after every task, and once with `finished` after the manifest is written.
+    A skipped stage (its output current) sends only the finished event, with `phases` 0 and `records` its funnel's
+    `in`."""
+
+    stage: str  # e.g. "crawl"
+    phase: str  # e.g. "fetch"; phases run in order
+    phase_index: int  # 0-based index of the phase within the stage
+    phases: int  # number of phases of the stage
+    tasks_done: int  # tasks of this phase finished so far (resumed ones included)
+    tasks_total: int  # tasks of this phase
+    records: int  # records read by the finished tasks of this phase (their funnel input count), 0 if unknown
+    elapsed_s: float  # seconds since this phase started
+    finished: bool  # True once, on the last event of the stage (after the manifest is written)
+
+
 @dataclass
 class RunOptions:
     """How to run, as opposed to what to compute: none of this enters the plan hash."""
@@ -230,7 +301,10 @@ class RunOptions:
     task_cpus: float = 1.0
     force: bool = False  # rebuild even if the manifest is current
     quiet: bool = False
-    keep_work: bool = False  # keep `_work/` (a shuffle's intermediate files) after the stage has finished
+    keep_work: bool = False  # keep the work area (a shuffle's intermediate files) after the stage has finished
+    # Called in the driver with every `Progress` event; None: a progress bar on stderr unless `quiet`. An exception
+    # it raises stops the stage (it is a bug).
+    progress: Callable[[Progress], None] | None = None
 
 
 @dataclass
@@ -254,12 +328,12 @@ def plan_hash(stage: Stage, inputs: list[InputFile]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _execute(stage: Stage, out: Dir, phase: str, is_final: bool, plan: str, fence: Fence | None, index: int,
-             payload: Any) -> dict:
+def _execute(out: Dir, phase: str, run: Callable[[Any, TaskContext], None], is_final: bool, plan: str,
+             fence: Fence | None, index: int, payload: Any) -> dict:
     """One task, wherever it runs: run it, then write its done marker last (fenced, like every file it commits)."""
     ctx = TaskContext(out=out, phase=phase, index=index, is_final_phase=is_final, plan=plan, fence=fence)
     try:
-        stage.run_task(phase, index, payload, ctx)
+        run(payload, ctx)
         ctx.finish()
     except BaseException:
         ctx.abort()
@@ -270,10 +344,10 @@ def _execute(stage: Stage, out: Dir, phase: str, is_final: bool, plan: str, fenc
 
 
 class _TaskCall:
-    """A picklable callable for the executor: (index, payload) -> marker."""
+    """A picklable callable for the executor: (index, payload) -> marker, for the tasks of one phase."""
 
-    def __init__(self, stage: Stage, out: Dir, phase: str, is_final: bool, plan: str, fence: Fence | None):
-        self.args = (stage, out, phase, is_final, plan, fence)
+    def __init__(self, out: Dir, phase: Phase, is_final: bool, plan: str, fence: Fence | None):
+        self.args = (out, phase.name, phase.run, is_final, plan, fence)  # not the phase's payloads: one per item
 
     def __call__(self, item: tuple[int, Any]) -> dict:
         return _execute(*self.args, *item)
@@ -340,38 +414,42 @@ def funnel_of(stage: Stage, markers: list[dict]) -> dict[str, int]:
 def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: RunOptions = RunOptions()) -> StageResult:
     """Run `stage` over `inputs` into `<out_root>/<stage.name>/`, skipping or resuming as the markers allow.
 
-    Nothing under the output changes until every phase is planned (inputs opened and checked, tasks built), the
-    executor is reachable and this command holds the output's lock."""
-    out = Dir(out_root).sub(stage.name)
+    Nothing under the output changes until the stage is planned (inputs opened and checked, every phase's tasks
+    built), the executor is reachable and this command holds the output's lock."""
+    with _progress_display(options) as report:
+        return _run(stage, inputs, Dir(out_root).sub(stage.name), options, report)
+
+
+def _run(stage: Stage, inputs: list[InputFile], out: Dir, options: RunOptions,
+         report: Callable[[Progress], None]) -> StageResult:
     if inside := next((f.uri for f in inputs if is_within(f.uri, out.location)), None):
         raise StageError(f"{inside}: an input inside this stage's own output ({out.location}), which the stage "
                          "rewrites: give another --out")
     plan = plan_hash(stage, inputs)
-    if (current := _current(stage, out, plan, options)) is not None:
+    if (current := _current(stage, out, plan, options, report)) is not None:
         return current
-    stage.check_inputs(inputs)
-    planned = [(phase, stage.tasks(phase, inputs)) for phase in stage.phases]
+    phases = _checked(stage, stage.plan(inputs))
     if options.executor == "ray":
         connect_ray(options.address, options.num_cpus)
     lock = OutputLock(out)
     with lock as fence:
         _recover_previous(out)  # of a command killed before its first task succeeded
-        if (current := _current(stage, out, plan, options)) is not None:
+        if (current := _current(stage, out, plan, options, report)) is not None:
             return current  # another command finished it while we planned, or its previous output was put back
         started = time.time()
         markers = {} if options.force else _valid_markers(out, plan)
         keeping = out.exists(MANIFEST) and previous.can_set_aside(out)  # a forced rebuild may fail too
         _prune(out, markers, plan, set_aside=keeping)
         try:
-            for phase, payloads in planned:
-                is_final = phase == stage.phases[-1]
-                todo = [(i, p) for i, p in enumerate(payloads) if f"{phase}-{i:05d}" not in markers]
-                call = _TaskCall(stage, out, phase, is_final, plan, fence)
-                results = run_tasks(call, todo, options.executor, num_cpus=options.task_cpus)
-                for _ in _progress(results, len(todo), f"{stage.name}:{phase}", len(payloads) - len(todo), options):
+            for number, phase in enumerate(phases):
+                tracker = _PhaseProgress(stage.name, phase, number, len(phases), report)
+                call = _TaskCall(out, phase, phase is phases[-1], plan, fence)
+                todo = tracker.resume(markers)
+                for marker in run_tasks(call, todo, options.executor, num_cpus=options.task_cpus):
                     if keeping:  # a task of the new plan has succeeded: the previous output is obsolete
                         out.delete(previous.PREVIOUS_DIR)
                         keeping = False
+                    tracker.task_done(marker)
                 markers = _valid_markers(out, plan)
         except BaseException:
             if keeping:
@@ -388,14 +466,98 @@ def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: Run
         task_markers = [m for task_id, m in sorted(markers.items())]
         manifest = _manifest(stage, inputs, plan, task_markers, time.time() - started)
         out.write_json(MANIFEST, manifest, before_commit=fence.check)
+    tracker.finish()
     return StageResult(stage.name, False, manifest)
+
+
+def _checked(stage: Stage, phases: list[Phase]) -> list[Phase]:
+    names = [phase.name for phase in phases]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"{stage.name}: plan() must return phases with distinct names, not {names}")
+    return phases
+
+
+class _PhaseProgress:
+    """The progress of one phase: which of its tasks are done, the records they read, and the events it sends."""
+
+    def __init__(self, stage: str, phase: Phase, number: int, phases: int, report: Callable[[Progress], None]):
+        self.stage, self.phase, self.number, self.phases, self.report = stage, phase, number, phases, report
+        self.done = self.records = 0
+        self.started = time.monotonic()
+
+    def resume(self, markers: dict[str, dict]) -> list[tuple[int, Any]]:
+        """The tasks still to run, after sending the phase's first event, which counts the resumed ones as done."""
+        todo = []
+        for index, payload in enumerate(self.phase.tasks):
+            if (marker := markers.get(task_id(self.phase.name, index))) is None:
+                todo.append((index, payload))
+            else:
+                self._count(marker)
+        self._send()
+        return todo
+
+    def task_done(self, marker: dict) -> None:
+        self._count(marker)
+        self._send()
+
+    def finish(self) -> None:
+        self._send(finished=True)
+
+    def _count(self, marker: dict) -> None:
+        self.done += 1
+        self.records += marker["counters"].get("in", 0)
+
+    def _send(self, finished: bool = False) -> None:
+        self.report(Progress(self.stage, self.phase.name, self.number, self.phases, self.done,
+                             len(self.phase.tasks), self.records, time.monotonic() - self.started, finished))
+
+
+@contextmanager
+def _progress_display(options: RunOptions) -> Iterator[Callable[[Progress], None]]:
+    """Where the progress events go: the caller's callback, nowhere (`quiet`), or progress bars closed at the end."""
+    if options.progress is not None or options.quiet:
+        yield options.progress or (lambda event: None)
+        return
+    bars = ProgressBars()
+    try:
+        yield bars
+    finally:
+        bars.close()
+
+
+class ProgressBars:
+    """The default progress display: a tqdm bar on stderr for each phase that has tasks left to run."""
+
+    def __init__(self):
+        self.bar, self.key = None, None
+
+    def __call__(self, event: Progress) -> None:
+        from tqdm import tqdm
+
+        key = (event.stage, event.phase)
+        if key != self.key:
+            self.close()
+            self.key = key
+            if event.tasks_done < event.tasks_total and not event.finished:
+                self.bar = tqdm(total=event.tasks_total, initial=event.tasks_done, desc=f"{event.stage}:{event.phase}",
+                                unit="task", file=sys.stderr, postfix={"resumed": event.tasks_done})
+        elif self.bar is not None:
+            self.bar.update(event.tasks_done - self.bar.n)
+        if event.finished:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _recover_previous(out: Dir) -> None:
     previous.recover(out, succeeded=lambda plan: bool(_valid_markers(out, plan)), is_kept=is_lock_file)
 
 
-def _current(stage: Stage, out: Dir, plan: str, options: RunOptions) -> StageResult | None:
+def _current(stage: Stage, out: Dir, plan: str, options: RunOptions,
+             report: Callable[[Progress], None]) -> StageResult | None:
     """The result of a finished run of this very plan, if its manifest is there (and no rebuild is forced)."""
     if options.force or not out.exists(MANIFEST):
         return None
@@ -407,19 +569,8 @@ def _current(stage: Stage, out: Dir, plan: str, options: RunOptions) -> StageRes
         return None
     if not options.quiet:
         print(f"{stage.name}: up to date ({out.location}), skipped", file=sys.stderr)
+    report(Progress(stage.name, "", 0, 0, 0, 0, manifest.get("funnel", {}).get("in", 0), 0.0, True))
     return StageResult(stage.name, True, manifest)
-
-
-def _progress(results, total: int, label: str, already: int, options: RunOptions):
-    if options.quiet or total == 0:
-        yield from results
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=total, desc=label, unit="task", file=sys.stderr, postfix={"resumed": already}) as bar:
-        for item in results:
-            bar.update(1)
-            yield item
 
 
 def _manifest(stage: Stage, inputs: list[InputFile], plan: str, markers: list[dict], elapsed: float) -> dict:

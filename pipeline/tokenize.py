@@ -7,7 +7,7 @@ Three phases, so the global shuffle and fixed-size shards need no task to hold t
 - `encode`, one task per document part: each document goes to `val` when a hash of its `doc_id` falls under
   `val_fraction` (a property of the document alone: adding documents never moves another one), gets its order key
   (a seeded 64-bit hash of `doc_id`) and its tokens, `<|endoftext|>` first as llm.c does. Tokens are appended to
-  `_work/encode-XXXXX/<split>.bin`, and (doc_id, key, offset, length) rows to `<split>.parquet` beside it.
+  the task's `<split>.bin` in the work area, and (doc_id, key, offset, length) rows to `<split>.parquet` beside it.
 - `shards`, as many tasks as there are parts: every task reads the small per-document rows of all parts, sorts
   them by (key, doc_id): the seeded global shuffle, the same on any number of workers, and one where adding
   documents keeps the relative order of the others. The split's token stream is cut into shards of
@@ -26,6 +26,7 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -36,7 +37,8 @@ from pydantic import Field
 
 from pipeline.config import Config
 from pipeline.documents import TEXT_TYPES, check_documents
-from pipeline.runner import Stage, StageError, TaskContext
+from pipeline.records import Rows
+from pipeline.runner import Phase, Stage, StageError, TaskContext
 from pipeline.shards import HEADER_BYTES, INDEX_NAME, MAGIC, TOKEN_DTYPE, VERSION, shard_header
 from pipeline.storage import InputFile, filesystem
 from pipeline.tokenizer import (Tokenizer, TokenizerError, bpe_from_json, bpe_tokenizer, gpt2_files, gpt2_tokenizer,
@@ -49,6 +51,7 @@ WORK_SCHEMA = pa.schema([("doc_id", pa.string()), ("key", pa.uint64()), ("offset
                          ("n_tokens", pa.int64())])
 REJECTED_SCHEMA = pa.schema([("reason", pa.string()), ("doc_id", pa.string()), ("text", pa.string()),
                              ("source", pa.string())])
+ENCODE = "encode"  # the phase whose token files the shard writers read
 SPLIT_HASH_SEED = 0x5EED5  # fixed: the split must not move when the shuffle seed changes
 MAX_UINT16_VOCAB = 1 << 16
 
@@ -88,36 +91,50 @@ def order_keys(doc_ids: list[str], seed: int) -> np.ndarray:
 _TOKENIZERS: dict[tuple, Tokenizer] = {}
 
 
+@dataclass(frozen=True)
+class TrainTask:
+    """Train the stage's BPE on the first characters of `parts`."""
+
+    parts: tuple[InputFile, ...]
+
+
+@dataclass(frozen=True)
+class EncodeTask:
+    """Encode document part `part` (the input `file`) into the work area."""
+
+    part: int
+    file: InputFile
+
+
+@dataclass(frozen=True)
+class ShardsTask:
+    """Shard writer `writer` of `parts` (one per encode task): shards writer, writer + parts, ... of each split."""
+
+    writer: int
+    parts: int
+
+
 class TokenizeStage(Stage):
     name = "tokenize"
     version = 1
-    phases = ("tokenizer", "encode", "shards")
 
     config: TokenizeConfig
 
-    def tasks(self, phase: str, inputs: list[InputFile]) -> list[Any]:
-        parts = _parts(inputs)
-        if phase == "tokenizer":
-            tok = self.config.tokenizer
-            return [parts] if tok.kind == "bpe" and tok.path is None else []
-        if phase == "encode":
-            return parts
-        return [len(parts)] * len(parts)  # shard writer j of W; W = the number of parts grows with the corpus
-
-    def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:
-        if phase == "tokenizer":
-            self._train_tokenizer(payload, ctx)
-        elif phase == "encode":
-            self._encode_part(index, payload, ctx)
-        else:
-            self._write_shards(index, payload, ctx)
-
     # -- plan -----------------------------------------------------------------------------------------------
-    def check_inputs(self, inputs: list[InputFile]) -> None:
-        """Before the output is touched: the configured tokenizer's files are there and unaltered (a tokenizer.json
-        of the user's also loads and fits uint16) and every part is a readable Parquet table with `doc_id` and
-        `text` (its footer only)."""
+    def plan(self, inputs: list[InputFile]) -> list[Phase]:
+        """Checked before the output is touched: the configured tokenizer's files are there and unaltered (a
+        tokenizer.json of the user's also loads and fits uint16) and every part is a readable Parquet table with
+        `doc_id` and `text` (its footer only)."""
         parts = _parts(inputs)
+        self._check(parts)
+        tok = self.config.tokenizer
+        train = [TrainTask(tuple(parts))] if tok.kind == "bpe" and tok.path is None else []
+        return [Phase("tokenizer", self.train_tokenizer, train),
+                Phase(ENCODE, self.encode_part, [EncodeTask(i, part) for i, part in enumerate(parts)]),
+                # W shard writers, W = the number of parts: grows with the corpus
+                Phase("shards", self.write_shards, [ShardsTask(j, len(parts)) for j in range(len(parts))])]
+
+    def _check(self, parts: list[InputFile]) -> None:
         tok = self.config.tokenizer
         if tok.kind == "gpt2":
             try:
@@ -158,12 +175,12 @@ class TokenizeStage(Stage):
             _TOKENIZERS[key] = tokenizer
         return _TOKENIZERS[key]
 
-    def _train_tokenizer(self, parts: list[InputFile], ctx: TaskContext) -> None:
+    def train_tokenizer(self, task: TrainTask, ctx: TaskContext) -> None:
         budget = self.config.tokenizer.train_chars
 
         def texts():
             remaining = budget
-            for part in parts:
+            for part in task.parts:
                 for batch in _batches(part, ["text"], self.config.batch_rows):
                     for text in batch.column("text").to_pylist():
                         if remaining <= 0:
@@ -175,13 +192,14 @@ class TokenizeStage(Stage):
         ctx.write_bytes(TOKENIZER_NAME, train_bpe(texts(), self.config.tokenizer.vocab_size).encode())
 
     # -- encode -----------------------------------------------------------------------------------------------
-    def _encode_part(self, index: int, part: InputFile, ctx: TaskContext) -> None:
+    def encode_part(self, task: EncodeTask, ctx: TaskContext) -> None:
+        part = task.file
         tokenizer = self.tokenizer(ctx)
         rows: dict[str, list[pa.RecordBatch]] = {s: [] for s in SPLITS}
         written = dict.fromkeys(SPLITS, 0)
         with ExitStack() as stack:
             pool = stack.enter_context(ThreadPoolExecutor(self.config.threads)) if self.config.threads > 1 else None
-            streams = {s: stack.enter_context(ctx.open_output(ctx.work_name(f"{s}.bin"))) for s in SPLITS}
+            streams = {s: stack.enter_context(ctx.open_output(ctx.work_name(_tokens_name(s)))) for s in SPLITS}
             for batch in _batches(part, INPUT_COLUMNS, self.config.batch_rows):
                 ctx.count("in", batch.num_rows)
                 doc_ids, texts = batch.column("doc_id").to_pylist(), batch.column("text").to_pylist()
@@ -189,10 +207,7 @@ class TokenizeStage(Stage):
                            for d, t in zip(doc_ids, texts)]
                 if any(reasons):
                     bad = [i for i, r in enumerate(reasons) if r]
-                    ctx.reject(pa.Table.from_arrays(
-                        [pa.array([reasons[i] for i in bad]), pa.array([doc_ids[i] for i in bad], pa.string()),
-                         pa.array([texts[i] for i in bad], pa.string()), pa.array([part.uri] * len(bad))],
-                        schema=REJECTED_SCHEMA))
+                    ctx.reject(Rows.table([(reasons[i], doc_ids[i], texts[i], part.uri) for i in bad], REJECTED_SCHEMA))
                     good = [i for i, r in enumerate(reasons) if not r]
                     doc_ids, texts = [doc_ids[i] for i in good], [texts[i] for i in good]
                 splits = np.array(split_of(doc_ids, self.config.val_fraction))
@@ -210,10 +225,11 @@ class TokenizeStage(Stage):
                         [pa.array([doc_ids[i] for i in members], pa.string()), pa.array(keys[members]),
                          pa.array(offsets, pa.int64()), pa.array(lengths, pa.int64())], schema=WORK_SCHEMA))
         for split in SPLITS:
-            ctx.write_table(ctx.work_name(f"{split}.parquet"), pa.Table.from_batches(rows[split], WORK_SCHEMA))
+            ctx.write_table(ctx.work_name(_documents_name(split)), pa.Table.from_batches(rows[split], WORK_SCHEMA))
 
     # -- shards -----------------------------------------------------------------------------------------------
-    def _write_shards(self, writer: int, n_parts: int, ctx: TaskContext) -> None:
+    def write_shards(self, task: ShardsTask, ctx: TaskContext) -> None:
+        writer, n_parts = task.writer, task.parts
         shard_tokens = self.config.shard_tokens
         index: dict[str, Any] = {"splits": {}}
         for split in SPLITS:
@@ -285,7 +301,7 @@ def _split_layout(ctx: TaskContext, n_parts: int, split: str) -> dict[str, np.nd
     """Every document of `split` with its part, in the global shuffled order (key, then doc_id)."""
     tables = []
     for part in range(n_parts):
-        table = ctx.out.read_parquet(f"_work/encode-{part:05d}/{split}.parquet")
+        table = ctx.read_work(ENCODE, part, _documents_name(split))
         tables.append(table.append_column("part", pa.array(np.full(table.num_rows, part, np.int32))))
     layout = pa.concat_tables(tables).sort_by([("key", "ascending"), ("doc_id", "ascending")])
     return {name: layout.column(name).to_numpy() for name in ("offset", "n_tokens", "part")}
@@ -306,8 +322,7 @@ def _write_shard(ctx: TaskContext, name: str, layout: dict[str, np.ndarray], sta
             hi = min(end, int(starts[doc] + layout["n_tokens"][doc]))
             part = int(layout["part"][doc])
             if part not in sources:
-                sources[part] = stack.enter_context(
-                    ctx.out.fs.open_input_file(ctx.out.path(f"_work/encode-{part:05d}/{split}.bin")))
+                sources[part] = stack.enter_context(ctx.open_work(ENCODE, part, _tokens_name(split)))
             offset = int(layout["offset"][doc]) + lo - int(starts[doc])
             pending.append(sources[part].read_at((hi - lo) * TOKEN_DTYPE.itemsize, offset * TOKEN_DTYPE.itemsize))
             pending_bytes += (hi - lo) * TOKEN_DTYPE.itemsize
@@ -315,6 +330,14 @@ def _write_shard(ctx: TaskContext, name: str, layout: dict[str, np.ndarray], sta
                 out.write(b"".join(pending))
                 pending, pending_bytes = [], 0
         out.write(b"".join(pending))
+
+
+def _tokens_name(split: str) -> str:
+    return f"{split}.bin"
+
+
+def _documents_name(split: str) -> str:
+    return f"{split}.parquet"
 
 
 def _json(obj) -> bytes:

@@ -24,6 +24,7 @@ import math
 import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import msgspec
@@ -35,7 +36,8 @@ import zstandard
 from pydantic import Field
 
 from pipeline.config import Config
-from pipeline.runner import Stage, StageError, TaskContext
+from pipeline.records import Reject, Rows
+from pipeline.runner import Phase, Stage, StageError, TaskContext
 from pipeline.storage import InputFile
 from pipeline.urlnorm import DEFAULT_TRACKING_PARAMS, BadURL, TrackingParams, normalize
 
@@ -96,14 +98,6 @@ class UrlsConfig(Config):
     bucket_raw_bytes: int = Field(512 << 20, ge=1, description="decompressed dump bytes per automatic bucket")
     strict: bool = Field(True, description="a dump that cannot be read at all is an error (false: skip, report)")
     batch_rows: int = Field(65536, ge=1, description="rows buffered before a shuffle write")
-
-
-class Reject(Exception):
-    """A record breaks a rule: `reason` is machine-readable, `detail` says what was seen."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(reason)
-        self.reason, self.detail = reason, detail
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -367,16 +361,11 @@ class Submission(NamedTuple):
     id: str
 
 
-class Rejected(NamedTuple):
-    reason: str
-    detail: str = ""
-
-
 class SubmissionRules:
     """The per-record rules of the stage, in the order they are applied.
 
-    `apply` returns a Rejected value rather than raising: two records in three are dropped here, and an
-    exception per record would cost more than the rule itself.
+    `apply` returns the Reject rather than raising it: two records in three are dropped here, and raising once per
+    record would cost more than the rule itself.
     """
 
     def __init__(self, config: UrlsConfig):
@@ -399,37 +388,37 @@ class SubmissionRules:
                 return None
             host = host[dot + 1 :]
 
-    def apply(self, record: RawSubmission) -> Submission | Rejected:
+    def apply(self, record: RawSubmission) -> Submission | Reject:
         """The kept submission, or the first rule it breaks."""
         id, url, score, created_utc = record.id, record.url, record.score, record.created_utc
         if id is None or url is None or score is None or created_utc is None:
             fields = ("id", "url", "score", "created_utc")
-            return Rejected("missing_field", ",".join(f for f in fields if getattr(record, f) is None))
+            return Reject("missing_field", ",".join(f for f in fields if getattr(record, f) is None))
         if type(url) is not str or not (url := url.strip()):
-            return Rejected("bad_field", f"url={record.url!r}")
+            return Reject("bad_field", f"url={record.url!r}")
         try:
             if type(score) is not int or not INT64_MIN <= score <= INT64_MAX:
                 score = parse_int(score, "score")
             if type(created_utc) is not int or not INT64_MIN <= created_utc <= INT64_MAX:
                 created_utc = parse_timestamp(created_utc)
             if self.link_posts_only and parse_flag(record.is_self, "is_self"):
-                return Rejected("self_post")
+                return Reject("self_post")
             if self.drop_nsfw and parse_flag(record.over_18, "over_18"):
-                return Rejected("nsfw")
+                return Reject("nsfw")
             if not url.startswith(("http://", "https://")):
                 scheme = url[:8].partition(":")[0].lower()
                 if scheme != "http" and scheme != "https":
-                    return Rejected("bad_scheme", scheme)
+                    return Reject("bad_scheme", scheme)
             norm = normalize(url, self.tracking, self.strip_www)
         except Reject as r:
-            return Rejected(r.reason, r.detail)
+            return r
         except BadURL as err:
-            return Rejected("bad_url", str(err))
+            return Reject("bad_url", str(err))
         if domain := self.blocked_domain(norm.host):
-            return Rejected("blocked_domain", domain)
+            return Reject("blocked_domain", domain)
         last_segment = norm.path.rsplit("/", 1)[-1]
         if "." in last_segment and (extension := last_segment.rsplit(".", 1)[1].lower()) in self.blocked_extensions:
-            return Rejected("blocked_extension", extension)
+            return Reject("blocked_extension", extension)
         return Submission(norm.url, url, norm.host, str(record.subreddit or ""), score, created_utc, str(id))
 
 
@@ -442,109 +431,95 @@ def bucket_of(url_norm: str, num_buckets: int) -> int:
 # The stage
 
 
-class _RejectBuffer:
-    def __init__(self, ctx: TaskContext, batch_rows: int):
-        self.ctx, self.batch_rows = ctx, batch_rows
-        self.rows: list[tuple] = []
-
-    def add(self, reason: str, detail: str, file: str, line: int, id=None, url=None, score=None, raw=None):
-        self.rows.append((reason, detail, file, line, id, url, score, raw))
-        if len(self.rows) >= self.batch_rows:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.rows:
-            columns = list(zip(*self.rows))
-            self.ctx.reject(pa.Table.from_arrays(
-                [pa.array(col, type=f.type) for col, f in zip(columns, REJECTED_SCHEMA)], schema=REJECTED_SCHEMA))
-            self.rows = []
-
-
 class _ShuffleWriter:
-    """Buffers kept submissions and appends them, by bucket, to one Parquet file per bucket under `_work/`."""
+    """Gathers kept submissions and appends them, by bucket, to one Parquet file per bucket in the work area."""
 
     def __init__(self, ctx: TaskContext, stack: ExitStack, file: str, num_buckets: int, batch_rows: int):
         self.file, self.num_buckets, self.batch_rows = file, num_buckets, batch_rows
-        self.rows: list[Submission] = []
-        self.lines: list[int] = []
+        self.rows = Rows(SHUFFLE_SCHEMA)
+        self.buckets: list[int] = []
         self.writers = []
         for b in range(num_buckets):
-            stream = stack.enter_context(ctx.open_output(ctx.work_name(f"bucket-{b:05d}.parquet")))
+            stream = stack.enter_context(ctx.open_output(ctx.work_name(_bucket_name(b))))
             writer = pq.ParquetWriter(stream, SHUFFLE_SCHEMA, compression="zstd")
             stack.callback(writer.close)  # before its stream closes: the stack unwinds last-in first-out
             self.writers.append(writer)
         stack.callback(self.flush)
 
     def add(self, sub: Submission, line: int) -> None:
-        self.rows.append(sub)
-        self.lines.append(line)
+        self.rows.add(*sub, self.file, line)
+        self.buckets.append(bucket_of(sub.url_norm, self.num_buckets))
         if len(self.rows) >= self.batch_rows:
             self.flush()
 
     def flush(self) -> None:
         if not self.rows:
             return
-        columns = [pa.array(c, type=f.type) for c, f in zip(zip(*self.rows), SHUFFLE_SCHEMA)]
-        n = len(self.rows)
-        columns += [pa.repeat(self.file, n).cast(pa.string()), pa.array(self.lines, type=pa.int64())]
-        table = pa.Table.from_arrays(columns, schema=SHUFFLE_SCHEMA)
-        buckets = pa.array([bucket_of(sub.url_norm, self.num_buckets) for sub in self.rows], type=pa.int32())
+        table = self.rows.take()
+        buckets = pa.array(self.buckets, type=pa.int32())
         for b in range(self.num_buckets):
             self.writers[b].write_table(table.filter(pc.equal(buckets, b)))
-        self.rows, self.lines = [], []
+        self.buckets = []
+
+
+MAP = "map"  # the phase whose shuffle files the reduce reads
+
+
+@dataclass(frozen=True)
+class MapTask:
+    """Read one dump; shuffle its kept submissions into `buckets` files."""
+
+    dump: InputFile
+    buckets: int
+
+
+@dataclass(frozen=True)
+class ReduceTask:
+    """Gather `bucket` from each of the `maps` map tasks into one output part."""
+
+    bucket: int
+    maps: int
 
 
 class UrlsStage(Stage):
     name = "urls"
     version = 2  # 2: created_utc with a fraction floored instead of rejected
-    phases = ("map", "reduce")
     folded = ("merged",)  # submissions folded into the row of their URL
 
     config: UrlsConfig
 
-    def num_buckets(self, inputs: list[InputFile]) -> int:
+    def plan(self, inputs: list[InputFile]) -> list[Phase]:
+        buckets = self.num_buckets(self.probe(inputs))
+        return [Phase(MAP, self.map_dump, [MapTask(file, buckets) for file in inputs]),
+                Phase("reduce", self.reduce_bucket, [ReduceTask(b, len(inputs)) for b in range(buckets)])]
+
+    def num_buckets(self, sizes: dict[InputFile, int]) -> int:
         """Configured, or one per `bucket_raw_bytes` of decompressed input: a reduce task's memory then stays
         about the same at any scale."""
         if self.config.num_buckets is not None:
             return self.config.num_buckets
-        raw_bytes = sum(self.probe(inputs).values())
-        return max(1, -(-raw_bytes // self.config.bucket_raw_bytes))
+        return max(1, -(-sum(sizes.values()) // self.config.bucket_raw_bytes))
 
     def probe(self, inputs: list[InputFile]) -> dict[InputFile, int]:
-        """Each dump's estimated decompressed size, once per plan. An unreadable dump fails the plan, before any
-        output is touched (strict), or is planned anyway for its map task to report as `unreadable_file`."""
-        key = tuple(inputs)
-        if getattr(self, "_probed", (None,))[0] != key:
-            sizes = {}
-            for file in inputs:
-                try:
-                    sizes[file] = probe_dump(file)
-                except DumpUnreadable as err:
-                    if self.config.strict:
-                        raise StageError(f"{err} (set strict: false to skip unreadable dumps)") from None
-                    sizes[file] = 0
-            self._probed = (key, sizes)
-        return self._probed[1]
+        """Each dump's estimated decompressed size. An unreadable dump fails the plan, before any output is touched
+        (strict), or is planned anyway for its map task to report as `unreadable_file`."""
+        sizes = {}
+        for file in inputs:
+            try:
+                sizes[file] = probe_dump(file)
+            except DumpUnreadable as err:
+                if self.config.strict:
+                    raise StageError(f"{err} (set strict: false to skip unreadable dumps)") from None
+                sizes[file] = 0
+        return sizes
 
-    def tasks(self, phase: str, inputs: list[InputFile]) -> list[Any]:
-        self.probe(inputs)
-        buckets = self.num_buckets(inputs)
-        if phase == "map":
-            return [(file, buckets) for file in inputs]
-        return [(b, len(inputs)) for b in range(buckets)]
-
-    def run_task(self, phase: str, index: int, payload: Any, ctx: TaskContext) -> None:
-        if phase == "map":
-            self.map_dump(*payload, ctx)
-        else:
-            self.reduce_bucket(*payload, ctx)
-
-    def map_dump(self, file: InputFile, num_buckets: int, ctx: TaskContext) -> None:
+    def map_dump(self, task: MapTask, ctx: TaskContext) -> None:
+        file = task.dump
         rules = SubmissionRules(self.config)
-        rejects = _RejectBuffer(ctx, self.config.batch_rows)
+        rejects = Rows(REJECTED_SCHEMA, ctx.reject, self.config.batch_rows)
         n_in = 0
         with ExitStack() as stack:
-            shuffle = _ShuffleWriter(ctx, stack, file.uri, num_buckets, self.config.batch_rows)
+            shuffle = _ShuffleWriter(ctx, stack, file.uri, task.buckets, self.config.batch_rows)
             try:
                 for first_line, lines in iter_line_batches(file):
                     for lineno, line in enumerate(lines, first_line):
@@ -554,27 +529,27 @@ class UrlsStage(Stage):
                         try:
                             record = decode_line(line)
                         except Reject as r:
-                            rejects.add(r.reason, r.detail, file.uri, lineno, raw=line)
+                            rejects.add(r.reason, r.detail, file.uri, lineno, None, None, None, line)
                             continue
                         result = rules.apply(record)
                         if type(result) is Submission:
                             shuffle.add(result, lineno)
                         else:
                             rejects.add(result.reason, result.detail, file.uri, lineno, _str(record.id),
-                                        _str(record.url), _int_or_none(record.score))
+                                        _str(record.url), _int_or_none(record.score), None)
             except DumpTruncated as err:
                 n_in += 1
-                rejects.add("truncated_file", str(err), file.uri, err.lineno)
+                rejects.add("truncated_file", str(err), file.uri, err.lineno, None, None, None, None)
             except DumpUnreadable as err:
                 if self.config.strict:
                     raise StageError(f"{err} (set strict: false to skip unreadable dumps)") from None
                 n_in += 1
-                rejects.add("unreadable_file", str(err), file.uri, 0)
+                rejects.add("unreadable_file", str(err), file.uri, 0, None, None, None, None)
         rejects.flush()
         ctx.count("in", n_in)
 
-    def reduce_bucket(self, bucket: int, n_maps: int, ctx: TaskContext) -> None:
-        tables = [ctx.out.read_parquet(f"_work/map-{m:05d}/bucket-{bucket:05d}.parquet") for m in range(n_maps)]
+    def reduce_bucket(self, task: ReduceTask, ctx: TaskContext) -> None:
+        tables = [ctx.read_work(MAP, m, _bucket_name(task.bucket)) for m in range(task.maps)]
         subs = pa.concat_tables(tables) if tables else SHUFFLE_SCHEMA.empty_table()
         # The karma rule first, on an unordered aggregate: most shuffled submissions fail it and need no sort.
         rule = f"score_{self.config.karma_rule}"
@@ -604,6 +579,10 @@ class UrlsStage(Stage):
         }).cast(OUTPUT_SCHEMA).sort_by("url_norm")
         ctx.write_part(kept)
         ctx.count("merged", kept_subs.num_rows - kept.num_rows)
+
+
+def _bucket_name(bucket: int) -> str:
+    return f"bucket-{bucket:05d}.parquet"
 
 
 def _str(value: Any) -> str | None:

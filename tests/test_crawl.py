@@ -360,3 +360,26 @@ def test_checkpoint_segments_are_fenced_like_every_file_a_task_commits(tmp_path,
         run_stage(CrawlStage(CrawlConfig(checkpoint_every=1)), expand_inputs([str(tmp_path / "urls")]),
                   str(tmp_path / "out"), RunOptions(executor="local", quiet=True))
     assert not list((tmp_path / "out" / "crawl").glob("_resume/*/*/seg-*"))
+
+
+def test_the_crawl_is_planned_once_and_reports_the_progress_of_both_phases(tmp_path, monkeypatch):
+    """The URL tables' footers are read once, when the stage plans (they were read again for every phase), and the
+    bucket count decided then is what the partition tasks split by and the number of fetch tasks."""
+    (tmp_path / "urls").mkdir()
+    for i in range(2):
+        pq.write_table(pa.table({"url": [f"ftp://e.org/{i}/{j}" for j in range(5)]}),
+                       tmp_path / "urls" / f"part-{i}.parquet")
+    counted = []
+    real = CrawlStage.count_urls
+    monkeypatch.setattr(CrawlStage, "count_urls", staticmethod(lambda tables: counted.append(1) or real(tables)))
+    events = []
+    result = run_stage(CrawlStage(CrawlConfig(urls_per_bucket=4)), expand_inputs([str(tmp_path / "urls")]),
+                       str(tmp_path / "out"), RunOptions(executor="local", quiet=True, progress=events.append))
+    assert counted == [1]
+    partition, fetch = CrawlStage(CrawlConfig(urls_per_bucket=4)).plan(expand_inputs([str(tmp_path / "urls")]))
+    assert [t.buckets for t in partition.tasks] == [3, 3] and [t.bucket for t in fetch.tasks] == [0, 1, 2]
+    assert result.funnel["in"] == result.funnel["outcome:bad_scheme"] == 10
+    assert [(e.phase, e.tasks_done, e.tasks_total) for e in events] == [
+        ("partition", 0, 2), ("partition", 1, 2), ("partition", 2, 2),
+        ("fetch", 0, 3), ("fetch", 1, 3), ("fetch", 2, 3), ("fetch", 3, 3), ("fetch", 3, 3)]
+    assert events[-1].finished and events[-1].records == 10 and events[2].records == 0

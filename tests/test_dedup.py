@@ -253,6 +253,6 @@ def test_unusable_parquet_fails_the_plan_naming_file_and_column(tmp_path, table,
         pq.write_table(table, path)
     inputs = expand_inputs([str(tmp_path / "docs")])
     with pytest.raises(StageError, match=message):
-        DedupStage(DedupConfig()).tasks("signatures", inputs)
+        DedupStage(DedupConfig()).plan(inputs)
     with pytest.raises(StageError, match=message):
         run_dedup(tmp_path / "docs", tmp_path / "out")

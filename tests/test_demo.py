@@ -82,3 +82,35 @@ def test_reduced_demo_trains_fine_tunes_and_samples(tmp_path):
     assert len(completion) > len("demo: sample: 'The river'")  # generated text after the prompt
     assert any(line.startswith("demo: sample: 'user: ") for line in samples)
     assert (out / "finetune" / "summary.json").exists() and (out / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_build_corpus_reports_the_progress_of_every_stage_the_crawl_included(tmp_path):
+    from jobs.build_corpus import build_corpus
+    from jobs.demo import demo_config
+    from jobs.dumpgen import submissions_for_web, write_dump
+    from pipeline.localweb import LocalWeb
+    from pipeline.runner import RunOptions
+
+    web = LocalWeb(seed=0, n_hosts=3, pages_per_host=4, hang_s=5.0)
+    web.start()
+    try:
+        records, _ = submissions_for_web([p.url for p in web.pages()], seed=0)
+        (tmp_path / "dumps").mkdir()
+        write_dump(tmp_path / "dumps" / "RS_demo.zst", records, "zst")
+        events = []
+        options = RunOptions(executor="local", quiet=True, progress=events.append)
+        results = build_corpus([str(tmp_path / "dumps")], str(tmp_path / "out"), demo_config(web), options, quiet=True)
+        finished = [(e.stage, e.phase, e.phases) for e in events if e.finished]
+        assert finished == [("urls", "reduce", 2), ("crawl", "fetch", 2), ("extract", "parts", 1),
+                            ("filter", "parts", 1), ("dedup", "write", 5), ("tokenize", "shards", 3)]
+        crawl = [e for e in events if e.stage == "crawl"]
+        assert [e.phase_index for e in crawl] == sorted(e.phase_index for e in crawl)
+        fetched = [e for e in crawl if e.phase == "fetch"]
+        assert fetched[-1].records == results[1].funnel["in"] == results[0].funnel["out"] > 0
+        events.clear()  # a second run: every stage current, one finished event each
+        build_corpus([str(tmp_path / "dumps")], str(tmp_path / "out"), demo_config(web), options, quiet=True)
+        assert [(e.stage, e.finished, e.phases) for e in events] == [
+            (stage, True, 0) for stage in ("urls", "crawl", "extract", "filter", "dedup", "tokenize")]
+    finally:
+        web.stop()

@@ -204,7 +204,7 @@ def test_a_common_crawl_directory_skips_what_is_not_a_warc(tmp_path, capsys):
     (cc / "cdx-00000.gz").write_bytes(gzip.compress(b"org,cc)/0 20190101000000 {}\n"))
     (cc / "warc" / "CC-MAIN-1.warc.wet.gz").write_bytes(gzip.compress(b"WARC/1.0\r\n"))
     inputs = expand_inputs([str(cc)])
-    assert len(ExtractStage(ExtractConfig()).tasks("parts", inputs)) == 1
+    assert len(ExtractStage(ExtractConfig()).plan(inputs)[0].tasks) == 1
     assert "skipped 3 file(s) that are not WARC files" in capsys.readouterr().err
     result = run_stage(ExtractStage(ExtractConfig()), inputs, str(tmp_path / "out"), LOCAL)
     assert result.funnel == {"in": 2, "out": 2}
@@ -215,11 +215,11 @@ def test_an_input_that_is_not_a_warc_fails_the_plan_naming_it(tmp_path):
 
     (tmp_path / "notes.txt").write_text("not a WARC")
     with pytest.raises(StageError, match=r"not a WARC file: .*notes.txt"):
-        ExtractStage(ExtractConfig()).tasks("parts", expand_inputs([str(tmp_path / "notes.txt")]))
+        ExtractStage(ExtractConfig()).plan(expand_inputs([str(tmp_path / "notes.txt")]))
     write_warc(tmp_path / "part-00000.warc.gz", [warc_record("http://e.com/0", story(0))])
     (tmp_path / "part-00000.parquet").write_bytes(b"not a fetch log")
     with pytest.raises(StageError, match=r"part-00000.parquet: not a readable Parquet file"):
-        ExtractStage(ExtractConfig()).tasks("parts", expand_inputs([str(tmp_path / "part-00000.*")]))
+        ExtractStage(ExtractConfig()).plan(expand_inputs([str(tmp_path / "part-00000.*")]))
 
 
 # --- charset ---------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 from jobs.cli import main, run_module
 from jobs.dumpgen import synthetic_records, write_dump
 from pipeline.documents import DOC_SCHEMA
-from pipeline.runner import RunOptions, Stage, StageError, run_stage
+from pipeline.runner import Phase, RunOptions, Stage, StageError, run_stage
 from pipeline.storage import Dir, expand_inputs
 from tests.test_extract import story, warc_record, write_warc
 
@@ -339,10 +339,10 @@ def test_no_space_while_writing_leaves_no_temporary(tmp_path, monkeypatch):
 class RefusingStage(Stage):
     name = "refuse"
 
-    def tasks(self, phase, inputs):
-        return [file.uri for file in inputs]
+    def plan(self, inputs):
+        return [Phase("parts", self.run_task, [file.uri for file in inputs])]
 
-    def run_task(self, phase, index, uri, ctx):
+    def run_task(self, uri, ctx):
         raise StageError(f"{uri}: refused inside the task")
 
 

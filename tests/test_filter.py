@@ -52,7 +52,7 @@ def write_docs(path: Path, rows: list[dict]) -> Path:
 
 def rule_of(text: str, lang: str = "en", **config) -> str | None:
     failure = first_failure(TextStats.of(text), QualityConfig(**config), lang)
-    return failure[0] if failure else None
+    return failure.reason if failure else None
 
 
 # --- rules -----------------------------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def test_parquet_without_text_fails_the_plan(tmp_path):
     write_docs(tmp_path / "docs" / "part-00000.parquet", mixed_docs())
     pq.write_table(pa.table({"doc_id": ["x"], "body": ["no text"]}), tmp_path / "docs" / "part-00001.parquet")
     with pytest.raises(StageError, match=r"part-00001.parquet: not a document table: missing column text"):
-        FilterStage(FilterConfig()).tasks("parts", expand_inputs([str(tmp_path / "docs")]))
+        FilterStage(FilterConfig()).plan(expand_inputs([str(tmp_path / "docs")]))
 
 
 def test_any_language_when_none_listed(tmp_path):
@@ -213,7 +213,7 @@ def test_real_articles_mostly_pass_the_quality_rules():
     is_english = [detect_language(t)[0] == "en" for t in texts]
     english = [t for t, en in zip(texts, is_english) if en]
     verdicts = FilterStage(FilterConfig()).judge(english, ["en"] * len(english), [1.0] * len(english))
-    failures = Counter(v[0] for v in verdicts if v is not None)
+    failures = Counter(v.reason for v in verdicts if v is not None)
     # measured: 9 of 158 (4 under 128 tokens, 2 few punctuated lines, 2 many numbers, 1 repeated lines)
     assert len(english) > 140 and sum(failures.values()) <= 0.08 * len(english), failures
 

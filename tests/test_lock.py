@@ -24,7 +24,7 @@ from jobs.dumpgen import synthetic_records, write_dump
 from pipeline.config import Config
 from pipeline.errors import FencedError, LockedError
 from pipeline.lock import LOCK_NAME, Fence, OutputLock, pid_space
-from pipeline.runner import RunOptions, Stage, run_stage
+from pipeline.runner import Phase, RunOptions, Stage, run_stage
 from pipeline.storage import Dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,10 +133,10 @@ class LockWatching(Stage):
 
     name = "watch"
 
-    def tasks(self, phase, inputs):
-        return [0]
+    def plan(self, inputs):
+        return [Phase("parts", self.run_task, [0])]
 
-    def run_task(self, phase, index, payload, ctx):
+    def run_task(self, payload, ctx):
         seen = sorted(Path(ctx.out.path()).iterdir())
         ctx.count("in", 1)
         ctx.write_part(pa.table({"seen": [p.name for p in seen]}))
@@ -226,10 +226,10 @@ class SlowParts(Stage):
 
     name = "slow"
 
-    def tasks(self, phase, inputs):
-        return [0, 1]
+    def plan(self, inputs):
+        return [Phase("parts", self.run_task, [0, 1])]
 
-    def run_task(self, phase, index, payload, ctx):
+    def run_task(self, index, ctx):
         root = Path(ctx.out.path()).parent
         (root / f"started-{index}").touch()
         deadline = time.time() + 60

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import Config
-from pipeline.runner import RunOptions, Stage, StageError, run_stage
+from pipeline.runner import Phase, RunOptions, Stage, StageError, run_stage
 from pipeline.storage import Dir, expand_inputs, join
 from pipeline.urls import UrlsConfig, UrlsStage
 from jobs.dumpgen import encode, synthetic_records
@@ -36,10 +36,10 @@ class CountLines(Stage):
 
     name = "count"
 
-    def tasks(self, phase, inputs):
-        return list(inputs)
+    def plan(self, inputs):
+        return [Phase("parts", self.run_task, list(inputs))]
 
-    def run_task(self, phase, index, file, ctx):
+    def run_task(self, file, ctx):
         with file.open() as f:
             lines = f.read().decode().splitlines()
         ctx.count("in", len(lines) + (1 if self.config.lose_one else 0))
@@ -51,10 +51,10 @@ class CountLines(Stage):
 class CountLinesFailingOnB(CountLines):
     """The same stage (same name, config and so plan) but a task that fails on b.txt, like a crash would."""
 
-    def run_task(self, phase, index, file, ctx):
+    def run_task(self, file, ctx):
         if file.uri.endswith("b.txt"):
             raise StageError(f"{file.uri}: refused")
-        super().run_task(phase, index, file, ctx)
+        super().run_task(file, ctx)
 
 
 @pytest.fixture
@@ -154,22 +154,19 @@ def test_urls_stage_on_s3_equals_local(tmp_path, s3):
 
 
 class TwoPhases(CountLines):
-    """Planning fails in the check of its inputs, or in its last phase's tasks(), when told to."""
-
-    phases = ("first", "parts")
+    """Planning fails in the check of its inputs, or once its first phase is planned, when told to."""
 
     def __init__(self, config, fail_in: str = ""):
         super().__init__(config)
         self.fail_in = fail_in
 
-    def check_inputs(self, inputs):
+    def plan(self, inputs):
         if self.fail_in == "check":
-            raise StageError("refused by check_inputs")
-
-    def tasks(self, phase, inputs):
-        if self.fail_in == phase:
-            raise StageError(f"refused while planning {phase}")
-        return list(inputs) if phase == "parts" else []
+            raise StageError("refused by the check of the inputs")
+        first = Phase("first", self.run_task, [])
+        if self.fail_in == "parts":
+            raise StageError("refused while planning parts")
+        return [first, Phase("parts", self.run_task, list(inputs))]
 
 
 @pytest.mark.parametrize("fail_in", ["check", "parts"])
@@ -189,13 +186,13 @@ def test_a_plan_that_fails_leaves_the_output_byte_identical(tmp_path, inputs, fa
 class CountLinesFailingOn(CountLines):
     """Fails on the input named by its tag (like a crash would); with `kill-` before the name, its process dies."""
 
-    def run_task(self, phase, index, file, ctx):
+    def run_task(self, file, ctx):
         if file.uri.endswith(self.config.tag.removeprefix("kill-")):
             if self.config.tag.startswith("kill-"):
                 os.kill(os.getpid(), signal.SIGKILL)
             raise StageError(f"{file.uri}: refused")
         time.sleep(self.config.delay)
-        super().run_task(phase, index, file, ctx)
+        super().run_task(file, ctx)
 
 
 def files_of(root: Path) -> dict[str, str]:
@@ -216,7 +213,7 @@ def test_a_new_plan_whose_first_task_fails_puts_the_previous_output_back(tmp_pat
 class CountLinesFailing(CountLines):
     """The plan of CountLines, but every task fails."""
 
-    def run_task(self, phase, index, file, ctx):
+    def run_task(self, file, ctx):
         raise StageError(f"{file.uri}: refused")
 
 
@@ -278,3 +275,103 @@ def test_on_ray_tasks_still_running_when_the_first_fails_do_not_write_over_the_p
                   RunOptions(executor="ray", quiet=True))
     time.sleep(3)  # past b.txt's delay: a task left running would have written by now
     assert files_of(tmp_path / "out" / "count") == before
+
+
+# --- phases, the work area, progress -----------------------------------------------------------------------------
+
+class LinesThenParts(CountLines):
+    """Two phases through the work area: `lines` writes each file's lines, `parts` gathers them into one part each."""
+
+    def plan(self, inputs):
+        return [Phase("lines", self.split_lines, list(inputs)),
+                Phase("parts", self.gather, [len(inputs)] * 2)]
+
+    def split_lines(self, file, ctx):
+        with file.open() as f:
+            lines = f.read().decode().splitlines()
+        ctx.count("in", len(lines))
+        ctx.write_table(ctx.work_name("lines.parquet"), pa.table({"line": pa.array(lines, pa.string())}))
+
+    def gather(self, n_files, ctx):
+        tables = [ctx.read_work("lines", i, "lines.parquet") for i in range(n_files)]
+        assert ctx.has_work("lines", 0, "lines.parquet") and not ctx.has_work("lines", n_files, "lines.parquet")
+        lines = pa.concat_tables(tables)["line"].to_pylist()[ctx.index::2]
+        ctx.write_part(pa.table({"line": pa.array([line for line in lines if line.strip()], pa.string())}))
+        ctx.reject(pa.table({"reason": ["blank"] * sum(1 for line in lines if not line.strip())}))
+
+
+def progress_of(events):
+    """The events without their times, which depend on the machine."""
+    return [(e.stage, e.phase, e.phase_index, e.phases, e.tasks_done, e.tasks_total, e.records, e.finished)
+            for e in events]
+
+
+def test_phases_hand_files_on_through_the_work_area_and_report_progress_in_order(tmp_path, inputs):
+    events = []
+    result = run_stage(LinesThenParts(CountConfig()), expand_inputs([str(inputs)]), str(tmp_path / "out"),
+                       RunOptions(executor="local", quiet=True, progress=events.append))
+    assert result.funnel == {"in": 4, "out": 3, "rejected:blank": 1}
+    assert progress_of(events) == [
+        ("count", "lines", 0, 2, 0, 2, 0, False), ("count", "lines", 0, 2, 1, 2, 3, False),
+        ("count", "lines", 0, 2, 2, 2, 4, False),
+        ("count", "parts", 1, 2, 0, 2, 0, False), ("count", "parts", 1, 2, 1, 2, 0, False),
+        ("count", "parts", 1, 2, 2, 2, 0, False), ("count", "parts", 1, 2, 2, 2, 0, True)]
+    assert all(e.elapsed_s >= 0 for e in events)
+    assert not (tmp_path / "out" / "count" / "_work").exists()  # the work area goes when the stage ends
+    assert [e.finished for e in events].count(True) == 1 and events[-1].finished
+
+
+def test_progress_counts_resumed_tasks_and_a_skipped_stage_sends_one_finished_event(tmp_path, inputs):
+    files, out = expand_inputs([str(inputs)]), str(tmp_path / "out")
+    with pytest.raises(StageError, match="b.txt: refused"):
+        run_stage(CountLinesFailingOnB(CountConfig()), files, out, LOCAL)
+    events = []
+    run_stage(CountLines(CountConfig()), files, out, RunOptions(executor="local", quiet=True, progress=events.append))
+    assert progress_of(events) == [("count", "parts", 0, 1, 1, 2, 3, False), ("count", "parts", 0, 1, 2, 2, 4, False),
+                                   ("count", "parts", 0, 1, 2, 2, 4, True)]
+    events.clear()
+    assert run_stage(CountLines(CountConfig()), files, out, RunOptions(executor="local", quiet=True,
+                                                                         progress=events.append)).skipped
+    assert progress_of(events) == [("count", "", 0, 0, 0, 0, 4, True)]
+
+
+def test_an_error_in_the_progress_callback_stops_the_stage(tmp_path, inputs):
+    def broken(event):
+        raise ZeroDivisionError("a bug in the display")
+
+    with pytest.raises(ZeroDivisionError):
+        run_stage(CountLines(CountConfig()), expand_inputs([str(inputs)]), str(tmp_path / "out"),
+                  RunOptions(executor="local", quiet=True, progress=broken))
+
+
+def test_progress_on_ray_equals_progress_here(tmp_path, inputs, ray_session):
+    runs = {}
+    for executor in ("local", "ray"):
+        events = []
+        run_stage(LinesThenParts(CountConfig()), expand_inputs([str(inputs)]), str(tmp_path / executor),
+                  RunOptions(executor=executor, quiet=True, progress=events.append))
+        # Ray finishes tasks in any order: the records counted after each task may come in another order
+        runs[executor] = [(s, p, i, n, done, total, finished) for s, p, i, n, done, total, _, finished
+                          in progress_of(events)], [e.records for e in events if e.tasks_done == e.tasks_total]
+    assert runs["ray"] == runs["local"]
+
+
+def test_a_plan_whose_phases_share_a_name_is_refused_before_the_output_is_touched(tmp_path, inputs):
+    class Twice(CountLines):
+        def plan(self, inputs):
+            return [Phase("parts", self.run_task, []), Phase("parts", self.run_task, list(inputs))]
+
+    with pytest.raises(ValueError, match="distinct names"):
+        run_stage(Twice(CountConfig()), expand_inputs([str(inputs)]), str(tmp_path / "out"), LOCAL)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_work_area_is_named_only_by_the_runner():
+    """The layout of a stage's output is written down once: no other module spells the work area's name."""
+    import re
+
+    spelled = re.compile(r"(?<![A-Za-z])_work\b")
+    found = [f"{path.relative_to(REPO)}:{n}" for top in ("pipeline", "training", "jobs", "bench")
+             for path in sorted((REPO / top).rglob("*.py")) if path.name != "runner.py"
+             for n, line in enumerate(path.read_text().splitlines(), 1) if spelled.search(line)]
+    assert found == []

@@ -202,7 +202,7 @@ def test_unreadable_or_foreign_inputs_are_named(tmp_path):
     with pytest.raises(StageError, match="part-00002.parquet: not a document table: missing columns doc_id, text"):
         run(docs_dir, tmp_path / "out2")
     with pytest.raises(StageError, match="part-00002.parquet: not a document table"):  # when the stage plans
-        TokenizeStage(TokenizeConfig()).check_inputs(expand_inputs([str(docs_dir)]))
+        TokenizeStage(TokenizeConfig()).plan(expand_inputs([str(docs_dir)]))
 
 
 def test_a_vocabulary_that_cannot_be_checked_is_a_stage_error(tmp_path):

@@ -19,7 +19,7 @@ import pytest
 from pipeline.config import ConfigError, load_config
 from pipeline.runner import RunOptions, StageError, run_stage
 from pipeline.storage import expand_inputs
-from pipeline.urls import RawSubmission, Reject, Rejected, SubmissionRules, UrlsConfig, UrlsStage, decode_line
+from pipeline.urls import RawSubmission, Reject, SubmissionRules, UrlsConfig, UrlsStage, decode_line
 from tests.conftest import shared_data
 from jobs.dumpgen import submission, synthetic_records, write_dump
 
@@ -47,7 +47,7 @@ def read_rejected(out) -> list[dict]:
 
 def rule_reason(record: dict, **config) -> str | None:
     result = SubmissionRules(UrlsConfig(**config)).apply(msgspec.convert(record, RawSubmission))
-    return result.reason if isinstance(result, Rejected) else None
+    return result.reason if isinstance(result, Reject) else None
 
 
 @pytest.mark.parametrize("record,reason", [
@@ -314,9 +314,9 @@ def test_empty_or_undecompressable_dump_fails_the_plan(tmp_path, ext, content):
     bad.write_bytes(content)
     inputs = expand_inputs([str(bad)])
     with pytest.raises(StageError, match=f"RS_bad.{ext}: cannot decompress"):
-        UrlsStage(UrlsConfig()).tasks("map", inputs)
+        UrlsStage(UrlsConfig()).plan(inputs)
     with pytest.raises(StageError, match=f"RS_bad.{ext}: cannot decompress"):
-        UrlsStage(UrlsConfig(num_buckets=2)).tasks("map", inputs)
+        UrlsStage(UrlsConfig(num_buckets=2)).plan(inputs)
     with pytest.raises(StageError, match=f"RS_bad.{ext}"):
         run_urls(bad, tmp_path / "out")
     result = run_urls(bad, tmp_path / "lenient", strict=False)
@@ -467,3 +467,28 @@ def test_cli_on_a_local_ray_head_through_address(tmp_path, ray_head):
     assert proc.returncode == 0, proc.stderr
     run_urls(dump, tmp_path / "local")
     assert snapshot(tmp_path / "out") == snapshot(tmp_path / "local")
+
+
+def test_the_plan_probes_each_dump_once_and_carries_the_bucket_count_to_both_phases(tmp_path, monkeypatch):
+    import pipeline.urls as urls
+
+    records = synthetic_records(3000, seed=11)
+    (tmp_path / "dumps").mkdir()
+    for i, compression in enumerate(("zst", "gz", None)):
+        write_dump(tmp_path / "dumps" / f"RS_{i}.{compression or 'ndjson'}", records[i::3], compression)
+    probed = Counter()
+    real = urls.probe_dump
+    monkeypatch.setattr(urls, "probe_dump", lambda file: probed.update([file.name]) or real(file))
+    events = []
+    result = run_urls(tmp_path / "dumps", tmp_path / "out", RunOptions(executor="local", quiet=True,
+                                                                       progress=events.append),
+                      bucket_raw_bytes=100_000)
+    assert probed == {"RS_0.zst": 1, "RS_1.gz": 1, "RS_2.ndjson": 1}  # once per run, not once per phase
+    inputs = expand_inputs([str(tmp_path / "dumps")])
+    map_phase, reduce_phase = UrlsStage(UrlsConfig(bucket_raw_bytes=100_000)).plan(inputs)
+    buckets = len(reduce_phase.tasks)
+    assert buckets > 1 and [t.buckets for t in map_phase.tasks] == [buckets] * 3
+    assert [t.maps for t in reduce_phase.tasks] == [3] * buckets and len(result.manifest["parts"]) == buckets
+    assert [(e.phase, e.tasks_done, e.tasks_total) for e in events if not e.finished][:5] == [
+        ("map", 0, 3), ("map", 1, 3), ("map", 2, 3), ("map", 3, 3), ("reduce", 0, buckets)]
+    assert events[3].records == result.funnel["in"] == 3000
