@@ -27,12 +27,15 @@ def parquet_docs(directory: Path) -> list[dict]:
 
 @pytest.fixture
 def corpus(tmp_path, capsys):
-    """A real dedup output (3 parts, rejects and clusters beside them) of documents with planted duplicates."""
+    """A real dedup output (4 parts, one of them empty, rejects and clusters beside them) of documents with planted
+    duplicates."""
     write_parts(planted_corpus(4, 12, seed=3), tmp_path / "docs", 3)
+    pq.write_table(DOC_SCHEMA.empty_table(), tmp_path / "docs" / "part-00003.parquet")
     out = tmp_path / "out"
     assert main(["dedup", "--docs", str(tmp_path / "docs"), "--out", str(out), "--executor", "local"]) == 0
     capsys.readouterr()
     assert list((out / "dedup" / "_rejected").glob("*.parquet"))  # what a loader must not pick up
+    assert pq.read_metadata(out / "dedup" / "part-00003.parquet").num_rows == 0  # what a loader must read
     return out
 
 
