@@ -49,6 +49,7 @@ def test_the_documents_load_with_datasets_as_they_are(corpus, tmp_path):
     assert dict(zip(loaded["doc_id"], loaded["text"])) == {d["doc_id"]: d["text"] for d in docs}
 
 
+@pytest.mark.slow
 def test_the_documents_load_with_ray_data_from_the_stage_directory(corpus, ray_session):
     import ray
 
