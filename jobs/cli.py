@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("jobs.finetune", "checkpoint + JSONL completion/QA/dialogue -> fine-tuned model, loss on answers only"),
     "export": ("jobs.export", "checkpoint (any ZeRO stage) -> Hugging Face GPT-2 directory that transformers loads"),
     "generate": ("jobs.generate", "checkpoint -> sampled text (temperature, top-k/p, KV cache); --chat for dialogue"),
+    "status": ("jobs.status", "where an output stands: each stage current, stale (why) or partial; training runs"),
+    "card": ("jobs.card", "corpus output -> README.md dataset card (Hugging Face format) from its manifests"),
 }
 
 

@@ -57,7 +57,7 @@ import pyarrow.parquet as pq
 from pipeline.config import Config
 from pipeline.errors import StageError
 from pipeline.executor import connect_ray, run_tasks
-from pipeline import previous
+from pipeline import previous, task_errors
 from pipeline.lock import Fence, OutputLock, is_lock_file
 from pipeline.storage import TMP_PREFIX, Dir, InputFile, is_within, naming
 
@@ -335,8 +335,10 @@ def _execute(out: Dir, phase: str, run: Callable[[Any, TaskContext], None], is_f
     try:
         run(payload, ctx)
         ctx.finish()
-    except BaseException:
+    except BaseException as err:
         ctx.abort()
+        if isinstance(err, Exception):  # for `webtext status`; not a kill or an interrupt
+            task_errors.record(out, ctx.task_id, plan, err, ctx.check_fence)
         raise
     marker = {"plan": plan, "counters": dict(ctx.counters), "files": ctx.files}
     out.write_json(f"{TASKS_DIR}/{ctx.task_id}.json", marker, before_commit=ctx.check_fence)

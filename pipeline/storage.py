@@ -129,7 +129,9 @@ class Dir:
     def write_parquet(self, name: str, table: pa.Table, compression: str = "zstd",
                       before_commit: Callable[[], None] | None = None) -> None:
         sink = io.BytesIO()
-        pq.write_table(table, sink, compression=compression)
+        with pq.ParquetWriter(sink, table.schema, compression=compression) as writer:
+            if table.num_rows:  # an empty table is a file of no row group: `datasets` fails on an empty row group
+                writer.write_table(table)
         self.write_bytes(name, sink.getvalue(), before_commit)
 
     def read_bytes(self, name: str) -> bytes:
