@@ -34,7 +34,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -49,7 +49,7 @@ from pipeline import previous
 from pipeline.lock import Fence, OutputLock, is_lock_file
 from pipeline.storage import TMP_PREFIX, Dir, InputFile, is_within, naming
 
-__all__ = ["Stage", "StageError", "StageResult", "RunOptions", "TaskContext", "run_stage", "format_funnel"]
+__all__ = ["Stage", "StageError", "StageResult", "RunOptions", "Progress", "TaskContext", "run_stage", "format_funnel"]
 
 MANIFEST = "_manifest.json"
 TASKS_DIR = "_tasks"
@@ -220,6 +220,21 @@ class TaskContext:
         self.files[name] = entry
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a stage is, for a progress display: sent when a phase starts, after each task, and once at the end."""
+
+    stage: str
+    phase: str
+    phase_index: int  # 0-based, within the stage's phases
+    phases: int
+    tasks_done: int  # of this phase, resumed ones included
+    tasks_total: int
+    records: int  # read by the finished tasks of this phase (their funnel `in`), 0 if unknown
+    elapsed_s: float  # since this phase started
+    finished: bool  # True once, on the stage's last event (after the manifest is written)
+
+
 @dataclass
 class RunOptions:
     """How to run, as opposed to what to compute: none of this enters the plan hash."""
@@ -231,6 +246,7 @@ class RunOptions:
     force: bool = False  # rebuild even if the manifest is current
     quiet: bool = False
     keep_work: bool = False  # keep `_work/` (a shuffle's intermediate files) after the stage has finished
+    progress: Callable[[Progress], None] | None = None  # called in the driver; see `Progress`
 
 
 @dataclass
@@ -363,12 +379,16 @@ def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: Run
         keeping = out.exists(MANIFEST) and previous.can_set_aside(out)  # a forced rebuild may fail too
         _prune(out, markers, plan, set_aside=keeping)
         try:
-            for phase, payloads in planned:
+            for phase_index, (phase, payloads) in enumerate(planned):
                 is_final = phase == stage.phases[-1]
                 todo = [(i, p) for i, p in enumerate(payloads) if f"{phase}-{i:05d}" not in markers]
                 call = _TaskCall(stage, out, phase, is_final, plan, fence)
+                report = _Reporter(stage, phase_index, len(payloads), options,
+                                   [m for task_id, m in markers.items() if task_id.startswith(f"{phase}-")])
+                report.start()
                 results = run_tasks(call, todo, options.executor, num_cpus=options.task_cpus)
-                for _ in _progress(results, len(todo), f"{stage.name}:{phase}", len(payloads) - len(todo), options):
+                for marker in _progress(results, len(todo), f"{stage.name}:{phase}", len(payloads) - len(todo), options):
+                    report.task_done(marker)
                     if keeping:  # a task of the new plan has succeeded: the previous output is obsolete
                         out.delete(previous.PREVIOUS_DIR)
                         keeping = False
@@ -388,6 +408,7 @@ def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: Run
         task_markers = [m for task_id, m in sorted(markers.items())]
         manifest = _manifest(stage, inputs, plan, task_markers, time.time() - started)
         out.write_json(MANIFEST, manifest, before_commit=fence.check)
+    report.finish()
     return StageResult(stage.name, False, manifest)
 
 
@@ -405,13 +426,41 @@ def _current(stage: Stage, out: Dir, plan: str, options: RunOptions) -> StageRes
         return None
     if manifest.get("plan") != plan:
         return None
-    if not options.quiet:
+    if options.progress is not None:
+        _Reporter(stage, len(stage.phases) - 1, 0, options, []).finish(records=manifest["funnel"]["in"])
+    elif not options.quiet:
         print(f"{stage.name}: up to date ({out.location}), skipped", file=sys.stderr)
     return StageResult(stage.name, True, manifest)
 
 
+class _Reporter:
+    """Sends one phase's `Progress` events to `options.progress` (if set): now, after each task, at the end."""
+
+    def __init__(self, stage: Stage, phase_index: int, total: int, options: RunOptions, resumed: list[dict]):
+        self.stage, self.phase_index, self.total, self.callback = stage, phase_index, total, options.progress
+        self.done, self.records, self.started = len(resumed), sum(m["counters"].get("in", 0) for m in resumed), time.time()
+
+    def start(self) -> None:
+        self._send(False)
+
+    def task_done(self, marker: dict) -> None:
+        self.done += 1
+        self.records += marker["counters"].get("in", 0)
+        self._send(False)
+
+    def finish(self, records: int | None = None) -> None:
+        self.records = self.records if records is None else records
+        self._send(True)
+
+    def _send(self, finished: bool) -> None:
+        if self.callback is not None:
+            self.callback(Progress(self.stage.name, self.stage.phases[self.phase_index], self.phase_index,
+                                   len(self.stage.phases), self.done, self.total, self.records,
+                                   time.time() - self.started, finished))
+
+
 def _progress(results, total: int, label: str, already: int, options: RunOptions):
-    if options.quiet or total == 0:
+    if options.quiet or total == 0 or options.progress is not None:
         yield from results
         return
     from tqdm import tqdm
