@@ -27,13 +27,18 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from pipeline.errors import WebtextError
+
 from training.storage import COMPLETE, REJECTED, RunStore, sha256_file
 
 FP32_EXPORT = "model_fp32.safetensors"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(WebtextError, ValueError):
     """A checkpoint file that cannot be used; the message names it and says why, on one line."""
+
+    hint = ("give another checkpoint (<run>/checkpoints/step_N), or start the run afresh with --set "
+            "checkpoint.resume=false (its checkpoints are set aside, not deleted)")
 
 
 def tag_for(step: int) -> str:
