@@ -289,7 +289,7 @@ class Session:
         self.verbose = verbose
         self._saved: list[tuple[int, int]] = []  # (fd, duplicate of what it was)
         self._log: TextIO | None = None
-        self._handler: logging.Handler | None = None
+        self._handlers: list[logging.Handler] = []
 
     @property
     def redirected(self) -> bool:
@@ -308,10 +308,13 @@ class Session:
             return None
         self._log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {' '.join(sys.argv)}\n")
         self.console.log_path = path
-        self._handler = logging.StreamHandler(self._log)
-        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        # Python's logging records at INFO: into the log, and with --verbose onto the terminal as well.
         root = logging.getLogger()
-        root.addHandler(self._handler)
+        for stream in (self._log, sys.stderr) if self.verbose else (self._log,):
+            handler = logging.StreamHandler(stream)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            root.addHandler(handler)
+            self._handlers.append(handler)
         self._root_level = root.level
         root.setLevel(min(root.level, logging.INFO))
         if not self.verbose and _real_fd(sys.stdout) == 1 and _real_fd(sys.stderr) == 2:
@@ -342,8 +345,9 @@ class Session:
             os.dup2(saved, fd)
             os.close(saved)
         self._saved = []
-        if self._handler is not None:
-            logging.getLogger().removeHandler(self._handler)
+        for handler in self._handlers:
+            logging.getLogger().removeHandler(handler)
+        if self._handlers:
             logging.getLogger().setLevel(self._root_level)
         if self._log is not None:
             self._log.close()

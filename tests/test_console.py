@@ -197,11 +197,110 @@ def test_build_corpus_on_a_terminal_and_off_one_shows_progress_and_funnels_only(
 @pytest.mark.slow
 def test_verbose_brings_the_logs_back_to_the_terminal(small_corpus, tmp_path):
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "jobs.urls", "--dumps", str(small_corpus / "dumps"), "--out", str(out), "--verbose"]
-    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert "Ray session logs: " not in proc.stderr or True
-    assert re.search(r"Started a local Ray instance|ray", proc.stderr), proc.stderr
-    assert re.search(r"^urls +done: ", proc.stderr, re.M) and "\r" not in proc.stderr
-    quiet = subprocess.run(args[:-1] + ["--force"], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert quiet.returncode == 0 and not re.search(r"Started a local Ray instance", quiet.stderr), quiet.stderr
+    args = [sys.executable, "-m", "jobs.urls", "--dumps", str(small_corpus / "dumps"), "--out", str(out)]
+    verbose = subprocess.run([*args, "--verbose"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    quiet = subprocess.run([*args, "--force"], cwd=REPO, capture_output=True, text=True, timeout=600,
+                           env={k: v for k, v in os.environ.items() if k != "WEBTEXT_VERBOSE"})
+    assert verbose.returncode == 0 and quiet.returncode == 0, verbose.stderr + quiet.stderr
+    # The records of Python's logging (here where Ray keeps its logs) on the terminal with --verbose, else only in
+    # the log, which has them either way.
+    assert re.search(r"INFO webtext: Ray session logs: /tmp/ray", verbose.stderr), verbose.stderr
+    assert "Ray session logs" not in quiet.stderr and not NOISE.search(quiet.stderr), quiet.stderr
+    assert len(re.findall(r"INFO webtext: Ray session logs: ", (out / "logs" / "driver.log").read_text())) == 2
+    # Progress comes as sparse lines between the logs: never redrawn over them.
+    assert re.search(r"^urls +done: ", verbose.stderr, re.M) and "\r" not in verbose.stderr
+    assert "up to date" not in quiet.stderr and re.search(r"^urls +done: ", quiet.stderr, re.M)
+
+
+def test_the_embedded_rays_trainer_has_no_placement_group_cleaner():
+    """The cleaner asks the State API, which needs the dashboard the embedded Ray does not run: it could only fail,
+    every second. The trainer for the embedded Ray leaves it out and keeps Ray Train's other callbacks."""
+    from ray.train.torch import TorchTrainer
+
+    from training.launch import _without_placement_group_cleaner
+
+    def callbacks(cls) -> list[str]:
+        trainer = cls(lambda config: None, scaling_config=ray_train_scaling())
+        return [type(c).__name__ for c in trainer._create_default_callbacks()]
+
+    plain, embedded = callbacks(TorchTrainer), callbacks(_without_placement_group_cleaner(TorchTrainer))
+    assert "PlacementGroupCleanerCallback" in plain
+    assert embedded == [name for name in plain if name != "PlacementGroupCleanerCallback"]
+
+
+def ray_train_scaling():
+    from ray.train import ScalingConfig
+
+    return ScalingConfig(num_workers=1)
+
+
+@pytest.mark.slow
+def test_a_training_run_on_a_terminal_is_one_line_and_its_logs_are_in_the_log(tmp_path):
+    """Two Ray Train workers with DeepSpeed, on a pty: the terminal shows one training line, the summary and the
+    report; what Ray and DeepSpeed said is in <run>/logs/driver.log, less what was fixed where it came from."""
+    from tests.training_helpers import tiny_config, write_token_dataset
+
+    out = tmp_path / "run"
+    config = tiny_config(write_token_dataset(tmp_path / "data"), out, max_steps=12, **{
+        "launch.launcher": "ray", "launch.num_workers": 2, "launch.cpus_per_worker": 0.5, "zero.stage": 2})
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    code, text = run_in_pty([sys.executable, "-m", "jobs.pretrain", "--config", str(tmp_path / "run.yaml")])
+    assert code == 0, text
+    lines = [line for line in text.split("\n") if line.strip()]
+    assert len(lines) == 3, text  # the training line, the summary, the report
+    assert re.fullmatch(r"(\r.*\x1b\[K)*\rpretrain +step 12/12  loss \d+\.\d{3}  val \d+\.\d{3}  [\d,]+ tokens/s\x1b\[K",
+                        lines[0]), lines[0]
+    assert json.loads(lines[1])["step"] == 12 and lines[2].startswith("report in ")
+    log = (out / "logs" / "driver.log").read_text()
+    assert "RayTrainWorker pid=" in log and "Ray session logs: " in log  # the workers' output, streamed to the log
+    for fixed in ("PlacementGroupCleaner", "PreemptionWatcher", "Setting accelerator to CPU"):
+        assert fixed not in log, fixed
+
+
+# --- errors say what to do ---------------------------------------------------------------------------------------
+
+def cli(capsys, *args: str) -> tuple[int, list[str]]:
+    from jobs.cli import main
+
+    code = main(list(args))
+    return code, [line for line in capsys.readouterr().err.splitlines() if line.startswith("webtext: ")]
+
+
+def test_a_damaged_file_of_a_finished_stage_names_the_command_that_rebuilds_that_stage(tmp_path, capsys):
+    from tests.test_failures import docs_dir
+
+    docs, out = docs_dir(tmp_path), tmp_path / "out"
+    assert cli(capsys, "dedup", "--docs", str(docs), "--out", str(out), "--executor", "local")[0] == 0
+    part = out / "dedup" / "part-00000.parquet"
+    part.write_bytes(b"cut short by a full disk")
+    code, said = cli(capsys, "tokenize", "--docs", str(out / "dedup"), "--out", str(out), "--executor", "local")
+    assert code == 2 and len(said) == 2 and said[0].startswith(f"webtext: error: {part}: "), said
+    rebuild = f"webtext dedup --docs {docs / 'part-00000.parquet'} --out {out} --force"
+    assert said[1] == (f"webtext: what to do: part-00000.parquet is part of the dedup stage's finished output; "
+                       f"rebuild dedup from its inputs: delete {out / 'dedup'}/ and rerun the command that built it "
+                       f"(build-corpus rebuilds only what is missing), or run `{rebuild}` with the config it was "
+                       "built with")
+    # What it says to run works: dedup is rebuilt from its inputs, and the command that failed then runs.
+    assert cli(capsys, *rebuild.split()[1:], "--executor", "local")[0] == 0
+    assert cli(capsys, "tokenize", "--docs", str(out / "dedup"), "--out", str(out), "--executor", "local")[0] == 0
+
+
+def test_each_kind_of_error_says_what_is_true_for_it(tmp_path, capsys):
+    """A representative set (a config key, an input, a path); tests/test_failures.py, test_lock.py and the training
+    tests check the hints of the others (a full or read-only disk, a held output, a damaged checkpoint, a diverged
+    run)."""
+    from pipeline.config import ConfigError
+    from pipeline.errors import StageError
+
+    hint = "webtext: what to do: "
+    # A bad key: fix it where it was given.
+    assert cli(capsys, "dedup", "--docs", str(tmp_path), "--out", str(tmp_path / "o"), "--set", "treshold=0.5") == (
+        2, ["webtext: error: unknown key 'treshold' (in defaults + --set treshold)", hint + ConfigError.hint])
+    # An input that is not this stage's: fix or replace it; nothing was written.
+    (tmp_path / "notes.txt").write_text("not a WARC\n")
+    code, said = cli(capsys, "extract", "--warc", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "o"),
+                     "--executor", "local")
+    assert code == 2 and said[1:] == [hint + StageError.hint] and "notes.txt" in said[0], said
+    # A missing input: check the path.
+    code, said = cli(capsys, "dedup", "--docs", str(tmp_path / "gone"), "--out", str(tmp_path / "o"))
+    assert code == 2 and said[1] == hint + "check the path: an input must exist (quote a glob so that webtext expands it)"

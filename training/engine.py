@@ -38,11 +38,13 @@ def started_as_rank() -> bool:
 
 
 def init_distributed(cfg: TrainConfig) -> Dist:
-    import deepspeed
-
     use_gpu = cfg.launch.use_gpu and torch.cuda.is_available()
     if cfg.launch.use_gpu and not use_gpu:
         raise RuntimeError("launch.use_gpu is set but torch sees no CUDA device")
+    if not use_gpu:  # else DeepSpeed looks for a GPU on import and warns that it found none before taking the CPU
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+
     backend = "nccl" if use_gpu else "gloo"
     from training.ops import prepare_shm_op, remove_stale_locks
 

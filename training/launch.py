@@ -135,6 +135,11 @@ def launch_ray(cfg: TrainConfig, run: RunStore) -> dict:
         torch_config = TorchConfig(backend=backend)
     config = cfg.model_dump(mode="json")
     config["out_dir"] = out_dir  # workers may start in another working directory
+    if address is None:
+        # Ray Train's preemption watcher waits for the drain of a cluster's node, which one machine never has
+        # (read by its controller, to which Ray Train passes this variable).
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        TorchTrainer = _without_placement_group_cleaner(TorchTrainer)  # noqa: N806
     trainer = TorchTrainer(
         _ray_train_fn,
         train_loop_config=config,
@@ -154,6 +159,23 @@ def launch_ray(cfg: TrainConfig, run: RunStore) -> dict:
         if rendezvous == "file":
             store.unlink(missing_ok=True)
     return read_summary(out_dir)
+
+
+def _without_placement_group_cleaner(trainer_cls):
+    """`trainer_cls` less Ray Train's PlacementGroupCleaner, for the embedded Ray. The cleaner is a detached actor
+    that asks the State API every second whether the run's controller lives, to free its placement group if it
+    died; the State API needs Ray's dashboard, which the embedded Ray does not run, so every question fails (a
+    warning each second, or a thread dying with "Found multiple active Ray instances" when other Rays run on the
+    machine), and the embedded Ray's placement groups end with the driver anyway."""
+
+    class Trainer(trainer_cls):
+        def _create_default_callbacks(self):
+            return [callback for callback in super()._create_default_callbacks()
+                    if type(callback).__name__ != "PlacementGroupCleanerCallback"]
+
+    if not callable(getattr(trainer_cls, "_create_default_callbacks", None)):  # a Ray without it: as it is
+        return trainer_cls
+    return Trainer
 
 
 def _webtext_error(err: BaseException) -> WebtextError | None:
