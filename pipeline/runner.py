@@ -349,7 +349,8 @@ def funnel_of(stage: Stage, markers: list[dict]) -> dict[str, int]:
     funnel.update(sorted((k, v) for k, v in total.items() if k not in ("in", "out")))
     accounted = funnel["out"] + sum(v for k, v in total.items() if k.startswith("rejected:") or k in stage.folded)
     if accounted != funnel["in"]:
-        raise StageError(f"{stage.name}: funnel does not add up: in={funnel['in']} but out+rejected+folded={accounted}")
+        raise StageError(f"{stage.name}: funnel does not add up: in={funnel['in']} but out+rejected+folded={accounted}",
+                         hint="a stage that loses records is a bug of webtext's: please report it, with the log")
     return funnel
 
 

@@ -112,6 +112,10 @@ class Reject(Exception):
 READ_CHUNK = 1 << 22
 
 
+UNREADABLE_DUMP = ("replace that dump with a whole copy (or leave it out of --dumps), or skip unreadable dumps with "
+                   "--set strict=false (urls.strict=false for build-corpus), each kept as a rejected record")
+
+
 class DumpUnreadable(Exception):
     """The file could not be opened or decompressed before its first line."""
 
@@ -521,7 +525,7 @@ class UrlsStage(Stage):
                     sizes[file] = probe_dump(file)
                 except DumpUnreadable as err:
                     if self.config.strict:
-                        raise StageError(f"{err} (set strict: false to skip unreadable dumps)") from None
+                        raise StageError(f"{err} (set strict: false to skip unreadable dumps)", hint=UNREADABLE_DUMP) from None
                     sizes[file] = 0
             self._probed = (key, sizes)
         return self._probed[1]
@@ -567,7 +571,7 @@ class UrlsStage(Stage):
                 rejects.add("truncated_file", str(err), file.uri, err.lineno)
             except DumpUnreadable as err:
                 if self.config.strict:
-                    raise StageError(f"{err} (set strict: false to skip unreadable dumps)") from None
+                    raise StageError(f"{err} (set strict: false to skip unreadable dumps)", hint=UNREADABLE_DUMP) from None
                 n_in += 1
                 rejects.add("unreadable_file", str(err), file.uri, 0)
         rejects.flush()

@@ -171,10 +171,11 @@ def test_build_corpus_on_a_terminal_and_off_one_shows_progress_and_funnels_only(
     code, text = run_in_pty(build_corpus_args(small_corpus, out))
     assert code == 0, text
     assert_funnels(text)
-    for stage in STAGES:  # one progress line per stage, redrawn in place: it ends with the stage's end
-        lines = [line for line in text.split("\n") if line.lstrip("\r").startswith(f"{stage} ")]
-        assert len(lines) == 1, (stage, text)
-        assert lines[0].count("\r") >= 2 and re.search(rf"\r{stage} +done: \d+ tasks", lines[0]), lines[0]
+    progress = [line for line in text.split("\n") if line.startswith("\r")]
+    assert len(progress) == len(STAGES), text  # one progress line per stage, redrawn in place, ending with its end
+    for stage, line in zip(STAGES, progress):
+        assert line.count("\r") >= 2 and re.search(rf"\r{stage} +done: [\d,]+ tasks?, [\d,]+ records in ", line), line
+        assert all(redraw.startswith(stage) for redraw in line.split("\r")[1:]), line
     shown = "\n".join(line for line in text.split("\n") if not line.startswith(" "))  # less the funnel rows
     assert not NOISE.search(shown), NOISE.search(shown)
     assert "corpus: 6 stages in" in text
