@@ -99,7 +99,7 @@ def rebuild_hint(message: str) -> str | None:
     parents = {i.parent for i in inputs}
     given = str(parents.pop()) if len(parents) == 1 and len(inputs) > 1 else " ".join(map(str, inputs))
     return (f"{path.name} is part of the {stage} stage's finished output; rebuild {stage} from its inputs: delete "
-            f"{stage_dir}/ and rerun the command that built it (build-corpus rebuilds only what is missing), or run "
+            f"{stage_dir}/ and rerun the command that built it (build-corpus skips the stages before it), or run "
             f"`webtext {stage} {flag} {given} --out {stage_dir.parent} --force` with the config it was built with")
 
 

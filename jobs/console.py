@@ -7,8 +7,8 @@ the terminal as well.
 The log is kept at the level of the process's file descriptors 1 and 2, so output of C++ code (Ray's core worker),
 of child processes (torchrun's ranks) and of Ray workers, which the driver prints, all land in it; the console
 writes to duplicates of the original descriptors. On a terminal a progress line redraws in place (`\\r`); elsewhere
-(CI, `ray job logs`, a pipe) it is printed as sparse lines: when a phase starts, at each tenth of its tasks or
-every 30 s, and at its end.
+(CI, `ray job logs`, a pipe) it is printed as sparse lines: its first, one at each tenth of a phase's tasks or after
+30 s without one, and its last.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ class Line:
 
     def __init__(self, stream: TextIO, tty: bool):
         self.stream, self.tty = stream, tty
-        self._last_print, self._last_bucket, self._drawn = 0.0, -1, False  # 0.0: nothing printed yet
+        self._last_print: float | None = None  # off a terminal: when a line was last printed
+        self._last_bucket, self._drawn = -1, False
 
     def update(self, text: str, fraction: float | None = None, restart: bool = False) -> None:
         """Show `text`, `fraction` of the way through; `restart`: a new phase of work starts at 0."""
@@ -65,7 +66,7 @@ class Line:
             self._drawn = True
         else:
             now, bucket = time.monotonic(), int((fraction or 0.0) * SPARSE_STEPS)
-            due = now - self._last_print >= SPARSE_EVERY_S  # the first line is due too
+            due = self._last_print is None or now - self._last_print >= SPARSE_EVERY_S
             if restart or bucket > self._last_bucket:
                 due = due or not restart
                 self._last_bucket = bucket
@@ -94,7 +95,7 @@ class Line:
 class StageProgress:
     """The `RunOptions.progress` callback: one line per stage, e.g.
     `dedup    minhash 1/3  12/40 tasks  1,234 records  56 records/s  ETA 0:12`, ending in
-    `dedup    done: 40 tasks, 5,678 records in 1:02` (records: those the last phase read)."""
+    `dedup    done: 40 tasks, 5,678 records in 1:02` (records: the most that a phase of the stage read)."""
 
     def __init__(self, line_for, final_only: bool = False):
         self._line_for = line_for  # () -> Line, a new one per stage
@@ -338,6 +339,13 @@ class Session:
             traceback.print_exc(file=self._log)
 
     def close(self) -> None:
+        if self._saved and "ray" in sys.modules:
+            # The driver prints what Ray's workers said a moment after they said it: once the descriptors are back
+            # on the terminal that would land there. The command's Ray ends with it, its last words in the log.
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()

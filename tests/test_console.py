@@ -279,7 +279,7 @@ def test_a_damaged_file_of_a_finished_stage_names_the_command_that_rebuilds_that
     rebuild = f"webtext dedup --docs {docs / 'part-00000.parquet'} --out {out} --force"
     assert said[1] == (f"webtext: what to do: part-00000.parquet is part of the dedup stage's finished output; "
                        f"rebuild dedup from its inputs: delete {out / 'dedup'}/ and rerun the command that built it "
-                       f"(build-corpus rebuilds only what is missing), or run `{rebuild}` with the config it was "
+                       f"(build-corpus skips the stages before it), or run `{rebuild}` with the config it was "
                        "built with")
     # What it says to run works: dedup is rebuilt from its inputs, and the command that failed then runs.
     assert cli(capsys, *rebuild.split()[1:], "--executor", "local")[0] == 0
