@@ -306,3 +306,18 @@ def test_each_kind_of_error_says_what_is_true_for_it(tmp_path, capsys):
     # A missing input: check the path.
     code, said = cli(capsys, "dedup", "--docs", str(tmp_path / "gone"), "--out", str(tmp_path / "o"))
     assert code == 2 and said[1] == hint + "check the path: an input must exist (quote a glob so that webtext expands it)"
+
+
+def test_deepspeed_is_told_its_accelerator_instead_of_warning_that_it_found_no_gpu():
+    """Where webtext first imports DeepSpeed (a training rank, a reader of checkpoints), on a machine without CUDA."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine: DeepSpeed finds its GPU")
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    bare = subprocess.run([sys.executable, "-c", "import deepspeed.utils"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    ours = subprocess.run([sys.executable, "-c", "from training import checkpoint; checkpoint._deepspeed_safe_globals()"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert "Setting accelerator to CPU" in bare.stdout + bare.stderr  # what a run printed on every rank
+    assert ours.returncode == 0 and "Setting accelerator" not in ours.stdout + ours.stderr, ours.stderr
