@@ -12,6 +12,7 @@ import time
 
 from jobs.cli import module_main
 from jobs.common import add_stage_arguments, run_options
+from jobs.console import console
 from pipeline.config import Config, load_config
 from pipeline.crawl import CrawlConfig, CrawlStage
 from pipeline.dedup import DedupConfig, DedupStage
@@ -48,7 +49,7 @@ def build_corpus(dumps: list[str], out: str, config: CorpusConfig, options: RunO
     for stage in corpus_stages(config):
         result = run_stage(stage, expand_inputs(inputs), out, options)
         if not quiet:
-            print(format_funnel(result), flush=True)
+            console().print(format_funnel(result))
         results.append(result)
         inputs = [join(out, stage.name)]
     return results
@@ -65,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(CorpusConfig, args.config, args.overrides)
     results = build_corpus(args.dumps, args.out, config, run_options(args))
     tokens = results[-1].funnel.get("tokens")
-    print(f"corpus: {len(results)} stages in {time.time() - started:.0f}s"
-          + (f", {tokens:,} tokens" if tokens else "") + f"; output under {args.out}")
-    print(f"corpus: report in {write_report(args.out, title='webtext corpus report')}")
+    console().print(f"corpus: {len(results)} stages in {time.time() - started:.0f}s"
+                    + (f", {tokens:,} tokens" if tokens else "") + f"; output under {args.out}")
+    console().print(f"corpus: report in {write_report(args.out, title='webtext corpus report')}")
     return 0
 
 

@@ -4,8 +4,9 @@ A job module exposes `add_arguments(parser)` and `run(args) -> int`, and `main()
 imports only the module of the subcommand that is run. Every failure a user can cause or meet (bad config, bad or
 missing input, an output held by another command, an `--out` that is a file, a read-only or full disk) ends with
 one line naming what is wrong and exit code 2, caught here once (pipeline/errors.py says which errors those are);
-`--verbose` or WEBTEXT_VERBOSE=1 adds the traceback (a Ray task's own included). Anything else is a bug and keeps
-its traceback.
+a second line says what to do about it (the error's hint) and, when the command's logs went to a file (jobs/console.py),
+a third one where. `--verbose` or WEBTEXT_VERBOSE=1 adds the traceback (a Ray task's own included). Anything else is
+a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import os
 import sys
 import traceback
 
-from pipeline.errors import WebtextError, user_message
+from jobs import console
+from pipeline.errors import WebtextError, user_hint, user_message
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,22 +49,60 @@ VERBOSE_ENV = "WEBTEXT_VERBOSE"
 
 def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true",
-                        help=f"on an error, print its traceback too (or set {VERBOSE_ENV}=1)")
+                        help="show the logs of Ray, DeepSpeed and torch on the terminal as they come (they are kept "
+                             f"in <out>/logs/driver.log anyway), and an error's traceback (or set {VERBOSE_ENV}=1)")
 
 
 def run_module(module_name: str, args: argparse.Namespace) -> int:
     module = importlib.import_module(module_name)
     verbose = getattr(args, "verbose", False) or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+    with console.session(verbose) as session:
+        try:
+            return module.run(args) or 0
+        except Exception as err:
+            session.log_exception()
+            message = user_message(err)
+            if message is None:
+                raise
+            if verbose:
+                traceback.print_exc()
+            failure, hint = message, rebuild_hint(message) or user_hint(err)
+            log = session.console.log_path if session.redirected else None
+    print(f"webtext: error: {failure}", file=sys.stderr)
+    if hint:
+        print(f"webtext: what to do: {hint}", file=sys.stderr)
+    if log is not None:
+        print(f"webtext: the full log is in {log}", file=sys.stderr)
+    return 2
+
+
+def rebuild_hint(message: str) -> str | None:
+    """For an error naming a file that a finished stage wrote (`OUT/dedup/part-00003.parquet: ...`): the command
+    that rebuilds that stage from its inputs, read from the stage's manifest. None for any other error."""
+    import json
+    from pathlib import Path
+
+    path = Path(message.split(": ", 1)[0])
+    if not path.is_absolute() or not path.exists():
+        return None
+    stage_dir = next((d for d in (path, *path.parents) if (d / "_manifest.json").is_file()), None)
+    if stage_dir is None or stage_dir == path:
+        return None
     try:
-        return module.run(args) or 0
-    except Exception as err:
-        message = user_message(err)
-        if message is None:
-            raise
-        if verbose:
-            traceback.print_exc()
-        print(f"webtext: error: {message}", file=sys.stderr)
-        return 2
+        manifest = json.loads((stage_dir / "_manifest.json").read_text())
+        stage, inputs = manifest["stage"], [Path(i["uri"]) for i in manifest["inputs"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if stage not in COMMANDS or stage_dir.name != stage or not inputs:
+        return None
+    parser = argparse.ArgumentParser()
+    importlib.import_module(COMMANDS[stage][0]).add_arguments(parser)
+    flag = next(a.option_strings[-1] for a in parser._actions if a.required and a.dest != "out")
+    parents = {i.parent for i in inputs}
+    given = str(parents.pop()) if len(parents) == 1 and len(inputs) > 1 else " ".join(map(str, inputs))
+    return (f"{path.name} is part of the {stage} stage's finished output; rebuild {stage} from its inputs: delete "
+            f"{stage_dir}/ and rerun the command that built it (build-corpus skips the stages before it), or run "
+            f"`webtext {stage} {flag} {given} --out {stage_dir.parent} --force` with the config it was built with")
 
 
 def module_main(module_name: str, argv: list[str] | None = None) -> int:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
 
+from jobs.console import attach_log, console
 from pipeline.config import Config, load_config
 from pipeline.report import write_report
 from pipeline.runner import RunOptions, Stage, StageResult, format_funnel, run_stage
@@ -34,13 +34,16 @@ def report_training_run(summary: dict, out_dir: str, label: str) -> None:
     """On rank 0: the run's summary as one JSON line on stdout, then its report.html (path on stderr)."""
     if summary.get("rank", 0) != 0:
         return
-    print(json.dumps(summary))
+    console().print(json.dumps(summary))
     report = write_report(out_dir, {label: out_dir}, corpus=False, title=f"webtext {label}")
-    print(f"report in {report}", file=sys.stderr)
+    console().note(f"report in {report}")
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
-    return RunOptions(executor=args.executor, address=args.address, num_cpus=args.num_cpus, force=args.force)
+    """How to run a command's stages; its logs go under its --out from here on, its progress to the console."""
+    attach_log(args.out)
+    return RunOptions(executor=args.executor, address=args.address, num_cpus=args.num_cpus, force=args.force,
+                      progress=console().stage_progress())
 
 
 def stage_config(model: type[Config], args: argparse.Namespace) -> Config:
@@ -50,15 +53,14 @@ def stage_config(model: type[Config], args: argparse.Namespace) -> Config:
 def run_and_report(stage: Stage, input_specs: list[str], args: argparse.Namespace) -> StageResult:
     """Expand inputs, run the stage, print the funnel table to stdout, write the output root's report.html."""
     result = run_stage(stage, expand_inputs(input_specs), args.out, run_options(args))
-    print(format_funnel(result))
-    sys.stdout.flush()
+    console().print(format_funnel(result))
     write_stage_report(args.out, stage.name)
     return result
 
 
 def write_stage_report(out: str, stage_name: str) -> None:
     """The report of the output root a stage wrote into: every stage found there, this one included."""
-    print(f"report in {write_report(out, title=f'webtext {stage_name} report')}", file=sys.stderr)
+    console().note(f"report in {write_report(out, title=f'webtext {stage_name} report')}")
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,11 @@ import argparse
 import sys
 import threading
 import time
+from dataclasses import replace
 
 from jobs.cli import module_main
 from jobs.common import add_stage_arguments, run_options, stage_config, write_stage_report
+from jobs.console import console
 from pipeline.crawl import WARC_SUFFIXES, CrawlConfig, CrawlStage, progress_of
 from pipeline.runner import format_funnel, run_stage
 from pipeline.storage import expand_inputs
@@ -29,38 +31,28 @@ class ProgressBar:
     def __init__(self, out: str, total: int, interval: float = 1.0):
         self.out, self.total, self.interval = out, total, interval
         self.stopped = threading.Event()
-        self.completed = False
         self.thread = threading.Thread(target=self._run, name="crawl-progress", daemon=True)
 
     def __enter__(self) -> ProgressBar:
         self.thread.start()
         return self
 
-    def __exit__(self, exc_type, *exc) -> None:
-        self.completed = exc_type is None
+    def __exit__(self, *exc) -> None:
         self.stopped.set()
         self.thread.join(timeout=5)
 
     def _run(self) -> None:
-        from tqdm import tqdm
-
-        bar, started, progress = None, time.monotonic(), {}
+        line, started = None, time.monotonic()
         while not self.stopped.wait(self.interval):
-            progress = progress_of(self.out) or progress  # the checkpoints go when the stage ends
-            if not progress:
-                continue
-            if bar is None:
-                bar = tqdm(total=self.total, desc="crawl", unit="url", file=sys.stderr)
-            bar.n = progress.get("done", 0)
-            rate = progress.get("pages", 0) / max(time.monotonic() - started, 1e-9)
-            bar.set_postfix(pages=progress.get("pages", 0), MB=round(progress.get("bytes", 0) / 1e6, 1),
-                            errors=progress.get("errors", 0), pages_s=round(rate, 1), refresh=False)
-            bar.refresh()
-        if bar is not None:
-            if self.completed:
-                bar.n = self.total
-                bar.refresh()
-            bar.close()
+            progress = progress_of(self.out)  # the checkpoints go when the stage ends (its own line says so)
+            if progress:
+                line = line or console().new_line()
+                line.update(self._text(progress, started), progress.get("done", 0) / max(self.total, 1))
+
+    def _text(self, progress: dict, started: float) -> str:
+        rate = progress.get("pages", 0) / max(time.monotonic() - started, 1e-9)
+        return (f"crawl    {progress.get('done', 0):,}/{self.total:,} urls  {progress.get('pages', 0):,} pages  "
+                f"{progress.get('bytes', 0) / 1e6:,.1f} MB  {progress.get('errors', 0):,} errors  {rate:,.1f} pages/s")
 
 
 def outcome_table(funnel: dict[str, int]) -> str:
@@ -82,10 +74,11 @@ def run(args: argparse.Namespace) -> int:
     inputs = sorted(tables + warcs)
     tables, _ = stage.split_inputs(inputs)
     with ProgressBar(args.out, total=stage.count_urls(tables)):
-        result = run_stage(stage, inputs, args.out, run_options(args))
-    print(format_funnel(result))
-    print(outcome_table(result.funnel))
-    sys.stdout.flush()
+        # The stage's own line only ends it: the line above counts URLs, finer than the stage's tasks.
+        options = replace(run_options(args), progress=console().stage_progress(final_only=True))
+        result = run_stage(stage, inputs, args.out, options)
+    console().print(format_funnel(result))
+    console().print(outcome_table(result.funnel))
     write_stage_report(args.out, stage.name)
     return 0
 

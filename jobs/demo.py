@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from jobs.build_corpus import CorpusConfig, build_corpus
 from jobs.cli import module_main
 from jobs.common import add_run_arguments, run_options
+from jobs.console import console
 from jobs.dumpgen import submissions_for_web, write_dump
 from pipeline.localweb import LocalWeb
 from pipeline.report import write_report
@@ -127,7 +128,8 @@ def pretrain(out: Path, steps: int, seed: int, model: str = "tiny") -> dict:
         f"batch.seq_len={SEQ_LEN}", f"model.block_size={SEQ_LEN}", f"model.size={model}",
         f"batch.micro_batch_size={micro}", f"batch.global_batch_size={2 * micro}",
     ])
-    return launch(cfg)
+    with console().training("pretrain", cfg.out_dir, steps):
+        return launch(cfg)
 
 
 def unigram_baseline(tokens: Path) -> float:
@@ -180,7 +182,8 @@ def finetune_and_sample(out: Path, steps: int, seed: int) -> tuple[dict, list[st
         "finetune.exact_match_examples=20",
         f"optim.warmup_steps={max(steps // 5, 1)}",
     ])
-    summary = finetune(cfg, out / "pretrain", [str(p) for p in write_finetune_data(out, seed)])
+    with console().training("finetune", cfg.out_dir, steps):
+        summary = finetune(cfg, out / "pretrain", [str(p) for p in write_finetune_data(out, seed)])
     model, template = load_model(out / "finetune")
     encoding = gpt2_encoding()
     sampling = Sampling(max_new_tokens=24, temperature=0.8, top_k=50, seed=seed)
@@ -197,11 +200,12 @@ def run(args: argparse.Namespace) -> int:
     story: list[str] = []  # what the demo says, on stdout and at the top of its report
 
     def say(line: str) -> None:
-        print(f"demo: {line}", flush=True)
+        console().print(f"demo: {line}")
         story.append(line)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    options = run_options(args)  # from here on the logs go to <out>/logs/
     web = LocalWeb(seed=args.seed, n_hosts=args.hosts, pages_per_host=args.pages, hang_s=30.0)
     web.start()
     try:
@@ -220,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
             f"{kinds['stub'] + kinds['foreign']} stubs or foreign, {len(pages) - sum(kinds[k] for k in PLANTED)} "
             f"robots-disallowed or faulty); "
             f"dump of {len(records):,} submissions in {dumps}/")
-        results = build_corpus([str(dumps)], str(out), demo_config(web), run_options(args))
+        results = build_corpus([str(dumps)], str(out), demo_config(web), options)
     finally:
         web.stop()
     problems = check_against_truth(out, expected_urls, pages)
@@ -249,11 +253,11 @@ def run(args: argparse.Namespace) -> int:
             + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()
                         if k in ("train_examples", "val_loss", "val_exact_match")))
         for sample in samples:
-            print(f"demo: sample: {sample!r}")
+            console().print(f"demo: sample: {sample!r}")
     runs = {name: out / name for name in ("pretrain", "finetune")} if args.steps else {}
     report = write_report(str(out), runs, samples, title="webtext demo report", notes=story)
-    print(f"demo: report in {report}")
-    print(f"demo: done in {time.time() - started:.0f}s; outputs under {out}/")
+    console().print(f"demo: report in {report}")
+    console().print(f"demo: done in {time.time() - started:.0f}s; outputs under {out}/ (logs in {out}/logs/)")
     return 1 if problems else 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.cli import UserError, module_main
+from jobs.cli import module_main
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,14 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.checkpoint import CheckpointError
     from training.evaluate import main_result
-    from training.hf import HFFormatError
 
-    try:
-        main_result(args.checkpoint, args.config, args.overrides)
-    except (CheckpointError, HFFormatError) as err:
-        raise UserError(str(err)) from None
+    main_result(args.checkpoint, args.config, args.overrides)
     return 0
 
 

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 from jobs.cli import UserError, module_main
+from jobs.console import console
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,10 +40,12 @@ def export_checkpoint(source: str, out: Path, tag: str | None = None, tokenizer_
     from training.storage import COMPLETE
 
     if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out}: exists and is not empty; choose a new --out")
+        raise UserError(f"{out}: exists and is not empty", hint="give a new --out (an export never overwrites)")
     resolved = resolve(source, tag)
     if resolved.kind != "checkpoint":
-        raise UserError(f"{source}: already a Hugging Face GPT-2 directory; nothing to export")
+        raise UserError(f"{source}: already a Hugging Face GPT-2 directory; nothing to export",
+                        hint="use it as it is: `webtext generate --ckpt`, `webtext finetune --from` and "
+                             "transformers load it")
     config = run_model_config(resolved.run_dir)
     run_config = json.loads((resolved.run_dir / "config.json").read_text())
     if tokenizer_dir is None:
@@ -75,14 +78,8 @@ def run_location(source: str, resolved) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.checkpoint import CheckpointError
-    from training.hf import HFFormatError
-
-    try:
-        result = export_checkpoint(args.checkpoint, Path(args.out), args.tag, args.tokenizer_dir)
-    except (CheckpointError, HFFormatError) as err:
-        raise UserError(str(err)) from None
-    print(json.dumps(result))
+    result = export_checkpoint(args.checkpoint, Path(args.out), args.tag, args.tokenizer_dir)
+    console().print(json.dumps(result))
     return 0
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.cli import UserError, module_main
+from jobs.cli import module_main
 from jobs.common import report_training_run
+from jobs.console import attach_log, console
 from pipeline.config import load_config
 
 
@@ -26,18 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.checkpoint import CheckpointError
+    from training.engine import started_as_rank
     from training.finetune import FinetuneConfig, finetune
-    from training.finetune_data import FinetuneDataError
-    from training.hf import HFFormatError
-    from training.launch import LaunchError
-    from training.loop import TrainingDiverged
 
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
-    try:
+    if started_as_rank():  # one rank of torchrun / deepspeed: its launcher owns the terminal
         summary = finetune(cfg, args.source, args.data)
-    except (FinetuneDataError, LaunchError, TrainingDiverged, CheckpointError, HFFormatError) as err:
-        raise UserError(str(err)) from None
+    else:
+        attach_log(cfg.out_dir)
+        with console().training("finetune", cfg.out_dir, cfg.max_steps):
+            summary = finetune(cfg, args.source, args.data)
     report_training_run(summary, cfg.out_dir, "finetune")
     return 0
 

@@ -47,16 +47,10 @@ def run(args: argparse.Namespace) -> int:
         sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p, seed=args.seed, use_cache=not args.no_cache)
     except ValueError as err:
-        raise UserError(str(err)) from None
+        raise UserError(str(err), hint="give the sampling options values in their ranges (webtext generate --help)") from None
     # DeepSpeed prints while consolidating a ZeRO checkpoint; stdout carries only the JSON lines.
-    from training.checkpoint import CheckpointError
-    from training.hf import HFFormatError
-
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            model, template = load_model(args.ckpt, device)
-    except (CheckpointError, HFFormatError) as err:
-        raise UserError(str(err)) from None
+    with contextlib.redirect_stdout(sys.stderr):
+        model, template = load_model(args.ckpt, device)
     encoding = gpt2_encoding()
     prompts = args.prompt
     if args.chat:
@@ -67,15 +61,15 @@ def run(args: argparse.Namespace) -> int:
         try:
             texts = [chat_prompt(template, system + [{"role": "user", "content": prompt}], f"--prompt #{i + 1}")
                      for i, prompt in enumerate(prompts)]
-        except FinetuneDataError as err:
-            raise UserError(str(err)) from None
+        except FinetuneDataError as err:  # its hint is about files of examples: here it is a --prompt
+            raise UserError(str(err), hint="reword that --prompt (or --system) without the chat template's markers") from None
         sampling = chat_sampling(template, sampling)
     else:
         texts = prompts
     try:
         completions = generate_text(model, encoding, texts, sampling)
     except ValueError as err:
-        raise UserError(str(err)) from None
+        raise UserError(str(err), hint="shorten the prompt, or use a causal-LM checkpoint (objective: clm)") from None
     lines = [json.dumps({"prompt": p, "completion": c}, ensure_ascii=False) for p, c in zip(prompts, completions)]
     print("\n".join(lines))
     if args.out:

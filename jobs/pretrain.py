@@ -17,8 +17,9 @@ import argparse
 import json
 import sys
 
-from jobs.cli import UserError, module_main
+from jobs.cli import module_main
 from jobs.common import report_training_run
+from jobs.console import attach_log, console
 from pipeline.config import load_config
 
 
@@ -39,13 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.shards import ShardError
-    from training.checkpoint import CheckpointError
     from training.config import TrainConfig
     from training.engine import started_as_rank
-    from training.hf import HFFormatError
-    from training.launch import LaunchError, launch
-    from training.loop import TrainingDiverged, train_worker
+    from training.launch import launch
+    from training.loop import train_worker
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
     if args.dry_run:
@@ -57,18 +55,17 @@ def run(args: argparse.Namespace) -> int:
         with torch.device("meta"):  # shapes only: any size in no memory and no time
             model = GPT(cfg.model.gpt_config())
         parameters = model.num_params(non_embedding=False)
-        print(json.dumps({"parameters": parameters,
+        console().print(json.dumps({"parameters": parameters,
                           "parameters_without_vocab_padding": parameters - model.config.padding_params,
                           "flops_per_token": model.flops_per_token(cfg.batch.seq_len),
                           "deepspeed": cfg.deepspeed_config(world)}, indent=2))
         return 0
-    try:
-        if started_as_rank():  # one rank of torchrun / deepspeed
-            summary = train_worker(cfg.model_dump(mode="json"))
-        else:
+    if started_as_rank():  # one rank of torchrun / deepspeed: its launcher owns the terminal
+        summary = train_worker(cfg.model_dump(mode="json"))
+    else:
+        attach_log(cfg.out_dir)
+        with console().training("pretrain", cfg.out_dir, cfg.max_steps):
             summary = launch(cfg)
-    except (LaunchError, TrainingDiverged, ShardError, CheckpointError, HFFormatError) as err:
-        raise UserError(str(err)) from None
     report_training_run(summary, cfg.out_dir, "pretrain")
     return 0
 

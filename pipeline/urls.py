@@ -106,6 +106,10 @@ class UrlsConfig(Config):
 READ_CHUNK = 1 << 22
 
 
+UNREADABLE_DUMP = ("replace that dump with a whole copy (or leave it out of --dumps), or skip unreadable dumps with "
+                   "--set strict=false (urls.strict=false for build-corpus), each kept as a rejected record")
+
+
 class DumpUnreadable(Exception):
     """The file could not be opened or decompressed before its first line."""
 
@@ -509,7 +513,8 @@ class UrlsStage(Stage):
                 sizes[file] = probe_dump(file)
             except DumpUnreadable as err:
                 if self.config.strict:
-                    raise StageError(f"{err} (set strict: false to skip unreadable dumps)") from None
+                    raise StageError(f"{err} (set strict: false to skip unreadable dumps)",
+                                     hint=UNREADABLE_DUMP) from None
                 sizes[file] = 0
         return sizes
 
@@ -542,7 +547,7 @@ class UrlsStage(Stage):
                 rejects.add("truncated_file", str(err), file.uri, err.lineno, None, None, None, None)
             except DumpUnreadable as err:
                 if self.config.strict:
-                    raise StageError(f"{err} (set strict: false to skip unreadable dumps)") from None
+                    raise StageError(f"{err} (set strict: false to skip unreadable dumps)", hint=UNREADABLE_DUMP) from None
                 n_in += 1
                 rejects.add("unreadable_file", str(err), file.uri, 0, None, None, None, None)
         rejects.flush()

@@ -188,12 +188,21 @@ def test_a_refused_command_leaves_the_previous_output_byte_identical(case, tmp_p
     assert snapshot(out / stage) == before
 
 
+HINT = "webtext: what to do: "
+LOG = "webtext: the full log is in "
+
+
 def assert_one_line_error(err: str, says: str) -> None:
-    """The error is the last line of stderr (progress bars may come before it), and no traceback is printed."""
+    """The error is one line of stderr (progress lines may come before it), followed by one saying what to do and,
+    when the command's output went to its log, where that is; no traceback is printed."""
     assert "Traceback" not in err, err
-    errors = [line for line in err.strip().splitlines() if "error" in line.lower()]
+    lines = err.strip().splitlines()
+    if lines[-1].startswith(LOG):
+        lines = lines[:-1]
+    assert lines[-1].startswith(HINT) and len(lines[-1]) > len(HINT), err
+    errors = [line for line in lines[:-1] if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("webtext: error: ") and says in errors[0], err
-    assert err.strip().splitlines()[-1] == errors[0]
+    assert lines[-2] == errors[0]
 
 
 @pytest.mark.parametrize("content,says", [
@@ -215,7 +224,8 @@ def test_an_out_that_is_a_file_is_one_line(tmp_path, capsys):
     out.write_text("a file, not a directory")
     code, err = cli(capsys, *good, "--out", str(out))
     assert code == 2
-    assert err.strip() == f"webtext: error: {out}/dedup: a path component is a file, not a directory"
+    assert err.strip().splitlines() == [f"webtext: error: {out}/dedup: a path component is a file, not a directory",
+                                        f"{HINT}give --out (and inputs) a directory path, not a path through a file"]
     assert out.read_text() == "a file, not a directory"
 
 
@@ -276,7 +286,8 @@ def test_read_only_out_is_one_line_and_changes_nothing(tmp_path, capsys):
     proc = webtext_in_mount_namespace(f"mount --bind {out} {out} && mount -o remount,bind,ro {out}",
                                       [*good, "--set", "seed=7", "--out", str(out), "--executor", "local"])
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == [f"webtext: error: {out}/tokenize/_lock: read-only file system"]
+    assert proc.stderr.strip().splitlines() == [f"webtext: error: {out}/tokenize/_lock: read-only file system",
+                                                f"{HINT}give an --out on a disk you can write to"]
     assert snapshot(out) == before
 
 
@@ -293,7 +304,9 @@ def test_full_disk_is_one_line_and_leaves_no_temporary(tmp_path):
                                       after=f"echo files:; find {out} -type f")
     assert proc.returncode == 2, proc.stderr
     assert_one_line_error(proc.stderr, f"{out}/corpus/urls/")
-    assert proc.stderr.strip().endswith(": no space left on the device")
+    error = next(line for line in proc.stderr.splitlines() if line.startswith("webtext: error: "))
+    assert error.endswith(": no space left on the device")
+    assert f"{HINT}free space on that disk" in proc.stderr
     files = proc.stdout.split("files:", 1)[1].split()
     assert not [f for f in files if "/.tmp-" in f or f.endswith("/_lock")], files
 
@@ -362,10 +375,10 @@ def test_an_error_in_a_ray_task_is_its_own_message(verbose, tmp_path, ray_sessio
     args = argparse.Namespace(inputs=[str(tmp_path / "a.txt")], out=str(tmp_path / "out"), verbose=verbose == "flag")
     assert run_module(__name__, args) == 2
     err = capsys.readouterr().err
-    last = f"webtext: error: {tmp_path / 'a.txt'}: refused inside the task"
-    assert err.strip().splitlines()[-1] == last
+    last = [f"webtext: error: {tmp_path / 'a.txt'}: refused inside the task", HINT + StageError.hint]
+    assert err.strip().splitlines()[-2:] == last
     assert "\x1b[" not in err
     if verbose == "off":
-        assert err.strip() == last  # no ray::_apply(), no remote traceback
+        assert err.strip().splitlines() == last  # no ray::_apply(), no remote traceback
     else:
         assert "Traceback" in err and "raised in a Ray task" in err and "in run_task" in err

@@ -65,7 +65,8 @@ def test_a_second_command_on_the_same_output_is_refused_naming_the_first(tmp_pat
         assert main(args) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"webtext: error: {out}/urls: another command is writing this output: run ")
-        assert f"(pid {first.pid} on {socket.gethostname()}" in err and len(err.splitlines()) == 1
+        assert f"(pid {first.pid} on {socket.gethostname()}" in err and len(err.splitlines()) == 2
+        assert err.splitlines()[1] == f"webtext: what to do: {LockedError.hint}"
     finally:
         first.send_signal(signal.SIGCONT)
         stdout, stderr = first.communicate(timeout=300)

@@ -17,6 +17,7 @@ import torch
 from jobs.cli import main as cli_main
 from tests.training_helpers import run_tiny as run, tiny_config, write_token_dataset
 from training import checkpoint
+from training.checkpoint import CheckpointError
 from training.config import TrainConfig
 from training.metrics import losses_by_step
 from training.model import GPT
@@ -95,8 +96,8 @@ def test_resuming_with_another_seed_is_one_line_naming_the_checkpoint(data, fini
     assert cli_main(["pretrain", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert [line for line in err.splitlines() if line.startswith("webtext:")] == [
-        f"webtext: error: {out / 'checkpoints' / NEWEST}: data loader state: seed was 7, this loader has 8; resume "
-        "with the run's data and seed, or start afresh with --set checkpoint.resume=false"]
+        f"webtext: error: {out / 'checkpoints' / NEWEST}: data loader state: seed was 7, this loader has 8",
+        "webtext: what to do: resume with the run's data and seed, or start afresh with --set checkpoint.resume=false"]
     assert "Traceback" not in err
 
 
@@ -110,7 +111,8 @@ def test_a_damaged_checkpoint_is_refused_by_readers_in_one_line(finished, tmp_pa
                                                            str(tmp_path / "hf")]):
         assert cli_main(command) == 2
         assert capsys.readouterr().err.strip().splitlines() == [
-            f"webtext: error: {damaged}: 1000 bytes, {size} when it was saved"]
+            f"webtext: error: {damaged}: 1000 bytes, {size} when it was saved",
+            f"webtext: what to do: {CheckpointError.hint}"]
     assert not (tmp_path / "hf").exists()
 
 
@@ -140,7 +142,7 @@ def test_a_planted_pickle_or_a_file_cut_short_stops_the_cli_with_one_line_naming
     assert cli_main(["pretrain", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("webtext:")]
-    assert len(errors) == 1 and errors[0].startswith(
+    assert len(errors) == 2 and errors[1] == f"webtext: what to do: {CheckpointError.hint}" and errors[0].startswith(
         f"webtext: error: {planted}: refused to load: it holds a pickled object that is not tensors or plain data (")
     assert "posix.system" in errors[0]  # what it would have called
     assert "Traceback" not in err and "weights_only" not in err
@@ -154,7 +156,8 @@ def test_a_planted_pickle_or_a_file_cut_short_stops_the_cli_with_one_line_naming
     assert cli_main(["pretrain", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("webtext:")]
-    assert len(errors) == 1 and errors[0].startswith(f"webtext: error: {model_file}: unreadable (")
+    assert len(errors) == 2 and errors[0].startswith(f"webtext: error: {model_file}: unreadable (")
+    assert errors[1] == f"webtext: what to do: {CheckpointError.hint}"
     assert "Traceback" not in err
 
 

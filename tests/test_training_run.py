@@ -22,6 +22,7 @@ from tests.training_helpers import kill_at_step, run_tiny as run, tiny_config, w
 from training import checkpoint
 from training.config import TrainConfig
 from training.hf import import_hf
+from training.loop import TrainingDiverged
 from training.metrics import losses_by_step, read_metrics
 from training.model import GPT
 from training.storage import COMPLETE, complete_tags
@@ -231,8 +232,9 @@ def test_non_finite_losses_skip_the_step_and_repeated_ones_stop_the_run(data, tm
     config_file = tmp_path / "nan.json"  # JSON is YAML
     config_file.write_text(json.dumps(tiny_config(data, tmp_path / "nan", **opts)))
     assert cli_main(["pretrain", "--config", str(config_file), "--set", "max_bad_steps=3"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("webtext: error: loss was NaN/inf in 3 consecutive steps (up to step 3)")
+    err = capsys.readouterr().err.strip().splitlines()[-2:]
+    assert err == ["webtext: error: loss was NaN/inf in 3 consecutive steps (up to step 3); stopping",
+                   f"webtext: what to do: {TrainingDiverged.hint}"]
     records = read_metrics(tmp_path / "nan" / "metrics.jsonl")
     assert [(r["step"], r["loss"], r["bad_steps"]) for r in records] == [(1, "nan", 1), (2, "nan", 2), (3, "nan", 3)]
     # A skipped step changes no weight.

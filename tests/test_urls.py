@@ -453,7 +453,8 @@ def test_cli_errors_are_one_line(tmp_path):
     config.write_text("karma: 3\n")
     proc = webtext("urls", "--dumps", str(tmp_path), "--out", str(tmp_path / "out"), "--config", str(config))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"webtext: error: unknown key 'karma' (in {config})"
+    assert proc.stderr.strip().splitlines() == [f"webtext: error: unknown key 'karma' (in {config})",
+                                                f"webtext: what to do: {ConfigError.hint}"]
     proc = webtext("urls", "--dumps", str(tmp_path / "missing.zst"), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and "missing.zst: no such file" in proc.stderr
     assert "Traceback" not in proc.stderr

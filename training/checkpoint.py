@@ -27,13 +27,18 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from pipeline.errors import WebtextError
+
 from training.storage import COMPLETE, REJECTED, RunStore, sha256_file
 
 FP32_EXPORT = "model_fp32.safetensors"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(WebtextError, ValueError):
     """A checkpoint file that cannot be used; the message names it and says why, on one line."""
+
+    hint = ("give another checkpoint (<run>/checkpoints/step_N), or start the run afresh with --set "
+            "checkpoint.resume=false (its checkpoints are set aside, not deleted)")
 
 
 def tag_for(step: int) -> str:
@@ -42,6 +47,9 @@ def tag_for(step: int) -> str:
 
 def _deepspeed_safe_globals() -> list:
     """The plain (non-tensor) classes DeepSpeed puts in its checkpoint files."""
+    from training.engine import choose_accelerator
+
+    choose_accelerator(torch.cuda.is_available())  # a reader may be the first to import DeepSpeed
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
     from deepspeed.utils.tensor_fragment import fragment_address
@@ -242,6 +250,9 @@ def consolidate(ckpt_root: Path, tag: str) -> dict[str, torch.Tensor]:
         return load_fp32(path / FP32_EXPORT)
     with weights_only_loading():
         if list(path.glob("*optim_states.pt")) and list(path.glob("zero_pp_rank_*")):
+            from training.engine import choose_accelerator
+
+            choose_accelerator(torch.cuda.is_available())
             from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
             state = dict(get_fp32_state_dict_from_zero_checkpoint(str(ckpt_root), tag=tag))

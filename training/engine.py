@@ -37,12 +37,20 @@ def started_as_rank() -> bool:
     return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR"))
 
 
-def init_distributed(cfg: TrainConfig) -> Dist:
-    import deepspeed
+def choose_accelerator(use_gpu: bool) -> None:
+    """Before DeepSpeed is first imported: the CPU as its accelerator unless `use_gpu`. Left to itself, DeepSpeed
+    looks for a GPU and, finding none, warns that it "was unable to detect" one before it takes the CPU."""
+    if not use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
+
+def init_distributed(cfg: TrainConfig) -> Dist:
     use_gpu = cfg.launch.use_gpu and torch.cuda.is_available()
     if cfg.launch.use_gpu and not use_gpu:
         raise RuntimeError("launch.use_gpu is set but torch sees no CUDA device")
+    choose_accelerator(use_gpu)
+    import deepspeed
+
     backend = "nccl" if use_gpu else "gloo"
     from training.ops import prepare_shm_op, remove_stale_locks
 

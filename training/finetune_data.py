@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import WebtextError
+
 from training.model import IGNORE_INDEX
 from training.sampler import EpochSampler
 
@@ -41,8 +43,11 @@ ROLES = ("system", "user", "assistant")
 TEMPLATE_FILE = "webtext_chat_template.json"  # not chat_template.json, which transformers reads as Jinja
 
 
-class FinetuneDataError(ValueError):
+class FinetuneDataError(WebtextError, ValueError):
     """A fine-tuning example that cannot be used; the message starts with `FILE:LINE:`."""
+
+    hint = ("fix or drop that example (one JSON object a line: prompt + completion, question + answer (+ context), "
+            "or messages with roles system/user/assistant), then rerun")
 
 
 @dataclass(frozen=True)

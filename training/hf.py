@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from pipeline.errors import WebtextError
+
 from training.model import GPT, GPTConfig
 
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -38,8 +40,11 @@ HF_VARIANTS = {
 }
 
 
-class HFFormatError(ValueError):
+class HFFormatError(WebtextError, ValueError):
     """A directory that is not a GPT-2 checkpoint we can read; the message names the file."""
+
+    hint = ("give a Hugging Face GPT-2 directory (config.json with model_type gpt2, and model.safetensors or "
+            "pytorch_model.bin), such as one `webtext export` writes, or one of our run directories")
 
 
 def hf_config(config: GPTConfig) -> dict:

@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import WebtextError
 from training.config import TrainConfig
 from training.loop import train_worker
 from training.storage import RunStore
@@ -33,8 +34,11 @@ from training.storage import RunStore
 LOOPBACK_SOCKETS = {"GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo"}
 
 
-class LaunchError(RuntimeError):
+class LaunchError(WebtextError, RuntimeError):
     """The training run failed; the message carries the worker's error."""
+
+    hint = ("the ranks' own output is in the log (the terminal with --verbose); rerunning the same command resumes "
+            "from the newest complete checkpoint")
 
 
 def launch(cfg: TrainConfig) -> dict:
@@ -131,6 +135,11 @@ def launch_ray(cfg: TrainConfig, run: RunStore) -> dict:
         torch_config = TorchConfig(backend=backend)
     config = cfg.model_dump(mode="json")
     config["out_dir"] = out_dir  # workers may start in another working directory
+    if address is None:
+        # Ray Train's preemption watcher waits for the drain of a cluster's node, which one machine never has
+        # (read by its controller, to which Ray Train passes this variable).
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        TorchTrainer = _without_placement_group_cleaner(TorchTrainer)  # noqa: N806
     trainer = TorchTrainer(
         _ray_train_fn,
         train_loop_config=config,
@@ -143,11 +152,48 @@ def launch_ray(cfg: TrainConfig, run: RunStore) -> dict:
     try:
         trainer.fit()
     except Exception as err:  # Ray wraps the worker's exception; keep its message, drop Ray's traceback
+        if (own := _webtext_error(err)) is not None:  # a rank's own error says best what to do (its hint)
+            raise own from None
         raise LaunchError(f"training failed: {_root_message(err)}") from None
     finally:
         if rendezvous == "file":
             store.unlink(missing_ok=True)
     return read_summary(out_dir)
+
+
+def _without_placement_group_cleaner(trainer_cls):
+    """`trainer_cls` less Ray Train's PlacementGroupCleaner, for the embedded Ray. The cleaner is a detached actor
+    that asks the State API every second whether the run's controller lives, to free its placement group if it
+    died; the State API needs Ray's dashboard, which the embedded Ray does not run, so every question fails (a
+    warning each second, or a thread dying with "Found multiple active Ray instances" when other Rays run on the
+    machine), and the embedded Ray's placement groups end with the driver anyway."""
+
+    class Trainer(trainer_cls):
+        def _create_default_callbacks(self):
+            return [callback for callback in super()._create_default_callbacks()
+                    if type(callback).__name__ != "PlacementGroupCleanerCallback"]
+
+    if not callable(getattr(trainer_cls, "_create_default_callbacks", None)):  # a Ray without it: as it is
+        return trainer_cls
+    return Trainer
+
+
+def _webtext_error(err: BaseException) -> WebtextError | None:
+    """The WebtextError that a rank raised, under Ray Train's wrappers, if that is what failed the run."""
+    from pipeline.executor import unwrap
+
+    seen: set[int] = set()
+    todo = [err]
+    while todo:
+        current = unwrap(todo.pop())
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, WebtextError):
+            return current
+        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
+        todo += [e for e in getattr(current, "worker_failures", {}).values() if isinstance(e, BaseException)]
+    return None
 
 
 def _root_message(err: BaseException) -> str:
@@ -176,7 +222,7 @@ def launch_torchrun(cfg: TrainConfig, run: RunStore) -> dict:
     finally:
         config_file.unlink(missing_ok=True)
     if proc.returncode != 0:
-        raise LaunchError(f"torchrun exited with code {proc.returncode}; see the worker output above")
+        raise LaunchError(f"torchrun exited with code {proc.returncode}")
     return read_summary(out_dir)
 
 

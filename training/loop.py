@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from pipeline.config import ConfigError
+from pipeline.errors import WebtextError
 from training import checkpoint, storage
 from training.config import TrainConfig
 from training.data import TokenWindows, expand_shards
@@ -34,8 +35,11 @@ from training.model import GPT, mask_for_mlm
 LOG_FILES = ("metrics.jsonl", "loss.png", "tensorboard")  # what rank 0 uploads at checkpoints and at the end
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(WebtextError, RuntimeError):
     """Too many consecutive steps with a non-finite loss."""
+
+    hint = ("lower optim.lr (--set optim.lr=...), check the data, or train in bf16 / fp32 instead of fp16; rerunning "
+            "resumes from the last checkpoint, --set checkpoint.resume=false starts afresh")
 
 
 def make_loader(cfg: TrainConfig, split: str, rank: int, world_size: int, seed: int):
@@ -186,8 +190,8 @@ def train_worker(config: dict) -> dict:
             loader.load_state_dict(state["loader"])
         except ValueError as err:  # the config's data or seed changed since the checkpoint
             raise checkpoint.CheckpointError(
-                f"{ckpt_root / tags[-1]}: {err}; resume with the run's data and seed, or start afresh with "
-                "--set checkpoint.resume=false") from None
+                f"{ckpt_root / tags[-1]}: {err}",
+                hint="resume with the run's data and seed, or start afresh with --set checkpoint.resume=false") from None
         step, bad_steps, bad_in_a_row = state["step"], state["bad_steps"], state["bad_in_a_row"]
 
     # Lines a killed run logged after its checkpoint are dropped: this run logs those steps again.
@@ -230,8 +234,7 @@ def train_worker(config: dict) -> dict:
                 t_last, tokens_since = time.perf_counter(), 0
             if result.bad and bad_in_a_row >= cfg.max_bad_steps:
                 raise TrainingDiverged(
-                    f"loss was NaN/inf in {bad_in_a_row} consecutive steps (up to step {step}); stopping. "
-                    f"Lower optim.lr, check the data, or use bf16/fp32 instead of fp16.")
+                    f"loss was NaN/inf in {bad_in_a_row} consecutive steps (up to step {step}); stopping")
             if cfg.data.val and ((cfg.eval.every and step % cfg.eval.every == 0) or step == cfg.max_steps):
                 metrics = evaluate(engine, cfg, d.rank, d.world_size, d.device)
                 log.log(step, **metrics)
