@@ -239,7 +239,7 @@ def _tasks(status: StageStatus, stage: Stage, inputs: list[InputFile] | None, pl
                               "changed since): rerun")
     if inputs is not None:
         try:
-            status.tasks_total = sum(len(stage.tasks(phase, inputs)) for phase in stage.phases)
+            status.tasks_total = sum(len(phase.tasks) for phase in stage.plan(inputs))
         except (StageError, OSError) as err:
             status.reasons.append(f"cannot plan its tasks: {err}")
     status.last_error = last_error(Dir(status.location))

@@ -32,7 +32,7 @@ class Recount(CountLines):
 
     name = "recount"
 
-    def run_task(self, phase, index, file, ctx):
+    def run_task(self, file, ctx):
         import pyarrow.parquet as pq
 
         lines = pq.read_table(file.uri).column("line").to_pylist()
