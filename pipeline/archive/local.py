@@ -1,0 +1,148 @@
+"""Local archives for tests and the demo: WARCs of captures written with warcio, and pywb serving them.
+
+pywb is the real, Wayback-compatible archive server (its CDX server API and `id_` raw replay), run as the separate
+server it is, from its own virtual environment (`make install` builds `.venv/pywb`: pywb 2.10 pins werkzeug and
+redis and brings brotlipy, whose `brotli` module would shadow the crawler's). `WEBTEXT_PYWB` names another
+environment's `bin` directory.
+
+    captures = [Snapshot("http://a.test/x", "20150301100000", body=b"<html>…")]
+    offsets = write_warc(path, captures)            # [(offset, length)] of each response record
+    wayback = LocalWayback(root, {"web": [path]}); wayback.start()
+    wayback.archive("web")                           # an ArchiveSource for the crawler
+    wayback.stop()
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.archive.config import ArchiveSource
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pywb_bin() -> Path:
+    return Path(os.environ.get("WEBTEXT_PYWB") or REPO / ".venv" / "pywb" / "bin")
+
+
+def pywb_available() -> bool:
+    return (pywb_bin() / "wayback").exists() and (pywb_bin() / "wb-manager").exists()
+
+
+@dataclass
+class Snapshot:
+    """One archived response: what a crawler saw at `timestamp` (14 digits, UTC)."""
+
+    url: str
+    timestamp: str
+    status: int = 200
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=lambda: [("Content-Type", "text/html; charset=utf-8")])
+    reason: str = "OK"
+
+
+def write_warc(path: Path, snapshots: list[Snapshot]) -> list[tuple[int, int]]:
+    """A gzipped WARC of response records (warcio's writer, one gzip member each); (offset, length) of each."""
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    from pipeline.archive.records import warc_date
+
+    buffer = io.BytesIO()
+    writer = WARCWriter(buffer, gzip=True)
+    spans = []
+    for snap in snapshots:
+        head = StatusAndHeaders(f"{snap.status} {snap.reason}",
+                                [*snap.headers, ("Content-Length", str(len(snap.body)))], protocol="HTTP/1.1")
+        record = writer.create_warc_record(snap.url, "response", payload=io.BytesIO(snap.body), http_headers=head,
+                                           warc_headers_dict={"WARC-Date": warc_date(snap.timestamp)})
+        start = buffer.tell()
+        writer.write_record(record)
+        spans.append((start, buffer.tell() - start))
+    path.write_bytes(buffer.getvalue())
+    return spans
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalWayback:
+    """pywb on 127.0.0.1 serving one collection per entry of `collections` (name -> WARC files)."""
+
+    def __init__(self, root: Path, collections: dict[str, list[Path]]):
+        self.root, self.collections = Path(root), collections
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+
+    def build(self) -> None:
+        """The collections, made and indexed by pywb's own `wb-manager` (init, then add: copies and CDXJ-indexes)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for name, warcs in self.collections.items():
+            if not (self.root / "collections" / name).exists():
+                self._manager("init", name)
+            self._manager("add", name, *map(str, warcs))
+
+    def _manager(self, *args: str) -> None:
+        done = subprocess.run([str(pywb_bin() / "wb-manager"), *args], cwd=self.root, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"wb-manager {' '.join(args[:2])} failed: {done.stderr.strip()[-2000:]}")
+
+    def start(self, timeout_s: float = 120.0) -> int:
+        self.build()
+        self.port = free_port()
+        self.log = open(self.root / "wayback.log", "ab")
+        self.process = subprocess.Popen([str(pywb_bin() / "wayback"), "--bind", "127.0.0.1", "-p", str(self.port)],
+                                        cwd=self.root, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        probe = f"{self.base}/{next(iter(self.collections))}/cdx?url=ready.test&output=json"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"pywb exited with {self.process.returncode}; see {self.root / 'wayback.log'}")
+            try:
+                with urllib.request.urlopen(probe, timeout=2):
+                    return self.port
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"pywb did not answer within {timeout_s}s; see {self.root / 'wayback.log'}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self.process is not None:
+            self.log.close()
+        self.process = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def archive(self, collection: str, name: str = "wayback", requests_per_s: float = 50.0) -> ArchiveSource:
+        """This server as the crawler's Wayback archive (one collection)."""
+        return ArchiveSource(name=name, kind="wayback", cdx_api=f"{self.base}/{{collection}}/cdx",
+                             replay=f"{self.base}/{{collection}}/{{timestamp}}id_/{{url}}",
+                             collections=[collection], requests_per_s=requests_per_s)
+
+    def __enter__(self) -> LocalWayback:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
