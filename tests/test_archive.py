@@ -8,16 +8,25 @@ import gzip
 import json
 import time
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession
+from aiohttp import web as aioweb
 
 from pipeline.archive.cdx import Capture, CdxClient, choose, crawl_time, parse_cdx, time_of
 from pipeline.archive.config import ArchiveConfig, ArchiveSource
-from pipeline.archive.local import LocalWayback, Snapshot, pywb_available, write_warc
+from pipeline.archive.local import LocalWayback, Snapshot, free_port, pywb_available, write_warc
 from pipeline.archive.records import parse_record
 from pipeline.archive.recover import Recoverer
+from pipeline.crawl import CrawlConfig, CrawlStage
+from pipeline.extract import ExtractConfig, ExtractStage
+from pipeline.localweb import LocalWeb
+from pipeline.runner import RunOptions, run_stage
+from pipeline.storage import expand_inputs
+from pipeline.urlnorm import normalize_url
 from pipeline.config import ConfigError, load_config
-from pipeline.fetch import FetchConfig, FetchError, Fetcher, HttpTransport
+from pipeline.fetch import FetchConfig, FetchError, Fetcher, FetchResult, HttpTransport
 
 FAST = dict(allow_networks=["127.0.0.0/8"], total_timeout_s=5, read_timeout_s=5, connect_timeout_s=2,
             backoff_base_s=0.05, retry_budget=1.0, min_delay_s=0.0)
@@ -27,7 +36,9 @@ FIRST_UTC = time_of("20170501000000")
 
 
 def page(text: str) -> bytes:
-    return f"<html><head><title>{text}</title></head><body><p>{text}</p></body></html>".encode()
+    body = "".join(f"<p>{text}: paragraph {i} of an article that the archive kept when the site went away, with "
+                   f"enough words in it to read as the main text of the page.</p>" for i in range(4))
+    return f"<html><head><title>{text}</title></head><body><article>{body}</article></body></html>".encode()
 
 
 # The archive's captures: what each test URL has, and which capture is right for FIRST_UTC.
@@ -114,6 +125,15 @@ def test_archive_config_errors_name_the_key(tmp_path):
         load_config(ArchiveConfig, None, ["archives=[{name: w, kind: wayback, cdx_api: x, replay: y, rate: 1}]"])
 
 
+def test_which_live_outcomes_are_dead():
+    recoverer = Recoverer(Fetcher(FetchConfig(), None, 1), ArchiveConfig(dead_statuses=[404, 410, 451]))
+    dead = [FetchResult("u", "http_status", status=404), FetchResult("u", "http_status", status=451),
+            FetchResult("u", "connect_error"), FetchResult("u", "dns_error"), FetchResult("u", "robots_unreachable")]
+    alive = [FetchResult("u", "ok", status=200), FetchResult("u", "http_status", status=500),
+             FetchResult("u", "timeout"), FetchResult("u", "robots_disallowed"), FetchResult("u", "too_large")]
+    assert all(map(recoverer.is_dead, dead)) and not any(map(recoverer.is_dead, alive))
+
+
 def test_a_record_is_one_capped_gzip_member(tmp_path):
     spans = write_warc(tmp_path / "x.warc.gz", SNAPSHOTS[:2])
     data = (tmp_path / "x.warc.gz").read_bytes()
@@ -134,14 +154,33 @@ def test_a_record_is_one_capped_gzip_member(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def wayback(tmp_path_factory):
-    """pywb serving SNAPSHOTS twice: as a Wayback collection `web`, and as the CDX index of a Common Crawl crawl."""
+def web():
+    site = LocalWeb(seed=3, n_hosts=2, pages_per_host=1, faults_per_host=0)
+    site.start()
+    yield site
+    site.stop()
+
+
+def web_snapshots(web: LocalWeb) -> list[Snapshot]:
+    """Captures of the local web's pages: dead ones (404, 500, a host that refuses connections) and a live one."""
+    return [Snapshot(web.url(0, "/missing/5"), "20170612000000", body=page("missing 5, archived")),
+            Snapshot(web.url(0, "/error/1"), "20170612000000", body=page("error 1, archived")),
+            Snapshot(web.url(0, "/article/0"), "20170612000000", body=page("article 0, archived")),
+            Snapshot("http://shop.closed.test/item", "20170430000000", body=page("a closed shop, archived"))]
+
+
+@pytest.fixture(scope="module")
+def wayback(tmp_path_factory, web):
+    """pywb serving SNAPSHOTS twice: as a Wayback collection `web`, and as the CDX index of a Common Crawl crawl;
+    and captures of the local web as a collection `crawl`."""
     if not pywb_available():
         pytest.skip("pywb's environment (.venv/pywb) is absent: run make install")
     root = tmp_path_factory.mktemp("pywb")
     spans = write_warc(root / "captures.warc.gz", SNAPSHOTS)
+    write_warc(root / "web.warc.gz", web_snapshots(web))
     server = LocalWayback(root / "archive", {"web": [root / "captures.warc.gz"],
-                                             "CC-MAIN-2017-18": [root / "captures.warc.gz"]})
+                                             "CC-MAIN-2017-18": [root / "captures.warc.gz"],
+                                             "crawl": [root / "web.warc.gz"]})
     server.start()
     server.warc, server.spans = root / "captures.warc.gz", spans
     yield server
@@ -217,3 +256,120 @@ def test_common_crawl_records_by_range_request(wayback, s3, via):
     assert a.exchanges[-1].body == page("a 2017 june")
     assert a.exchanges[-1].extra["Webtext-Source-Offset"] == str(wayback.spans[1][0])
     assert moved.outcome == "ok" and moved.exchanges[-1].body == page("b, the target of a redirect")
+
+
+def test_archive_requests_are_paced_per_host_and_wait_out_retry_after(wayback):
+    """A front before pywb records when each archive request arrives and answers the first one 429 with
+    Retry-After: 1. At 4 requests/s no two requests arrive closer than 0.25 s, none within 1 s of the 429."""
+    arrivals: list[float] = []
+
+    async def go():
+        async with ClientSession() as upstream:
+            async def handler(request: aioweb.Request) -> aioweb.Response:
+                arrivals.append(time.monotonic())
+                if len(arrivals) == 1:
+                    return aioweb.Response(status=429, headers={"Retry-After": "1"})
+                async with upstream.get(wayback.base + request.path_qs, allow_redirects=False) as r:
+                    kept = {k: v for k, v in r.headers.items() if k.lower() in ("content-type", "location")}
+                    return aioweb.Response(status=r.status, body=await r.read(), headers=kept)
+
+            app = aioweb.Application()
+            app.router.add_route("GET", "/{tail:.*}", handler)
+            runner = aioweb.AppRunner(app)
+            await runner.setup()
+            site = aioweb.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            front = ArchiveSource(name="wayback", kind="wayback", cdx_api=base + "/{collection}/cdx",
+                                  replay=base + "/{collection}/{timestamp}id_/{url}", collections=["web"],
+                                  requests_per_s=4)
+            config = FetchConfig(**FAST)
+            transport = HttpTransport(config)
+            recoverer = Recoverer(Fetcher(config, transport, 3), ArchiveConfig(archives=[front], window_days=60))
+            try:
+                return await asyncio.gather(*(recoverer.recover(f"http://gone.test/{p}", FIRST_UTC)
+                                              for p in ("a", "b", "moved")))
+            finally:
+                await transport.close()
+                await runner.cleanup()
+
+    results = asyncio.run(go())
+    assert [r.outcome for r in results] == ["ok", "ok", "ok"]
+    assert len(arrivals) == 1 + 2 + 2 + 4  # the 429, then a CDX query and a replay per page, the redirect's hop
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    assert gaps[0] >= 1.0 and min(gaps) >= 0.25 - 0.01, gaps
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The crawl with sources
+
+
+def crawl_with(web: LocalWeb, wayback: LocalWayback, tmp_path, source: str) -> tuple[dict[str, dict], dict]:
+    urls = [web.url(0, "/article/0"), web.url(0, "/missing/5"), web.url(0, "/gone/7"), web.url(0, "/error/1"),
+            "http://shop.closed.test/item"]
+    (tmp_path / "urls").mkdir()
+    pq.write_table(pa.table({"url": urls, "url_norm": [normalize_url(u) for u in urls],
+                             "first_utc": [FIRST_UTC] * len(urls)}), tmp_path / "urls" / "part-00000.parquet")
+    closed = free_port()  # nothing listens there: connection refused
+    config = CrawlConfig(**{**FAST, "max_attempts": 1}, resolve={**web.resolve(), "*.closed.test": f"127.0.0.1:{closed}"},
+                         source=source, archive=ArchiveConfig(archives=[wayback.archive("crawl")], window_days=60))
+    result = run_stage(CrawlStage(config), expand_inputs([str(tmp_path / "urls")]), str(tmp_path / "out"),
+                       RunOptions(executor="local", quiet=True))
+    log = pa.concat_tables([pq.read_table(p) for p in sorted((tmp_path / "out" / "crawl").glob("part-*.parquet"))])
+    return {row["url"]: row for row in log.to_pylist()}, result.funnel
+
+
+def archived_body(out, row: dict):
+    from warcio.archiveiterator import ArchiveIterator
+
+    with open(out / "crawl" / row["warc_file"], "rb") as f:
+        f.seek(row["warc_offset"])
+        record = next(iter(ArchiveIterator(f)))
+        return record.rec_headers, record.content_stream().read()
+
+
+def test_live_plus_archive_recovers_dead_urls_only(web, wayback, tmp_path):
+    log, funnel = crawl_with(web, wayback, tmp_path, "live+archive")
+    live, missing, gone, error, closed = (log[u] for u in (
+        web.url(0, "/article/0"), web.url(0, "/missing/5"), web.url(0, "/gone/7"), web.url(0, "/error/1"),
+        "http://shop.closed.test/item"))
+    assert (live["outcome"], live["source"], live["archive"]) == ("ok", "live", None)
+    assert (missing["outcome"], missing["source"], missing["archive"], missing["collection"]) == (
+        "ok", "archive", "wayback", "crawl")
+    assert missing["capture_time"].timestamp() == time_of("20170612000000")
+    assert missing["archive_warc"] == "web.warc.gz" and missing["archive_offset"] == 0
+    headers, body = archived_body(tmp_path / "out", missing)
+    assert body == page("missing 5, archived") and headers.get_header("Webtext-Archive") == "wayback"
+    assert headers.get_header("WARC-Date") == "2017-06-12T00:00:00Z"
+    assert (closed["outcome"], closed["source"]) == ("ok", "archive")  # connection refused: dead
+    # 404 with no capture: the live outcome stays, what the archive said is in `error`
+    assert (gone["outcome"], gone["status"], gone["source"]) == ("http_status", 410, "lost")
+    assert "archives: wayback: no capture" in gone["error"]
+    # 500 is not dead (it may come back): the archive is not asked, although it has the page
+    assert (error["outcome"], error["status"], error["source"]) == ("http_status", 500, "lost")
+    assert "archives" not in error["error"]
+    assert (funnel["source:live"], funnel["source:archive"], funnel["source:lost"]) == (1, 2, 2)
+    # extract passes the source and the capture time on to the documents
+    run_stage(ExtractStage(ExtractConfig(detect_language=False)), expand_inputs([str(tmp_path / "out" / "crawl")]),
+              str(tmp_path / "out"), RunOptions(executor="local", quiet=True))
+    docs = pq.read_table(tmp_path / "out" / "extract").to_pylist()
+    by_url = {d["url"]: d for d in docs}
+    assert set(by_url) == {web.url(0, "/article/0"), web.url(0, "/missing/5"), "http://shop.closed.test/item"}
+    assert (by_url[web.url(0, "/article/0")]["source"], by_url[web.url(0, "/article/0")]["capture_time"]) == (
+        "live", None)
+    recovered = by_url[web.url(0, "/missing/5")]
+    assert recovered["source"] == "archive" and recovered["capture_time"].timestamp() == time_of("20170612000000")
+    assert "missing 5, archived: paragraph 0" in recovered["text"]
+
+
+def test_archive_source_takes_every_url_from_the_archives(web, wayback, tmp_path):
+    web.reset_stats()
+    log, funnel = crawl_with(web, wayback, tmp_path, "archive")
+    assert {u: (r["outcome"], r["source"]) for u, r in log.items()} == {
+        web.url(0, "/article/0"): ("ok", "archive"), web.url(0, "/missing/5"): ("ok", "archive"),
+        web.url(0, "/gone/7"): ("not_archived", "lost"), web.url(0, "/error/1"): ("ok", "archive"),
+        "http://shop.closed.test/item": ("ok", "archive")}
+    _, body = archived_body(tmp_path / "out", log[web.url(0, "/article/0")])
+    assert body == page("article 0, archived")  # the live page was not fetched
+    assert not any(stats.requests for stats in web.stats().values())  # robots.txt included
+    assert (funnel["source:archive"], funnel["source:lost"]) == (4, 1) and "source:live" not in funnel
