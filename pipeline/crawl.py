@@ -302,7 +302,8 @@ class CrawlStage(Stage):
         transport, live = self._transport(warcs)
         fetcher = Fetcher(self.config, transport, todo.num_rows, polite=live,
                           rng=random.Random(f"{self.config.seed}:{ctx.index}"))
-        recoverer = Recoverer(fetcher, self.config.archive) if self.config.source != "live" else None
+        # a columnar index is joined with this task's URLs only: its hosts' row groups, not the whole index
+        recoverer = Recoverer(fetcher, self.config.archive, todo) if self.config.source != "live" else None
         for key, decision in robots.items():
             fetcher.restore_robots(key, RobotsRules.from_json(decision))
         window = asyncio.Semaphore(self.config.window)

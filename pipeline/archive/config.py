@@ -30,6 +30,8 @@ class ArchiveSource(Config):
     replay: str | None = Field(None, description="wayback: the raw (id_) replay URL template")
     warc_prefix: str | None = Field(None, description="commoncrawl: where the index's warc_filename paths are "
                                                       "(https://… read by range requests, or s3://…)")
+    index: str | None = Field(None, description="commoncrawl: the columnar index (…/cc-index/table/cc-main/warc/); "
+                                                "when set, URLs are joined with it instead of asking cdx_api")
     collections: list[str] = Field([""], description="wayback: [''] for the Wayback Machine, or pywb collections; "
                                                      "commoncrawl: crawl names, each queried when near first_utc")
     requests_per_s: float = Field(1.0, gt=0, description="at most this many requests per second to the archive's "

@@ -142,13 +142,14 @@ def join_file(task: tuple[IndexFile, pa.Table]) -> tuple[pa.Table, dict]:
     with fs.open_input_file(path) as f:
         rows = pq.ParquetFile(f).read_row_groups(groups, columns=READ_COLUMNS) if groups else None
     if rows is None:
-        return CAPTURES_SCHEMA.empty_table(), {"row_groups": 0, "rows": 0}
+        return CAPTURES_SCHEMA.empty_table(), {"row_groups": 0, "rows_scanned": 0}
+    scanned = rows.num_rows
     rows = rows.filter(pc.is_in(rows["url_surtkey"], value_set=keys["url_surtkey"]))
     joined = keys.join(rows.rename_columns(["url_surtkey", "capture_url", *READ_COLUMNS[2:]]), "url_surtkey",
                        join_type="inner")
     joined = joined.append_column("crawl", pa.array([file.crawl] * joined.num_rows, pa.string()))
     return joined.select(CAPTURES_SCHEMA.names).cast(CAPTURES_SCHEMA), {"row_groups": len(groups),
-                                                                         "rows": rows.num_rows}
+                                                                         "rows_scanned": scanned}
 
 
 def choose_captures(candidates: pa.Table, config: ArchiveConfig) -> pa.Table:
@@ -180,13 +181,27 @@ def join_index(urls: pa.Table, root: str, config: ArchiveConfig, crawls: list[st
     files = index_files(root, crawls)
     tasks = assign(files, url_keys(urls))
     pieces, read = [], {"files": len(files), "row_groups_total": sum(len(f.row_groups) for f in files),
-                        "tasks": len(tasks), "row_groups": 0, "rows": 0}
+                        "tasks": len(tasks), "row_groups": 0, "rows_scanned": 0, "most_row_groups_one_task": 0}
     for table, stats in run_tasks(join_file, tasks, executor):
         pieces.append(table)
         read["row_groups"] += stats["row_groups"]
-        read["rows"] += stats["rows"]
+        read["rows_scanned"] += stats["rows_scanned"]
+        read["most_row_groups_one_task"] = max(read["most_row_groups_one_task"], stats["row_groups"])
     candidates = pa.concat_tables(pieces) if pieces else CAPTURES_SCHEMA.empty_table()
     return choose_captures(candidates, config), read
+
+
+def captures_of(chosen: pa.Table, archive: str) -> dict[str, list]:
+    """The join's rows as `Capture`s by URL, for the crawl's recovery."""
+    from pipeline.archive.cdx import Capture, timestamp_of
+
+    found: dict[str, list] = {}
+    for row in chosen.to_pylist():
+        found.setdefault(row["url"], []).append(Capture(
+            archive=archive, collection=row["crawl"], timestamp=timestamp_of(row["fetch_time"].timestamp()),
+            url=row["capture_url"], status=row["fetch_status"], mime=row["content_mime_detected"] or "",
+            filename=row["warc_filename"], offset=row["warc_record_offset"], length=row["warc_record_length"]))
+    return found
 
 
 def write_index(root: str, crawl: str, rows: list[dict], row_group_size: int = 1000, files: int = 1) -> None:

@@ -15,10 +15,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import pyarrow as pa
 from yarl import URL
 
 from pipeline.archive.cdx import Capture, CdxClient, choose
 from pipeline.archive.config import ArchiveConfig, ArchiveSource
+from pipeline.archive.index_join import captures_of, join_index
 from pipeline.archive.records import fetch_capture
 from pipeline.fetch import REDIRECT_STATUSES, FetchError, Fetcher, FetchResult
 
@@ -40,10 +42,18 @@ class Recoverer:
 
     Each archive's host is paced at its `requests_per_s`, whatever the crawl's `min_delay_s`."""
 
-    def __init__(self, fetcher: Fetcher, config: ArchiveConfig):
+    def __init__(self, fetcher: Fetcher, config: ArchiveConfig, urls: pa.Table | None = None):
+        """`urls` (url, first_utc): the URLs this recoverer will be asked about, joined up front with the columnar
+        index of every archive that has one (`index`), so that those need no CDX query."""
         self.fetcher, self.config = fetcher, config
         self.clients = [CdxClient(fetcher, archive, config) for archive in config.archives]
         self.requests = 0
+        self.indexed: dict[str, dict[str, list[Capture]]] = {}
+        for archive in config.archives:
+            if archive.index is not None and urls is not None:
+                crawls = [c for c in archive.collections if c] or None
+                chosen, _ = join_index(urls, archive.index, config, crawls)
+                self.indexed[archive.name] = captures_of(chosen, archive.name)
         for archive in config.archives:
             for template in (archive.cdx_api, archive.replay, archive.warc_prefix):
                 if template and "://" in template and not template.startswith("s3://"):
@@ -82,8 +92,11 @@ class Recoverer:
         archive: ArchiveSource = client.archive
         current, seen, exchanges = url, {url}, []
         for _hop in range(self.fetcher.config.max_redirects + 1):
-            captures, requests = await client.captures(current, first_utc)
-            self.requests += requests
+            if archive.name in self.indexed:
+                captures = self.indexed[archive.name].get(current, [])
+            else:
+                captures, requests = await client.captures(current, first_utc)
+                self.requests += requests
             capture = choose(captures, first_utc, self.config)
             if capture is None and exchanges:
                 raise FetchError("not_archived", f"archived redirect to {current}, which is not archived")
