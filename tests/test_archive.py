@@ -16,7 +16,7 @@ from aiohttp import web as aioweb
 
 from pipeline.archive.cdx import Capture, CdxClient, choose, crawl_time, parse_cdx, time_of
 from pipeline.archive.config import ArchiveConfig, ArchiveSource
-from pipeline.archive.local import LocalWayback, Snapshot, free_port, pywb_available, write_warc
+from pipeline.archive.local import LocalWayback, Snapshot, free_port, put_object, pywb_available, write_warc
 from pipeline.archive.records import parse_record
 from pipeline.archive.recover import Recoverer
 from pipeline.crawl import CrawlConfig, CrawlStage
@@ -134,6 +134,17 @@ def test_which_live_outcomes_are_dead():
     assert all(map(recoverer.is_dead, dead)) and not any(map(recoverer.is_dead, alive))
 
 
+def test_each_archive_host_is_paced_at_its_rate():
+    fetcher = Fetcher(FetchConfig(min_delay_s=1.0), None, 1)
+    cc = ArchiveSource(name="cc", kind="commoncrawl", cdx_api="https://index.cc.test/{collection}-index",
+                       warc_prefix="s3://commoncrawl/?endpoint_override=127.0.0.1:9", requests_per_s=4)
+    wb = ArchiveSource(name="wb", kind="wayback", cdx_api="https://wb.test/cdx",
+                       replay="https://wb.test/web/{timestamp}id_/{url}", requests_per_s=0.5)
+    Recoverer(fetcher, ArchiveConfig(archives=[cc, wb]))
+    assert [fetcher.host(key).pace.delay for key in ("index.cc.test:443", "commoncrawl.s3:0", "wb.test:80",
+                                                     "page.test:80")] == [0.25, 0.25, 2.0, 1.0]
+
+
 def test_a_record_is_one_capped_gzip_member(tmp_path):
     spans = write_warc(tmp_path / "x.warc.gz", SNAPSHOTS[:2])
     data = (tmp_path / "x.warc.gz").read_bytes()
@@ -229,21 +240,12 @@ def test_ssrf_guard_applies_to_archive_requests(wayback):
     assert (result.outcome, result.source) == ("blocked_address", "lost") and "wayback: blocked_address" in result.error
 
 
-def upload(s3, key: str, data: bytes) -> str:
-    from pipeline.storage import filesystem
-
-    fs, path = filesystem(s3(key))
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path, compression=None) as f:  # not gzipped again for its name
-        f.write(data)
-    return s3(key)
-
-
 @pytest.mark.parametrize("via", ["https", "s3"])
 def test_common_crawl_records_by_range_request(wayback, s3, via):
     """pywb as Common Crawl's index server (the same API: NDJSON with filename, offset, length), the WARC in a
     local S3, each record read by a range request: over HTTP through the fetcher, or through pyarrow's S3."""
-    uri = upload(s3, "commoncrawl/crawl-data/captures.warc.gz", wayback.warc.read_bytes())
+    uri = s3("commoncrawl/crawl-data/captures.warc.gz")
+    put_object(uri, wayback.warc.read_bytes())
     endpoint = uri.split("endpoint_override=", 1)[1].split("&", 1)[0]
     prefix = f"http://{endpoint}/commoncrawl/crawl-data/" if via == "https" else \
         s3("commoncrawl/crawl-data/")

@@ -26,7 +26,8 @@ class ArchiveSource(Config):
 
     name: str = Field(description="names the archive in the fetch log's `archive` column and the WARC headers")
     kind: Literal["wayback", "commoncrawl"]
-    cdx_api: str
+    cdx_api: str | None = Field(None, description="the CDX API URL template (a commoncrawl archive with an `index` "
+                                                  "needs none)")
     replay: str | None = Field(None, description="wayback: the raw (id_) replay URL template")
     warc_prefix: str | None = Field(None, description="commoncrawl: where the index's warc_filename paths are "
                                                       "(https://… read by range requests, or s3://…)")
@@ -50,6 +51,9 @@ class ArchiveSource(Config):
             raise ValueError(f"archive {self.name!r}: a wayback archive needs `replay` (the id_ URL template)")
         if self.kind == "commoncrawl" and not self.warc_prefix:
             raise ValueError(f"archive {self.name!r}: a commoncrawl archive needs `warc_prefix`")
+        if not self.cdx_api and not (self.kind == "commoncrawl" and self.index):
+            raise ValueError(f"archive {self.name!r}: needs `cdx_api`" + (" or `index`" if self.kind == "commoncrawl"
+                                                                          else ""))
         return self
 
 

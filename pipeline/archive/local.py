@@ -71,6 +71,36 @@ def write_warc(path: Path, snapshots: list[Snapshot]) -> list[tuple[int, int]]:
     return spans
 
 
+def put_object(uri: str, data: bytes) -> None:
+    """Write `data` at a path or URI (s3://…?endpoint_override=… for a local S3) as it is: not compressed again for
+    a name ending in .gz, as pyarrow's streams would by default."""
+    from pipeline.storage import filesystem
+
+    fs, path = filesystem(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path, compression=None) as f:
+        f.write(data)
+
+
+def start_s3():
+    """A moto S3 on 127.0.0.1 (for the demo and the benchmarks; the tests use their `s3` fixture); credentials in
+    the environment, which Ray workers started later inherit. Returns the server and path -> s3:// URI."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        os.environ.setdefault(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = f"endpoint_override={host}:{port}&scheme=http&region=us-east-1&allow_bucket_creation=true"
+    return server, lambda path: f"s3://{path}?{options}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -18,6 +18,7 @@ captured, as the WARC standard defines it); `WARC-Source-URI` the replay URL or 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import time
 import zlib
@@ -88,23 +89,45 @@ async def _warc_record(fetcher: Fetcher, archive: ArchiveSource, capture: Captur
 
 async def read_range_s3(fetcher: Fetcher, uri: str, offset: int, length: int) -> bytes:
     """`length` bytes at `offset` of an s3:// object through pyarrow, in a slot of the bucket's pace."""
-    from pipeline.storage import filesystem
-
-    fs, path = filesystem(uri)
-    bucket = path.split("/", 1)[0]
-    async with fetcher.slot(fetcher.host(f"{bucket}.s3:0")):
+    async with fetcher.slot(fetcher.host(f"{s3_host(uri)}:0")):
         try:
             async with asyncio.timeout(fetcher.config.total_timeout_s):
-                return await asyncio.to_thread(_read_at, fs, path, offset, length)
+                return await asyncio.to_thread(_read_at, uri, offset, length)
         except TimeoutError:
             raise FetchError("timeout", f"{uri}: no range read in {fetcher.config.total_timeout_s}s") from None
         except OSError as err:
             raise FetchError("archive_error", f"{uri}: {err}") from None
 
 
-def _read_at(fs, path: str, offset: int, length: int) -> bytes:
-    with fs.open_input_file(path) as f:
-        return f.read_at(length, offset)
+def s3_host(uri: str) -> str:
+    """The name an S3 bucket is paced under (its requests share one slot and delay, like a web host's)."""
+    return uri.removeprefix("s3://").split("/", 1)[0].split("?", 1)[0] + ".s3"
+
+
+def archive_hosts(archive: ArchiveSource) -> set[str]:
+    """The host names an archive's requests go to: its CDX API, its replay, its WARC files."""
+    from yarl import URL
+
+    hosts = set()
+    for template in (archive.cdx_api, archive.replay, archive.warc_prefix):
+        if template and template.startswith("s3://"):
+            hosts.add(s3_host(template))
+        elif template:
+            hosts.add(URL(template.replace("{", "").replace("}", "")).host)
+    return hosts
+
+
+def _read_at(uri: str, offset: int, length: int) -> bytes:
+    return _opened(uri).read_at(length, offset)
+
+
+@functools.lru_cache(maxsize=64)
+def _opened(uri: str):
+    """An S3 object opened once (opening costs a HEAD request) for all its records; read_at is thread-safe."""
+    from pipeline.storage import filesystem
+
+    fs, path = filesystem(uri)
+    return fs.open_input_file(path)
 
 
 def parse_record(data: bytes, decoded_limit: int, where: str) -> Exchange:

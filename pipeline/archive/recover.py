@@ -21,7 +21,7 @@ from yarl import URL
 from pipeline.archive.cdx import Capture, CdxClient, choose
 from pipeline.archive.config import ArchiveConfig, ArchiveSource
 from pipeline.archive.index_join import captures_of, join_index
-from pipeline.archive.records import fetch_capture
+from pipeline.archive.records import archive_hosts, fetch_capture
 from pipeline.fetch import REDIRECT_STATUSES, FetchError, Fetcher, FetchResult
 
 
@@ -55,10 +55,8 @@ class Recoverer:
                 chosen, _ = join_index(urls, archive.index, config, crawls)
                 self.indexed[archive.name] = captures_of(chosen, archive.name)
         for archive in config.archives:
-            for template in (archive.cdx_api, archive.replay, archive.warc_prefix):
-                if template and "://" in template and not template.startswith("s3://"):
-                    host = URL(template.replace("{", "").replace("}", "")).host
-                    fetcher.host(f"{host}:0").pace.delay = 1.0 / archive.requests_per_s
+            for host in archive_hosts(archive):
+                fetcher.host(f"{host}:0").pace.delay = 1.0 / archive.requests_per_s
 
     def is_dead(self, result: FetchResult) -> bool:
         """Whether a live outcome means the page is gone (then the archives are asked, in `live+archive`)."""
