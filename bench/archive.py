@@ -99,11 +99,11 @@ def bench_recovery(tmp: Path, s3) -> tuple[float, int]:
                                            [u for u, _, _ in plants[:half]], None))
     cc_snaps = [s for _, snaps, _ in plants[half:] for s in snaps]
     spans = write_warc(tmp / "cc.warc.gz", cc_snaps)
-    put_object(s3("cc/crawl-data/r.warc.gz"), (tmp / "cc.warc.gz").read_bytes())
-    root = s3("cc/index-r/")
+    put_object(s3("commoncrawl/crawl-data/r.warc.gz"), (tmp / "cc.warc.gz").read_bytes())
+    root = s3("commoncrawl/index-r/")
     write_index(root, "CC-MAIN-2018-09", [index_row(s, o, n, "crawl-data/r.warc.gz") for s, (o, n) in
                                           zip(cc_snaps, spans)], row_group_size=64)
-    cc = ArchiveSource(name="commoncrawl", kind="commoncrawl", index=root, warc_prefix=s3("cc/"),
+    cc = ArchiveSource(name="commoncrawl", kind="commoncrawl", index=root, warc_prefix=s3("commoncrawl/"),
                        requests_per_s=1000)
     urls = [u for u, _, _ in plants[half:]]
     results += asyncio.run(recover([cc], urls, pa.table({"url": urls, "first_utc": [FIRST] * len(urls)})))
@@ -111,19 +111,25 @@ def bench_recovery(tmp: Path, s3) -> tuple[float, int]:
     return good / len(plants), half
 
 
-def build_index(s3, name: str, hosts: int) -> tuple[str, pa.Table]:
-    """An index of `hosts` x PAGES_PER_HOST captures (2 crawls of half each), and a URL table of URL_HOSTS hosts."""
+def url_table() -> pa.Table:
+    """PAGES_PER_HOST URLs of each of URL_HOSTS hosts, spread over the key space, in the 1x and the 4x index alike."""
+    urls = [f"http://h{h:05d}.test/p/{k}" for h in range(0, INDEX_HOSTS, INDEX_HOSTS // URL_HOSTS)
+            for k in range(PAGES_PER_HOST)]
+    return pa.table({"url": urls, "first_utc": [FIRST] * len(urls)})
+
+
+def build_index(s3, name: str, host_step: int) -> str:
+    """An index of every `host_step`-th of INDEX_HOSTS hosts x PAGES_PER_HOST captures (2 crawls, half each)."""
     rng = random.Random(7)
     rows = []
-    for h in range(hosts):
+    for h in range(0, INDEX_HOSTS, host_step):
         for k in range(PAGES_PER_HOST):
             rows.append(index_row(Snapshot(f"http://h{h:05d}.test/p/{k}", timestamp_of(FIRST + rng.randint(-90, 90) * DAY),
                                            status=rng.choice([200, 200, 200, 404])), k * 1000, 900, "w.warc.gz"))
-    root = s3(f"cc/{name}/")
+    root = s3(f"commoncrawl/{name}/")
     write_index(root, "CC-MAIN-2018-09", rows[: len(rows) // 2], row_group_size=2_000, files=4)
     write_index(root, "CC-MAIN-2018-13", rows[len(rows) // 2:], row_group_size=2_000, files=4)
-    picked = [f"http://h{h:05d}.test/p/{k}" for h in range(0, hosts, hosts // URL_HOSTS) for k in range(PAGES_PER_HOST)]
-    return root, pa.table({"url": picked, "first_utc": [FIRST] * len(picked)})
+    return root
 
 
 def bare_join(urls: pa.Table, root: str, config: ArchiveConfig) -> pa.Table:
@@ -152,8 +158,7 @@ import sys, pyarrow as pa
 sys.path.insert(0, {str(REPO)!r})
 import bench.archive as b
 from pipeline.archive.config import ArchiveConfig
-urls = pa.table({{"url": [f"http://h{{h:05d}}.test/p/{{k}}" for h in range(0, {INDEX_HOSTS}, {INDEX_HOSTS // URL_HOSTS})
-                          for k in range({PAGES_PER_HOST})], "first_utc": [b.FIRST] * {URL_HOSTS * PAGES_PER_HOST}}})
+urls = b.url_table()
 root = {root!r}
 if {kind!r} == "ours":
     b.join_index(urls, root, ArchiveConfig(window_days=365))
@@ -169,8 +174,7 @@ print(pa.default_memory_pool().max_memory())
 
 def bench_join(s3) -> tuple[float, float, float]:
     config = ArchiveConfig(window_days=365)
-    small, urls = build_index(s3, "index-1x", INDEX_HOSTS // 4)
-    large, _ = build_index(s3, "index-4x", INDEX_HOSTS)
+    small, large, urls = build_index(s3, "index-1x", 4), build_index(s3, "index-4x", 1), url_table()
     ours_t, bare_t = [], []
     for _ in range(3):
         start = time.perf_counter()
@@ -183,7 +187,7 @@ def bench_join(s3) -> tuple[float, float, float]:
     ratio = statistics.median(bare_t) / statistics.median(ours_t)
     ours_growth = join_memory("ours", large) / join_memory("ours", small)
     bare_growth = join_memory("bare", large) / join_memory("bare", small)
-    print(f"index join: {urls.num_rows} URLs against {INDEX_HOSTS * PAGES_PER_HOST} index rows: ours "
+    print(f"index join: {urls.num_rows} URLs of {URL_HOSTS} hosts against {INDEX_HOSTS * PAGES_PER_HOST} index rows: ours "
           f"{urls.num_rows / statistics.median(ours_t):,.0f} URLs/s ({read['row_groups']} of "
           f"{read['row_groups_total']} row groups read), bare pyarrow {urls.num_rows / statistics.median(bare_t):,.0f} "
           f"URLs/s; Arrow peak memory 4x index / 1x: ours {ours_growth:.2f}, bare {bare_growth:.2f}", flush=True)
@@ -195,8 +199,8 @@ def bench_ranges(s3) -> float:
              range(RANGE_RECORDS)]
     with tempfile.TemporaryDirectory() as tmp:
         spans = write_warc(Path(tmp) / "r.warc.gz", snaps)
-        put_object(s3("cc/ranges/r.warc.gz"), (Path(tmp) / "r.warc.gz").read_bytes())
-    archive = ArchiveSource(name="commoncrawl", kind="commoncrawl", index="unused", warc_prefix=s3("cc/ranges/"),
+        put_object(s3("commoncrawl/ranges/r.warc.gz"), (Path(tmp) / "r.warc.gz").read_bytes())
+    archive = ArchiveSource(name="commoncrawl", kind="commoncrawl", index="unused", warc_prefix=s3("commoncrawl/ranges/"),
                             requests_per_s=1e6)
     captures = [Capture("commoncrawl", "CC", "20180301000000", s.url, 200, "text/html", "r.warc.gz", o, n)
                 for s, (o, n) in zip(snaps, spans)]
@@ -207,7 +211,7 @@ def bench_ranges(s3) -> float:
         return sum([len((await fetch_capture(fetcher, archive, c)).body) > 0 for c in captures])
 
     def bare() -> int:
-        fs, path = filesystem(s3("cc/ranges/r.warc.gz"))
+        fs, path = filesystem(s3("commoncrawl/ranges/r.warc.gz"))
         with fs.open_input_file(path) as f:
             return sum(len(f.read_at(n, o)) > 0 for o, n in spans)
 
