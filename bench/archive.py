@@ -107,7 +107,7 @@ def bench_recovery(tmp: Path, s3) -> tuple[float, int]:
                        requests_per_s=1000)
     urls = [u for u, _, _ in plants[half:]]
     results += asyncio.run(recover([cc], urls, pa.table({"url": urls, "first_utc": [FIRST] * len(urls)})))
-    good = sum(r.outcome == "ok" and timestamp_of(r.capture_time) == right[r.url] for r in results)
+    good = sum(r.outcome == "ok" and timestamp_of(r.capture_time.timestamp()) == right[r.url] for r in results)
     return good / len(plants), half
 
 

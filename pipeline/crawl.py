@@ -76,7 +76,7 @@ FETCH_LOG_SCHEMA = pa.schema([
     ("first_utc", pa.int64()),
     # where the page came from: live, archive, or lost (neither); an archive's capture and its provenance
     ("source", pa.string()), ("archive", pa.string()), ("collection", pa.string()),
-    ("capture_time", pa.timestamp("s", tz="UTC")), ("archive_warc", pa.string()), ("archive_offset", pa.int64()),
+    ("capture_time", pa.timestamp("ms", tz="UTC")), ("archive_warc", pa.string()), ("archive_offset", pa.int64()),
 ])
 PROVENANCE = ("archive", "collection", "capture_time", "archive_warc", "archive_offset")
 BUCKET_SCHEMA = pa.schema([f for f in FETCH_LOG_SCHEMA if f.name in URL_COLUMNS])

@@ -216,7 +216,7 @@ def test_wayback_raw_replay_of_the_closest_capture(wayback):
     urls = ["http://gone.test/a", "http://gone.test/moved", "http://gone.test/old", "http://gone.test/never",
             "http://gone.test/loop1"]
     a, moved, old, never, loop = recover_all([wayback.archive("web")], [(u, FIRST_UTC) for u in urls])
-    assert (a.outcome, a.source, a.archive, a.collection, a.capture_time) == (
+    assert (a.outcome, a.source, a.archive, a.collection, a.capture_time.timestamp()) == (
         "ok", "archive", "wayback", "web", time_of("20170610100000"))
     response = a.exchanges[-1]
     assert response.body == page("a 2017 june") and response.url == "http://gone.test/a"
@@ -252,7 +252,7 @@ def test_common_crawl_records_by_range_request(wayback, s3, via):
     cc = ArchiveSource(name="commoncrawl", kind="commoncrawl", cdx_api=f"{wayback.base}/{{collection}}/cdx",
                        warc_prefix=prefix, collections=["CC-MAIN-2017-18"], requests_per_s=50)
     a, moved = recover_all([cc], [("http://gone.test/a", FIRST_UTC), ("http://gone.test/moved", FIRST_UTC)])
-    assert (a.outcome, a.error, a.archive, a.collection, a.capture_time) == (
+    assert (a.outcome, a.error, a.archive, a.collection, a.capture_time.timestamp()) == (
         "ok", None, "commoncrawl", "CC-MAIN-2017-18", time_of("20170610100000"))
     assert (a.archive_warc, a.archive_offset) == ("captures.warc.gz", wayback.spans[1][0])
     assert a.exchanges[-1].body == page("a 2017 june")

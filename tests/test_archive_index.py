@@ -103,6 +103,18 @@ def test_no_first_utc_takes_the_earliest_capture(index):
     assert chosen["warc_record_offset"].to_pylist() == [1]
 
 
+def test_a_tie_between_crawls_does_not_depend_on_which_task_finished_first(index):
+    """host007.test/p3 was captured at the same time in both crawls (the background rows)."""
+    from pipeline.archive.index_join import assign, choose_captures, join_file
+
+    tasks = assign(index_files(index), url_keys(url_table(["http://host007.test/p3"])))
+    pieces = [join_file(task)[0] for task in tasks]
+    assert sorted(set(pa.concat_tables(pieces)["crawl"].to_pylist())) == ["CC-MAIN-2017-17", "CC-MAIN-2017-22"]
+    forward = choose_captures(pa.concat_tables(pieces), ArchiveConfig())
+    backward = choose_captures(pa.concat_tables(pieces[::-1]), ArchiveConfig())
+    assert forward.equals(backward) and forward["crawl"].to_pylist() == ["CC-MAIN-2017-17"]
+
+
 @pytest.mark.slow
 def test_join_on_ray_gives_the_same_captures(index, ray_session):
     urls = url_table(["http://news.test/a", "http://blog.test/post?x=1&id=2", "http://host007.test/p3"])

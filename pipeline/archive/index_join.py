@@ -12,7 +12,7 @@ footer statistics (min, max `url_surtkey`) say which hosts it can hold. The join
    range holds one of its URL keys, and only the columns the choice needs, and keeps the rows whose key is one of
    its URLs' (a hash join on `url_surtkey`); no task reads the whole index, and a task's memory is its row groups;
 4. the choice (`choose_captures`), vectorised: per URL, among status 200 HTML captures (`content_mime_detected`)
-   within the window, the one closest to `first_utc` (ties: the earlier), over all crawls.
+   within the window, the one closest to `first_utc` (ties: the earlier, then by crawl name), over all crawls.
 
 The result (`CAPTURES_SCHEMA`) points at each page's WARC record (file, offset, length); `records.py` fetches them
 by range request. Archived redirects are not followed here (the crawl's CDX path follows them).
@@ -165,7 +165,9 @@ def choose_captures(candidates: pa.Table, config: ArchiveConfig) -> pa.Table:
     distance = np.where(known, np.abs(seconds - np.nan_to_num(first.astype(float)).astype(np.int64)), seconds)
     keep = ~known | (distance <= config.window_days * 86400)
     table = table.filter(pa.array(keep)).append_column("distance", pa.array(distance[keep], pa.int64()))
-    table = table.sort_by([("url", "ascending"), ("distance", "ascending"), ("fetch_time", "ascending")])
+    # ties broken by everything else, so that the choice does not depend on the order the tasks finished in
+    table = table.sort_by([("url", "ascending"), ("distance", "ascending"), ("fetch_time", "ascending"),
+                           ("crawl", "ascending"), ("warc_filename", "ascending"), ("warc_record_offset", "ascending")])
     urls = table["url"].to_numpy(zero_copy_only=False)
     first_of_url = np.ones(len(urls), dtype=bool)
     first_of_url[1:] = urls[1:] != urls[:-1]

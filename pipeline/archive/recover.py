@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import pyarrow as pa
 from yarl import URL
@@ -32,7 +33,7 @@ class RecoveredResult(FetchResult):
     source: str = "archive"
     archive: str | None = None
     collection: str | None = None
-    capture_time: int | None = None  # epoch seconds, UTC
+    capture_time: datetime | None = None  # UTC
     archive_warc: str | None = None  # the original WARC file (Common Crawl) or the replay URL (Wayback)
     archive_offset: int | None = None
 
@@ -124,6 +125,6 @@ class Recoverer:
         fields = {k: getattr(result, k) for k in FetchResult.__dataclass_fields__}
         provenance = result.exchanges[-1].extra
         return RecoveredResult(**fields, source="archive" if result.outcome == "ok" else "lost",
-                               archive=capture.archive, collection=capture.collection, capture_time=capture.time,
+                               archive=capture.archive, collection=capture.collection, capture_time=datetime.fromtimestamp(capture.time, timezone.utc),
                                archive_warc=provenance.get("Webtext-Source-WARC") or provenance["WARC-Source-URI"],
                                archive_offset=capture.offset if capture.filename else None)
