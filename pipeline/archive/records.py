@@ -78,7 +78,7 @@ async def _warc_record(fetcher: Fetcher, archive: ArchiveSource, capture: Captur
     else:
         last = capture.offset + capture.length - 1
         exchange, _ = await fetcher.request(fetcher._check_url(source), config.max_body_bytes,
-                                            config.max_body_bytes, headers={"Range": f"bytes={capture.offset}-{last}"})
+                                            config.max_body_bytes, send={"Range": f"bytes={capture.offset}-{last}"})
         if exchange.status != 206 or len(exchange.body) != capture.length:
             raise FetchError("archive_error", f"{archive.name} {source} bytes {capture.offset}-{last}: HTTP "
                                               f"{exchange.status} with {len(exchange.body)} bytes")
