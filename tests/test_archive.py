@@ -375,3 +375,59 @@ def test_archive_source_takes_every_url_from_the_archives(web, wayback, tmp_path
     assert body == page("article 0, archived")  # the live page was not fetched
     assert not any(stats.requests for stats in web.stats().values())  # robots.txt included
     assert (funnel["source:archive"], funnel["source:lost"]) == (4, 1) and "source:live" not in funnel
+
+
+@pytest.mark.slow
+def test_an_archive_crawl_killed_and_rerun_asks_the_archive_only_for_unfinished_urls(wayback, tmp_path):
+    """Archive lookups are checkpointed with the crawl's outcomes: after a SIGKILL, the rerun queries pywb's CDX
+    API only for URLs with no outcome yet (or a redirect target of one), and every URL ends with one outcome."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+    from urllib.parse import unquote
+
+    urls = [f"http://gone.test/{p}" for p in ("a", "b", "moved", "old", "never", "loop1", "loop2")]
+    (tmp_path / "urls").mkdir()
+    pq.write_table(url_table_of(urls), tmp_path / "urls" / "part-00000.parquet")
+    archives = {"archives": [wayback.archive("web", requests_per_s=3).model_dump()], "window_days": 60}
+    settings = [item for key, value in {**FAST, "checkpoint_every": 1, "num_buckets": 1, "source": "archive",
+                                        "archive": archives}.items()
+                for item in ("--set", f"{key}={json.dumps(value)}")]
+    command = [sys.executable, "-m", "jobs.crawl", "--urls", str(tmp_path / "urls"), "--out", str(tmp_path / "out"),
+               "--executor", "local", *settings]
+    log = Path(wayback.root) / "wayback.log"
+
+    def queried(text: str) -> list[str]:
+        return [unquote(u) for u in re.findall(r"GET /web/cdx\?url=([^&\s]+)", text)]
+
+    before = len(log.read_text())
+    proc = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(list(tmp_path.glob("out/crawl/_resume/*/*/seg-*.parquet"))) < 3:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    segments = sorted(tmp_path.glob("out/crawl/_resume/*/*/seg-*.parquet"))
+    done = set(pa.concat_tables([pq.read_table(s) for s in segments])["url"].to_pylist())
+    assert 3 <= len(done) < len(urls)
+    time.sleep(0.5)  # pywb's log lines of the killed run's last requests
+    middle = len(log.read_text())
+    assert subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True).returncode == 0
+    again = set(queried(log.read_text()[middle:]))
+    redirect_targets = {"http://gone.test/b", "http://gone.test/loop1", "http://gone.test/loop2"}
+    assert done - redirect_targets and again and not (again & done) - redirect_targets, (again, done)
+    assert set(queried(log.read_text()[before:middle])) >= done - redirect_targets
+    result = {r["url"]: r["outcome"] for r in pq.read_table(tmp_path / "out" / "crawl" / "part-00000.parquet").to_pylist()}
+    assert result == {"http://gone.test/a": "ok", "http://gone.test/b": "ok", "http://gone.test/moved": "ok",
+                      "http://gone.test/old": "not_archived", "http://gone.test/never": "not_archived",
+                      "http://gone.test/loop1": "too_many_redirects", "http://gone.test/loop2": "too_many_redirects"}
+
+
+def url_table_of(urls: list[str]) -> pa.Table:
+    return pa.table({"url": urls, "url_norm": [normalize_url(u) for u in urls], "first_utc": [FIRST_UTC] * len(urls)})
