@@ -145,6 +145,13 @@ def test_each_archive_host_is_paced_at_its_rate():
                                                      "page.test:80")] == [0.25, 0.25, 2.0, 1.0]
 
 
+def test_an_indexed_archive_asked_about_a_url_outside_its_join_says_so():
+    cc = ArchiveSource(name="cc", kind="commoncrawl", index="s3://commoncrawl/cc-index/", warc_prefix="s3://commoncrawl/")
+    recoverer = Recoverer(Fetcher(FetchConfig(), None, 1), ArchiveConfig(archives=[cc]))
+    result = asyncio.run(recoverer.recover("http://a.test/", FIRST_UTC))
+    assert (result.outcome, result.source) == ("archive_error", "lost") and "not in the index join" in result.error
+
+
 def test_a_record_is_one_capped_gzip_member(tmp_path):
     spans = write_warc(tmp_path / "x.warc.gz", SNAPSHOTS[:2])
     data = (tmp_path / "x.warc.gz").read_bytes()

@@ -161,6 +161,8 @@ class CdxClient:
         return found, requests
 
     async def query_one(self, collection: str, url: str, first_utc: int | None) -> list[Capture]:
+        if not self.archive.cdx_api:
+            raise CdxError(f"{self.archive.name}: no cdx_api, and {url} was not in the index join")
         query = self.query(collection, url, first_utc)
         exchange, _ = await self.fetcher.request(self.fetcher._check_url(query), self.fetcher.config.max_body_bytes,
                                                  self.fetcher.config.max_decoded_bytes)

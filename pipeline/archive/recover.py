@@ -6,6 +6,10 @@ capture is fetched (its response is archived, as the live crawl archives its hop
 in the same archive, at most `max_redirects` times. The final response goes through the same checks as a live
 page (status, content type, binary bytes), so `ok` means the same thing whatever the source.
 
+An archive with a columnar index (Common Crawl's `index`) is not asked per URL: the recoverer joins all the URLs
+it may be asked about with the index when it is made (in `live+archive` that is before their live fetches: the
+scan costs row groups, not URLs), and takes the captures from the join.
+
 The outcome when no archive had the page: `not_archived` (every archive answered, none has a usable capture), or
 the last archive's failure (e.g. `archive_error`, `timeout`); `error` names what each archive said.
 """
