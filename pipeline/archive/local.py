@@ -15,6 +15,7 @@ environment's `bin` directory.
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
@@ -34,7 +35,7 @@ def pywb_bin() -> Path:
 
 
 def pywb_available() -> bool:
-    return (pywb_bin() / "wayback").exists() and (pywb_bin() / "wb-manager").exists()
+    return (pywb_bin() / "wayback").exists() and (pywb_bin() / "python").exists()
 
 
 @dataclass
@@ -107,6 +108,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+BUILD_COLLECTIONS = """
+import json, os, sys
+from pywb.manager.manager import CollectionsManager
+for name, warcs in json.loads(sys.argv[1]).items():
+    manager = CollectionsManager(name, must_exist=False)
+    if not os.path.isdir(manager.curr_coll_dir):
+        manager.add_collection()
+    manager.add_archives(warcs)
+"""
+
+
 class LocalWayback:
     """pywb on 127.0.0.1 serving one collection per entry of `collections` (name -> WARC files)."""
 
@@ -116,17 +128,14 @@ class LocalWayback:
         self.port = 0
 
     def build(self) -> None:
-        """The collections, made and indexed by pywb's own `wb-manager` (init, then add: copies and CDXJ-indexes)."""
+        """The collections, made and indexed by pywb's own collection manager (what `wb-manager init` and `add` run:
+        directories, a copy of each WARC, a CDXJ index), all in one process of pywb's environment."""
         self.root.mkdir(parents=True, exist_ok=True)
-        for name, warcs in self.collections.items():
-            if not (self.root / "collections" / name).exists():
-                self._manager("init", name)
-            self._manager("add", name, *map(str, warcs))
-
-    def _manager(self, *args: str) -> None:
-        done = subprocess.run([str(pywb_bin() / "wb-manager"), *args], cwd=self.root, capture_output=True, text=True)
+        done = subprocess.run([str(pywb_bin() / "python"), "-c", BUILD_COLLECTIONS,
+                               json.dumps({name: list(map(str, warcs)) for name, warcs in self.collections.items()})],
+                              cwd=self.root, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"wb-manager {' '.join(args[:2])} failed: {done.stderr.strip()[-2000:]}")
+            raise RuntimeError(f"pywb could not build the collections: {done.stderr.strip()[-2000:]}")
 
     def start(self, timeout_s: float = 120.0) -> int:
         self.build()
