@@ -7,7 +7,7 @@ export GLIBC_TUNABLES := glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=687
 
 .PHONY: install test test-fast demo bench clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(VENV)/pywb/.installed
 
 # torch goes in alone and first, pinned: otherwise a dependency could pull a multi-GB CUDA build.
 # DS_BUILD_OPS=0: DeepSpeed compiles its ops when first used, not at install; except the CPU comm op that every
@@ -21,6 +21,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps --upgrade --target $(VENV)/aiohttp-floor \
 		"aiohttp==$$(sed -n 's/.*"aiohttp>=\([0-9.]*\).*/\1/p' pyproject.toml)"
 	$(PY) -m training.ops
+	touch $@
+
+# pywb, the local Wayback-compatible archive of the tests and the demo, is a server of its own in a virtual
+# environment of its own: pywb 2.10 pins werkzeug==3.1.7 and redis==2.10.6 and brings brotlipy, whose `brotli`
+# module would shadow the one the crawler decodes with (pipeline/archive/local.py).
+$(VENV)/pywb/.installed: $(VENV)/.installed
+	$(PYTHON) -m venv $(VENV)/pywb
+	$(VENV)/pywb/bin/python -m pip install -q -U pip
+	$(VENV)/pywb/bin/python -m pip install -q pywb==2.10.0
 	touch $@
 
 test: install

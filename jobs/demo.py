@@ -5,7 +5,9 @@
    media links planted (`jobs.dumpgen.submissions_for_web`), so the right URL table is known;
 3. build the corpus (`jobs.build_corpus`: urls -> crawl -> extract -> filter -> dedup -> tokenize) on an embedded
    Ray, crawling the local web through the crawler's resolve override;
-4. check the funnel against the planted truth and say so;
+   some dead pages of the local web are in local archives (`jobs.archivegen`: a pywb Wayback and a Common Crawl
+   columnar index + WARC in a local S3), and the crawl (`source: live+archive`) recovers them;
+4. check the funnel against the planted truth and say so (recovered and lost pages, and the capture chosen);
 5. pretrain the `tiny` GPT with DeepSpeed ZeRO-2 on 2 Ray Train workers on the shards (`--steps 0` skips 5-7);
 6. fine-tune it on a small QA and dialogue set generated from the crawled pages (answers: their titles);
 7. sample from the fine-tuned model, a completion and a chat turn.
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from jobs.archivegen import plant, with_truth
 from jobs.build_corpus import CorpusConfig, build_corpus
 from jobs.cli import module_main
 from jobs.common import add_run_arguments, run_options
@@ -69,22 +72,39 @@ def rows(stage_dir: Path, pattern: str = "part-*.parquet", columns: list[str] | 
     return [r for p in sorted(stage_dir.glob(pattern)) for r in pq.read_table(p, columns=columns).to_pylist()]
 
 
-def check_against_truth(out: Path, expected_urls: set[str], web_pages) -> list[str]:
+def check_archives(log: list[dict], truth: dict[str, list | None]) -> list[str]:
+    """Every dead page with an archived copy recovered from the planted archive with the planted capture; every
+    other URL live when ok, lost when not."""
+    wrong = []
+    for r in log:
+        planted = truth.get(r["url_norm"])
+        want = ("archive", *planted) if planted else ("live" if r["outcome"] == "ok" else "lost", None, None)
+        capture = int(r["capture_time"].timestamp()) if r["capture_time"] else None
+        if (r["source"], r["archive"], capture) != want:
+            wrong.append((r["url"], r["source"], r["archive"], capture, want))
+    return [f"crawl: {len(wrong)} URLs' sources or captures differ from the planted ones, e.g. {wrong[:3]}"] if wrong else []
+
+
+def check_against_truth(out: Path, expected_urls: set[str], web_pages, archived: dict[str, list | None]) -> list[str]:
     """Problems found comparing each stage's output with what was planted: the URL table, every crawl outcome, which
-    pages became documents, what the filter dropped and why, and that dedup kept exactly one page of each family
+    dead pages were recovered from which archive with which capture (`archived`, jobs/archivegen.py), which pages
+    became documents, what the filter dropped and why, and that dedup kept exactly one page of each family
     of duplicates (an article, its redirects and retried copies, its syndicated near duplicate)."""
     problems = []
+    web_pages = with_truth(web_pages, archived)
     got = {r["url_norm"] for r in rows(out / "urls", columns=["url_norm"])}
     expected_urls = {normalize_url(url) for url in expected_urls}
     if got != expected_urls:
         problems.append(f"urls: {len(got ^ expected_urls)} URLs differ from the planted truth")
     page_of = {normalize_url(page.url): page for page in web_pages}
-    log = rows(out / "crawl", columns=["url", "url_norm", "outcome"])
+    log = rows(out / "crawl", columns=["url", "url_norm", "outcome", "source", "archive", "capture_time"])
     planted = {r["url_norm"]: getattr(page_of.get(r["url_norm"]), "expected", "not planted") for r in log}
     wrong = [(r["url"], r["outcome"], planted[r["url_norm"]]) for r in log if r["outcome"] != planted[r["url_norm"]]]
     if wrong:
         problems.append(f"crawl: {len(wrong)} outcomes differ from the planted ones, e.g. {wrong[:3]}")
         return problems  # the stages after the crawl are checked against pages the crawl got right
+    if wrong_sources := check_archives(log, archived):
+        return problems + wrong_sources
     crawled_with_text = {r["url_norm"] for r in log if r["outcome"] == "ok" and page_of[r["url_norm"]].family}
 
     def documents(stage: str) -> set[str]:
@@ -211,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         pages = web.pages()
         records, expected_urls = submissions_for_web([p.url for p in pages], seed=args.seed)
+        planted = plant(web, pages, records, out / "archives")
         expected_urls = {url for url in expected_urls if not url.endswith(".pdf")}  # the extension blocklist
         # The local web's port is new each run, so the dump (and every stage after it) is rebuilt each run.
         dumps = out / "dumps"
@@ -224,10 +245,20 @@ def run(args: argparse.Namespace) -> int:
             f"{kinds['stub'] + kinds['foreign']} stubs or foreign, {len(pages) - sum(kinds[k] for k in PLANTED)} "
             f"robots-disallowed or faulty); "
             f"dump of {len(records):,} submissions in {dumps}/")
-        results = build_corpus([str(dumps)], str(out), demo_config(web), options)
+        in_archives = Counter(t[0] if t else "neither" for u, t in planted.truth.items()
+                              if u in {normalize_url(e) for e in expected_urls})
+        say(f"local archives: {sum(in_archives.values())} of the dead pages posted (404, 410, robots.txt "
+            f"unreachable) planted: {in_archives['wayback']} recoverable from the Wayback archive (pywb on "
+            f"{planted.wayback.base}), {in_archives['commoncrawl']} from Common Crawl only (columnar index + WARC in "
+            f"a local S3), {in_archives['neither']} in neither")
+        config = demo_config(web)
+        config.crawl = config.crawl.model_copy(update={"source": "live+archive", "archive": planted.config})
+        results = build_corpus([str(dumps)], str(out), config, options)
     finally:
         web.stop()
-    problems = check_against_truth(out, expected_urls, pages)
+        if "planted" in locals():
+            planted.stop()
+    problems = check_against_truth(out, expected_urls, pages, planted.truth)
     for problem in problems:
         say(f"CHECK FAILED: {problem}")
     if not problems:
@@ -239,6 +270,9 @@ def run(args: argparse.Namespace) -> int:
             f"duplicates ({funnel['dedup'].get('clusters', 0)} clusters, "
             f"{funnel['dedup'].get('rejected:exact_duplicate', 0)} exact and "
             f"{funnel['dedup'].get('rejected:near_duplicate', 0)} near duplicates removed)")
+    crawl = next(r.funnel for r in results if r.name == "crawl")
+    say(f"crawl sources: {crawl.get('source:live', 0)} pages live, {crawl.get('source:archive', 0)} recovered from "
+        f"the archives, {crawl.get('source:lost', 0)} lost")
     summary = {r.name: r.funnel.get("out", 0) for r in results}
     say("corpus funnel: " + ", ".join(f"{k} {v:,}" for k, v in summary.items()))
     samples = []

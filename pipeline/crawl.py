@@ -26,6 +26,13 @@ takes their robots.txt decisions (no host's robots.txt is fetched or archived tw
 no outcome, and at the end joins the segments into the part (offsets shifted). A rerun therefore writes the same
 fetch log and the same WARC records as an uninterrupted crawl, up to timing (`elapsed`, record order and dates).
 
+Sources (`source`): `live` fetches every URL from the web; `archive` looks every URL up in the archives
+(pipeline/archive: the capture closest to the URL's `first_utc`); `live+archive` asks the archives for the URLs
+whose live fetch ended dead. Either way one outcome per URL: the log's `source` says live, archive or lost, and an
+archive's page carries its provenance (`archive`, `collection`, `capture_time`, `archive_warc`, `archive_offset`;
+the same in the WARC record's headers). Archive requests go through the same fetcher, so they are resumed,
+guarded and paced like pages.
+
 Replay: WARC files among the inputs (`webtext crawl --from-warc`) replace the network: responses come from their
 records (robots.txt included, when the WARCs hold it), through the same redirect, robots and content rules;
 a URL with no record gets `not_in_warc`.
@@ -41,6 +48,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -50,6 +58,8 @@ import xxhash
 from pydantic import Field
 from yarl import URL
 
+from pipeline.archive.config import ArchiveConfig
+from pipeline.archive.recover import Recoverer
 from pipeline.fetch import FetchConfig, Fetcher, FetchResult, HttpTransport, ReplayTransport
 from pipeline.robots import RobotsRules
 from pipeline.records import Rows
@@ -57,7 +67,7 @@ from pipeline.runner import RESUME_DIR, Phase, Stage, StageError, TaskContext, s
 from pipeline.storage import InputFile, filesystem
 from pipeline.warc import WarcSink, index_responses
 
-URL_COLUMNS = ("url", "url_norm", "host", "score_max", "subreddits")
+URL_COLUMNS = ("url", "url_norm", "host", "score_max", "subreddits", "first_utc")
 WARC_SUFFIXES = (".warc", ".warc.gz")
 
 FETCH_LOG_SCHEMA = pa.schema([
@@ -65,7 +75,12 @@ FETCH_LOG_SCHEMA = pa.schema([
     ("subreddits", pa.list_(pa.string())), ("outcome", pa.string()), ("final_url", pa.string()),
     ("status", pa.int32()), ("content_type", pa.string()), ("bytes", pa.int64()), ("elapsed", pa.float64()),
     ("attempt", pa.int32()), ("error", pa.string()), ("warc_file", pa.string()), ("warc_offset", pa.int64()),
+    ("first_utc", pa.int64()),
+    # where the page came from: live, archive, or lost (neither); an archive's capture and its provenance
+    ("source", pa.string()), ("archive", pa.string()), ("collection", pa.string()),
+    ("capture_time", pa.timestamp("ms", tz="UTC")), ("archive_warc", pa.string()), ("archive_offset", pa.int64()),
 ])
+PROVENANCE = ("archive", "collection", "capture_time", "archive_warc", "archive_offset")
 BUCKET_SCHEMA = pa.schema([f for f in FETCH_LOG_SCHEMA if f.name in URL_COLUMNS])
 
 
@@ -78,6 +93,10 @@ class CrawlConfig(FetchConfig):
     checkpoint_every: int = Field(500, ge=1, description="URLs per checkpoint segment")
     checkpoint_seconds: float = Field(30.0, gt=0)
     seed: int = Field(0, description="seeds backoff jitter")
+    source: Literal["live", "archive", "live+archive"] = Field(
+        "live", description="live: the web as it is; archive: every URL from the archives; live+archive: the "
+                            "archives for URLs whose live fetch ended dead (archive.dead_outcomes, dead_statuses)")
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
 
 
 def host_of(url: str) -> str:
@@ -296,6 +315,8 @@ class CrawlStage(Stage):
         transport, live = self._transport(warcs)
         fetcher = Fetcher(self.config, transport, todo.num_rows, polite=live,
                           rng=random.Random(f"{self.config.seed}:{ctx.index}"))
+        # a columnar index is joined with this task's URLs only: its hosts' row groups, not the whole index
+        recoverer = Recoverer(fetcher, self.config.archive, todo) if self.config.source != "live" else None
         for key, decision in robots.items():
             fetcher.restore_robots(key, RobotsRules.from_json(decision))
         window = asyncio.Semaphore(self.config.window)
@@ -331,10 +352,16 @@ class CrawlStage(Stage):
                 offset = segment.warc.write(exchange)
             ok = result.outcome == "ok"
             archived = result.final_archived
-            segment.rows.add(
-                *(row[name] for name in BUCKET_SCHEMA.names), result.outcome, result.final_url, result.status,
-                result.content_type, result.bytes, result.elapsed, result.attempt, result.error,
-                f"seg-{segment.number:06d}.warc.gz" if archived else None, offset if archived else None)
+            values = {
+                **row, "outcome": result.outcome, "final_url": result.final_url, "status": result.status,
+                "content_type": result.content_type, "bytes": result.bytes, "elapsed": result.elapsed,
+                "attempt": result.attempt, "error": result.error,
+                "warc_file": f"seg-{segment.number:06d}.warc.gz" if archived else None,
+                "warc_offset": offset if archived else None,
+                "source": getattr(result, "source", "live" if ok else "lost"),
+                **{name: getattr(result, name, None) for name in PROVENANCE},
+            }
+            segment.rows.add(*(values.get(name) for name in FETCH_LOG_SCHEMA.names))
             self._tally(progress, result.outcome, result.bytes if ok else 0)
             now = time.monotonic()
             if len(segment.rows) >= self.config.checkpoint_every or now - segment.started >= self.config.checkpoint_seconds:
@@ -345,7 +372,7 @@ class CrawlStage(Stage):
 
         async def one(row: dict) -> None:
             try:
-                result = await fetcher.fetch(row["url"])
+                result = await self._one(row, fetcher, recoverer)
             except Exception as err:  # a crawler bug must not lose the other URLs: recorded, named
                 result = FetchResult(row["url"], "crawler_error", error=f"{type(err).__name__}: {err}"[:500])
             finally:
@@ -368,6 +395,22 @@ class CrawlStage(Stage):
             await transport.close()
         out.write_json(f"{resume_dir}/progress.json", progress, before_commit=ctx.check_fence)
 
+    async def _one(self, row: dict, fetcher: Fetcher, recoverer: Recoverer | None) -> FetchResult:
+        """One URL's one outcome: live, or from the archives (`source`); a dead live URL the archives do not have
+        keeps its live outcome, with what the archives said in `error`."""
+        if recoverer is None:
+            return await fetcher.fetch(row["url"])
+        if self.config.source == "archive":
+            return await recoverer.recover(row["url"], row.get("first_utc"))
+        result = await fetcher.fetch(row["url"])
+        if not recoverer.is_dead(result):
+            return result
+        recovered = await recoverer.recover(row["url"], row.get("first_utc"))
+        if recovered.outcome == "ok":
+            return recovered
+        result.error = f"{result.error}; archives: {recovered.error}"[:500]
+        return result
+
     def _assemble(self, ctx: TaskContext, resume_dir: str) -> None:
         """Join the segments into the part's WARC and fetch log; offsets shift by the bytes before each segment."""
         out = ctx.out
@@ -389,6 +432,8 @@ class CrawlStage(Stage):
         log = log.sort_by([("url_norm", "ascending")])
         for outcome, n in Counter(log["outcome"].to_pylist()).items():
             ctx.count(f"outcome:{outcome}", n)
+        for source, n in Counter(log["source"].to_pylist()).items():
+            ctx.count(f"source:{source}", n)
         ctx.count("pages", int(pc.sum(pc.equal(log["outcome"], "ok")).as_py() or 0))
         ctx.write_part(log)
 

@@ -19,6 +19,8 @@ DOC_SCHEMA = pa.schema([
     ("subreddits", pa.list_(pa.string())),
     ("warc_file", pa.string()),
     ("warc_offset", pa.int64()),
+    ("source", pa.string()),  # live or archive (the crawl's fetch log); null outside a crawl of ours
+    ("capture_time", pa.timestamp("ms", tz="UTC")),  # an archive's page: when the archive captured it
 ])
 
 # pyarrow type predicates of a column of text (doc_id, text, lang), for `check_documents`

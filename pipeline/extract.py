@@ -19,8 +19,9 @@ One task per WARC file (the crawl stage's `part-XXXXX.warc.gz`, or any WARC such
   depend on the machine's load; trafilatura's one-time setup is done before the first page); an empty result
   is rejected;
 - lineage: `url`, `warc_file`, `warc_offset`, and the URL table's karma (`score_max` -> `score`) and `subreddits`
-  joined from the crawl's fetch-log Parquet when it is among the inputs (by WARC file name and offset, else by
-  the record's target URI against `final_url` / `url`).
+  and where the page came from (`source`: live or archive, an archive's `capture_time`) joined from the crawl's
+  fetch-log Parquet when it is among the inputs (by WARC file name and offset, else by the record's target URI
+  against `final_url` / `url`).
 
 Every record that does not become a document is kept in `_rejected/` with its reason, file, offset and URL.
 """
@@ -433,30 +434,35 @@ class Extractor:
 
 
 class Lineage:
-    """Karma and subreddits per (WARC file name, offset) and per URL, from fetch-log Parquet files."""
+    """Karma, subreddits, source and capture time per (WARC file name, offset) and per URL, from fetch-log Parquet
+    files."""
+
+    NONE = (None, None, None, None)
 
     def __init__(self, fetch_logs: list[InputFile], warc_name: str):
-        self.by_offset: dict[int, tuple[int | None, list[str] | None]] = {}
-        self.by_url: dict[str, tuple[int | None, list[str] | None]] = {}
+        self.by_offset: dict[int, tuple] = {}
+        self.by_url: dict[str, tuple] = {}
         for log in fetch_logs:
             table = read_parquet(log)
             cols = set(table.column_names)
-            if "score_max" not in cols and "subreddits" not in cols:
+            if not cols & {"score_max", "subreddits", "source"}:
                 continue
             n = table.num_rows
             get = lambda name: table[name].to_pylist() if name in cols else [None] * n  # noqa: E731
-            for warc_file, offset, url, final_url, score, subs in zip(
-                get("warc_file"), get("warc_offset"), get("url"), get("final_url"), get("score_max"), get("subreddits")
+            for warc_file, offset, url, final_url, *value in zip(
+                get("warc_file"), get("warc_offset"), get("url"), get("final_url"), get("score_max"), get("subreddits"),
+                get("source"), get("capture_time")
             ):
-                value = (score, subs)
+                value = tuple(value)
                 if warc_file is not None and offset is not None and _basename(warc_file) == warc_name:
                     self.by_offset[int(offset)] = value
                 for u in (url, final_url):
                     if u:
                         self.by_url.setdefault(u, value)
 
-    def lookup(self, offset: int, url: str) -> tuple[int | None, list[str] | None]:
-        return self.by_offset.get(offset) or self.by_url.get(url) or (None, None)
+    def lookup(self, offset: int, url: str) -> tuple:
+        """(score, subreddits, source, capture_time) of the record at `offset` (or of its URL)."""
+        return self.by_offset.get(offset) or self.by_url.get(url) or self.NONE
 
 
 def _stem(name: str) -> str:
@@ -594,7 +600,7 @@ class ExtractStage(Stage):
             raise Reject("empty_body")
         page = extract(decode_html(item.body, item.content_type), item.url)
         lang, lang_score = detect_language(page.text) if c.detect_language else (None, None)
-        score, subreddits = lineage.lookup(item.offset, item.url)
+        score, subreddits, source, capture_time = lineage.lookup(item.offset, item.url)
         return (doc_id_of(warc_name, item.offset, item.url), item.url, host_of(item.url), page.title, page.text,
                 page.date, lang, lang_score, len(page.text), len(page.text.split()), score, subreddits, warc.uri,
-                item.offset)
+                item.offset, source, capture_time)

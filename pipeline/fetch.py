@@ -233,14 +233,15 @@ class HttpTransport:
         await self.session.close()
 
     async def get(self, url: str, body_limit: int, decoded_limit: int, truncate: bool = False,
-                  content_types: list[str] | None = None) -> Exchange:
+                  content_types: list[str] | None = None, send: dict[str, str] | None = None) -> Exchange:
         """GET `url`. With `content_types`, a 2xx response of another type is refused before its body is read
-        (a crawler has no business downloading the PDFs and videos it will discard)."""
+        (a crawler has no business downloading the PDFs and videos it will discard). `send`: request headers besides
+        the session's (an archive's `Range`)."""
         import aiohttp
 
         try:
             async with asyncio.timeout(self.config.total_timeout_s):
-                async with self.session.get(url, allow_redirects=False) as resp:
+                async with self.session.get(url, allow_redirects=False, headers=send) as resp:
                     peer = self._peer(resp)
                     self._check_peer(resp.url.host or "", peer)
                     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
@@ -328,7 +329,7 @@ class ReplayTransport:
         self.files: dict[str, object] = {}
 
     async def get(self, url: str, body_limit: int, decoded_limit: int, truncate: bool = False,
-                  content_types: list[str] | None = None) -> Exchange:
+                  content_types: list[str] | None = None, send: dict[str, str] | None = None) -> Exchange:
         where = self.index.get(url)
         if where is None:
             raise FetchError("not_in_warc", "no response record for this URL in the WARC files")
@@ -510,7 +511,8 @@ class Fetcher:
         return result
 
     async def request(self, url: URL, body_limit: int, decoded_limit: int, truncate: bool = False,
-                      content_types: list[str] | None = None) -> tuple[Exchange, int]:
+                      content_types: list[str] | None = None,
+                      send: dict[str, str] | None = None) -> tuple[Exchange, int]:
         """One GET with retries; returns the response and the attempt that gave it."""
         host = self.host(url)
         attempt = 0
@@ -518,7 +520,8 @@ class Fetcher:
             attempt += 1
             try:
                 async with self.slot(host):
-                    exchange = await self.transport.get(str(url), body_limit, decoded_limit, truncate, content_types)
+                    exchange = await self.transport.get(str(url), body_limit, decoded_limit, truncate, content_types,
+                                                        send)
             except FetchError as err:
                 if err.retryable and attempt < self.config.max_attempts and self._take_retry():
                     await asyncio.sleep(self._backoff(attempt))

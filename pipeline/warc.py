@@ -33,7 +33,7 @@ class Exchange:
     body: bytes
     ip: str | None = None
     date: str | None = None  # WARC-Date; None: now
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # more WARC headers of the response record (an archive's provenance)
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -96,7 +96,8 @@ class WarcSink:
             f"{k}: {_header_value(v)}\r\n" for k, v in exchange.request_headers) + "\r\n"
         offset = self.stream.tell()
         self._record("response", response_id, exchange.url, date,
-                     response_head.encode("latin-1", "replace") + exchange.body, extra, exchange.body)
+                     response_head.encode("latin-1", "replace") + exchange.body, [*extra, *exchange.extra.items()],
+                     exchange.body)
         self._record("request", request_id, exchange.url, date, request_head.encode("latin-1", "replace"),
                      [*extra, ("WARC-Concurrent-To", response_id)], None)
         return offset

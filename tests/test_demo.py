@@ -34,6 +34,7 @@ def assert_truth_check_catches_a_wrong_stage(out):
     from dataclasses import replace
     from urllib.parse import urlsplit
 
+    from jobs.archivegen import load_truth
     from jobs.demo import check_against_truth
     from pipeline.localweb import LocalWeb
     from pipeline.urlnorm import normalize_url
@@ -42,16 +43,28 @@ def assert_truth_check_catches_a_wrong_stage(out):
     web = LocalWeb(seed=0, n_hosts=8, pages_per_host=6)
     web.port = urlsplit(next(iter(urls))).port
     pages = web.pages()
-    assert check_against_truth(out, urls, pages) == []
+    truth = load_truth(out / "archives")
+    assert check_against_truth(out, urls, pages, truth) == []
     extracted = {normalize_url(r["url"]) for r in pq.read_table(out / "extract" / "part-00000.parquet").to_pylist()}
     stub = next(i for i, p in enumerate(pages) if p.expected_filter and normalize_url(p.url) in extracted)
     kept = {normalize_url(r["url"]) for r in pq.read_table(out / "dedup" / "part-00000.parquet").to_pylist()}
     near = next(i for i, p in enumerate(pages) if p.kind == "near_duplicate" and normalize_url(p.url) in extracted
                 and normalize_url(p.url) not in kept)  # removed as a near duplicate of its source
     wrong_filter = pages[:stub] + [replace(pages[stub], expected_filter=None)] + pages[stub + 1:]
-    assert [p.split(":")[0] for p in check_against_truth(out, urls, wrong_filter)] == ["filter"]
+    assert [p.split(":")[0] for p in check_against_truth(out, urls, wrong_filter, truth)] == ["filter"]
     wrong_family = pages[:near] + [replace(pages[near], family="elsewhere/0")] + pages[near + 1:]
-    assert [p.split(":")[0] for p in check_against_truth(out, urls, wrong_family)] == ["dedup"]
+    assert [p.split(":")[0] for p in check_against_truth(out, urls, wrong_family, truth)] == ["dedup"]
+    # recovered and lost pages and the capture chosen: another capture, another archive, a page not recovered
+    recovered = sorted(u for u, t in truth.items() if t and u in urls)
+    lost = sorted(u for u, t in truth.items() if not t and u in urls)
+    assert recovered and lost
+    earlier = {**truth, recovered[0]: [truth[recovered[0]][0], truth[recovered[0]][1] - 86400]}
+    other = {**truth, recovered[0]: ["commoncrawl" if truth[recovered[0]][0] == "wayback" else "wayback",
+                                     truth[recovered[0]][1]]}
+    for wrong in (earlier, other):
+        assert [p.split(":")[0] for p in check_against_truth(out, urls, pages, wrong)] == ["crawl"]
+    claimed = {**truth, lost[0]: ["wayback", 1_500_000_000]}  # said recoverable, but the crawl lost it
+    assert [p.split(":")[0] for p in check_against_truth(out, urls, pages, claimed)] == ["crawl"]
 
 
 def test_build_corpus_config_names_the_section_of_an_unknown_key(tmp_path):
