@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 
 from pipeline.config import Config, load_config
-from pipeline.report import write_report
+from jobs.report import write_report
 from pipeline.runner import RunOptions, Stage, StageResult, format_funnel, run_stage
 from pipeline.storage import expand_inputs
 

