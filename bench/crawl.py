@@ -1,6 +1,7 @@
 """Crawl throughput against the politeness bound, and peak memory as the number of URLs grows.
 
-The local web (`pipeline.localweb`, two processes on one port) serves 100 hosts with 50 ms of latency on every response.
+The local web (`jobs.fixtures.localweb`, two processes on one port) serves 100 hosts with 50 ms of latency on every
+response.
 With per-host concurrency 1 no crawler can beat min(global concurrency, hosts x per-host concurrency) / latency
 pages per second: that bound is the yardstick. Measured, in the same run:
 - ours: `webtext crawl` (the stage, local executor, one fetch task) on N URLs: robots.txt, politeness, SSRF guard,
@@ -41,9 +42,9 @@ def serve(processes: int = SERVER_PROCESSES) -> tuple[list[subprocess.Popen], in
     """The local web in `processes` processes sharing one port (SO_REUSEPORT)."""
     procs, port = [], 0
     for _ in range(processes):
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.localweb", "--hosts", str(HOSTS), "--pages", "1000",
-                                 "--latency", str(LATENCY), "--plain-robots", "--seconds", "900", "--reuse-port",
-                                 "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, "-m", "jobs.fixtures.localweb", "--hosts", str(HOSTS),
+                                 "--pages", "1000", "--latency", str(LATENCY), "--plain-robots", "--seconds", "900",
+                                 "--reuse-port", "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, text=True)
         port = json.loads(proc.stdout.readline())["port"]
         procs.append(proc)
     return procs, port

@@ -63,7 +63,7 @@ def signature_rates(texts: list[str]) -> dict[str, float]:
 def quality(planted: list[dict], docs: Path, out: Path, **config) -> dict:
     import pyarrow.parquet as pq
 
-    from jobs.dupgen import true_pairs
+    from jobs.fixtures.dupgen import true_pairs
     from pipeline.dedup import DedupConfig, DedupStage
     from pipeline.runner import RunOptions, run_stage
     from pipeline.storage import expand_inputs
@@ -113,7 +113,7 @@ print(json.dumps({{"elapsed": time.process_time() - t, "funnel": r.funnel,
 
 
 def main() -> None:
-    from jobs.dupgen import planted_corpus, write_parts
+    from jobs.fixtures.dupgen import planted_corpus, write_parts
 
     with tempfile.TemporaryDirectory(prefix="bench-dedup-") as tmp:
         tmp = Path(tmp)

@@ -62,7 +62,7 @@ print(json.dumps({{"elapsed": time.perf_counter() - t, "funnel": r.funnel,
 
 
 def main() -> None:
-    from jobs.dumpgen import write_large_zst
+    from jobs.fixtures.dumpgen import write_large_zst
 
     with tempfile.TemporaryDirectory(prefix="bench-urls-") as tmp:
         tmp = Path(tmp)

@@ -18,7 +18,7 @@ from pipeline.crawl import CrawlConfig, CrawlStage
 from pipeline.dedup import DedupConfig, DedupStage
 from pipeline.extract import ExtractConfig, ExtractStage
 from pipeline.filter import FilterConfig, FilterStage
-from pipeline.report import write_report
+from jobs.report import write_report
 from pipeline.runner import RunOptions, Stage, StageResult, format_funnel, run_stage
 from pipeline.storage import expand_inputs, join
 from pipeline.tokenize import TokenizeConfig, TokenizeStage

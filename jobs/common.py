@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from jobs.console import attach_log, console
 from pipeline.config import Config, load_config
-from pipeline.report import write_report
+from jobs.report import write_report
 from pipeline.runner import RunOptions, Stage, StageResult, format_funnel, run_stage
 from pipeline.storage import expand_inputs
 

@@ -1,11 +1,11 @@
 """`make demo` / `webtext demo`: the main job end to end at small scale on one machine, all on loopback.
 
-1. start the local web (`pipeline.localweb`): generated sites with articles, robots.txt and faults, on 127.0.0.1;
+1. start the local web (`jobs.fixtures.localweb`): generated sites with articles, robots.txt and faults, on 127.0.0.1;
 2. write a Pushshift-format dump that links to it, with karma spread, URL variants, reposts, self posts, NSFW and
-   media links planted (`jobs.dumpgen.submissions_for_web`), so the right URL table is known;
+   media links planted (`jobs.fixtures.dumpgen.submissions_for_web`), so the right URL table is known;
 3. build the corpus (`jobs.build_corpus`: urls -> crawl -> extract -> filter -> dedup -> tokenize) on an embedded
    Ray, crawling the local web through the crawler's resolve override;
-   some dead pages of the local web are in local archives (`jobs.archivegen`: a pywb Wayback and a Common Crawl
+   some dead pages of the local web are in local archives (`jobs.fixtures.archivegen`: a pywb Wayback and a Common Crawl
    columnar index + WARC in a local S3), and the crawl (`source: live+archive`) recovers them;
 4. check the funnel against the planted truth and say so (recovered and lost pages, and the capture chosen);
 5. pretrain the `tiny` GPT with DeepSpeed ZeRO-2 on 2 Ray Train workers on the shards (`--steps 0` skips 5-7);
@@ -26,14 +26,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from jobs.archivegen import plant, with_truth
+from jobs.fixtures.archivegen import plant, with_truth
 from jobs.build_corpus import CorpusConfig, build_corpus
 from jobs.cli import module_main
 from jobs.common import add_run_arguments, run_options
 from jobs.console import console
-from jobs.dumpgen import submissions_for_web, write_dump
-from pipeline.localweb import LocalWeb
-from pipeline.report import write_report
+from jobs.fixtures.dumpgen import submissions_for_web, write_dump
+from jobs.fixtures.localweb import LocalWeb
+from jobs.report import write_report
 from pipeline.tokenizer import GPT2_N_VOCAB
 from pipeline.urlnorm import normalize_url
 
@@ -87,7 +87,7 @@ def check_archives(log: list[dict], truth: dict[str, list | None]) -> list[str]:
 
 def check_against_truth(out: Path, expected_urls: set[str], web_pages, archived: dict[str, list | None]) -> list[str]:
     """Problems found comparing each stage's output with what was planted: the URL table, every crawl outcome, which
-    dead pages were recovered from which archive with which capture (`archived`, jobs/archivegen.py), which pages
+    dead pages were recovered from which archive with which capture (`archived`, jobs/fixtures/archivegen.py), which pages
     became documents, what the filter dropped and why, and that dedup kept exactly one page of each family
     of duplicates (an article, its redirects and retried copies, its syndicated near duplicate)."""
     problems = []
@@ -131,6 +131,7 @@ def check_against_truth(out: Path, expected_urls: set[str], web_pages, archived:
 
 def pretrain(out: Path, steps: int, seed: int, model: str = "tiny") -> dict:
     from pipeline.config import load_config
+    from pipeline.shards import read_index
     from training.config import TrainConfig
     from training.launch import launch
 
@@ -138,7 +139,7 @@ def pretrain(out: Path, steps: int, seed: int, model: str = "tiny") -> dict:
     tokens = out / "tokenize"
     # Validation needs one global batch of windows (2 ranks x micro batch): a small demo corpus may hold fewer
     # than the config's 16 validation windows, so the micro batch shrinks to fit.
-    val_windows = json.loads((tokens / "index.json").read_text())["splits"]["val"]["tokens"] // (SEQ_LEN + 1)
+    val_windows = read_index(tokens)[0]["splits"]["val"]["tokens"] // (SEQ_LEN + 1)
     micro = max(1, min(8, val_windows // 2))
     cfg = load_config(TrainConfig, REPO / "configs" / "pretrain_tiny.yaml", [
         f"out_dir={out / 'pretrain'}", f"max_steps={steps}", f"seed={seed}",

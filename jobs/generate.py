@@ -78,11 +78,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_samples(out: str, ckpt: str, lines: list[str], samples: list[str]) -> None:
-    from pipeline.report import write_report
+    from jobs.report import write_report
     from pipeline.storage import Dir
+    from training.metrics import METRICS_FILE
 
     Dir(out).write_bytes("samples.jsonl", "".join(line + "\n" for line in lines).encode("utf-8"))
-    runs = {"training run": ckpt} if Dir(ckpt).exists("metrics.jsonl") else {}  # a run dir, not a checkpoint
+    runs = {"training run": ckpt} if Dir(ckpt).exists(METRICS_FILE) else {}  # a run dir, not a checkpoint
     report = write_report(out, runs, samples, title=f"webtext samples from {ckpt}", corpus=False)
     print(f"samples and report in {out}/ ({report})", file=sys.stderr)
 

@@ -61,7 +61,8 @@ import xxhash
 from pydantic import Field, model_validator
 
 from pipeline.config import Config
-from pipeline.documents import TEXT_TYPES, check_documents, read_documents
+from pipeline.documents import CORE_COLUMNS, TEXT_TYPES, check_documents, read_documents
+from pipeline.layout import CLUSTERS
 from pipeline.minhash import MinHasher, band_keys, word_shingles, words
 from pipeline.records import Rows
 from pipeline.runner import Phase, Stage, StageError, TaskContext
@@ -85,14 +86,12 @@ CLUSTER_SCHEMA = pa.schema([
 REJECT_FIELDS = [("reason", pa.string()), ("duplicate_of", pa.string()), ("cluster_size", pa.int64())]
 # What dedup reads: doc_id and text are required; score and date feed the keeper rule when present (no score:
 # lowest karma; no date: after every dated document); every other column is passed through as it is.
-REQUIRED_COLUMNS = ("doc_id", "text")
 COLUMN_TYPES = {
     "doc_id": TEXT_TYPES,
     "text": TEXT_TYPES,
     "score": (pa.types.is_integer, pa.types.is_floating),
     "date": (*TEXT_TYPES, pa.types.is_date, pa.types.is_timestamp),
 }
-CLUSTERS_NAME = "_clusters/clusters.parquet"
 # the phases whose files later phases read, and those files (in the work area)
 SIGNATURES, CANDIDATES, VERIFY, COMPONENTS = "signatures", "candidates", "verify", "components"
 SIDE_NAME, EDGES_NAME, DROPPED_NAME = "docs.parquet", "edges.parquet", "dropped.parquet"
@@ -259,7 +258,7 @@ class DedupStage(Stage):
             raise StageError("dedup: no document Parquet files among the inputs")
         if len(docs) >= 1 << 31:
             raise StageError("dedup: too many input parts")
-        check_documents(docs, REQUIRED_COLUMNS, COLUMN_TYPES, reserved=tuple(n for n, _ in REJECT_FIELDS))
+        check_documents(docs, CORE_COLUMNS, COLUMN_TYPES, reserved=tuple(n for n, _ in REJECT_FIELDS))
         parts, buckets = len(docs), self.num_buckets(docs)
         return [
             Phase(SIGNATURES, self.signatures, [SignaturesTask(p, file, buckets) for p, file in enumerate(docs)]),
@@ -274,7 +273,7 @@ class DedupStage(Stage):
     def signatures(self, task: SignaturesTask, ctx: TaskContext) -> None:
         part, file, n_buckets = task.part, task.file, task.buckets
         c = self.config
-        table = read_documents(file, REQUIRED_COLUMNS)
+        table = read_documents(file, CORE_COLUMNS)
         score, date = keeper_columns(table)
         table = pa.table({"doc_id": pc.cast(table["doc_id"], pa.string()), "score": score, "date": date,
                           "text": table["text"]})
@@ -415,14 +414,14 @@ class DedupStage(Stage):
                 reason = "exact_duplicate" if exact_key[i] == exact_key[k] else "near_duplicate"
                 drop_rows.append((int(nodes[i]), reason, doc_id[k], size))
         ctx.write_table(ctx.work_name(DROPPED_NAME), Rows.table(drop_rows, DROP_SCHEMA))
-        ctx.write_table(CLUSTERS_NAME, Rows.table(cluster_rows, CLUSTER_SCHEMA))
+        ctx.write_table(CLUSTERS, Rows.table(cluster_rows, CLUSTER_SCHEMA))
         ctx.count("clusters", int(first.sum()))
 
     # -- 5. write -------------------------------------------------------------------------------------------------
 
     def write(self, task: WriteTask, ctx: TaskContext) -> None:
         part = task.part
-        table = read_documents(task.file, REQUIRED_COLUMNS)
+        table = read_documents(task.file, CORE_COLUMNS)
         ctx.count("in", table.num_rows)
         dropped = ctx.read_work(COMPONENTS, 0, DROPPED_NAME)
         keys = dropped["doc_key"].to_numpy()

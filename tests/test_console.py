@@ -114,8 +114,8 @@ def test_the_training_line_shows_step_loss_tokens_per_second_and_eta(tmp_path):
 def small_corpus(tmp_path_factory):
     """A local web of 3 sites, a dump that links to it, and the demo's build-corpus config for it."""
     from jobs.demo import demo_config
-    from jobs.dumpgen import submissions_for_web, write_dump
-    from pipeline.localweb import LocalWeb
+    from jobs.fixtures.dumpgen import submissions_for_web, write_dump
+    from jobs.fixtures.localweb import LocalWeb
 
     root = tmp_path_factory.mktemp("console")
     web = LocalWeb(seed=1, n_hosts=3, pages_per_host=4, hang_s=5.0)

@@ -20,8 +20,8 @@ from warcio.archiveiterator import ArchiveIterator
 from yarl import URL
 
 from jobs.cli import main as cli
+from jobs.fixtures.localweb import LocalWeb
 from pipeline.crawl import CrawlConfig, CrawlStage, round_robin
-from pipeline.localweb import LocalWeb
 from pipeline.runner import RunOptions, StageError, run_stage
 from pipeline.storage import expand_inputs
 from pipeline.urlnorm import normalize_url

@@ -13,8 +13,8 @@ import brotli
 import pytest
 from yarl import URL
 
+from jobs.fixtures.localweb import FAULT_KINDS, LocalWeb
 from pipeline.fetch import BoundedDecoder, FetchConfig, FetchError, Fetcher, fetch_urls, parse_retry_after
-from pipeline.localweb import LocalWeb
 from pipeline.robots import RobotsRules, robots_url, user_agent_token
 
 FAST = dict(allow_networks=["127.0.0.0/8"], total_timeout_s=1.5, read_timeout_s=1.0, connect_timeout_s=1.0,
@@ -23,7 +23,8 @@ FAST = dict(allow_networks=["127.0.0.0/8"], total_timeout_s=1.5, read_timeout_s=
 
 @pytest.fixture(scope="module")
 def web():
-    site = LocalWeb(seed=11, n_hosts=14, pages_per_host=3, faults_per_host=len(__import__("pipeline.localweb").localweb.FAULT_KINDS) // 7 + 1, hang_s=10)
+    site = LocalWeb(seed=11, n_hosts=14, pages_per_host=3, faults_per_host=len(FAULT_KINDS) // 7 + 1,
+                    hang_s=10)
     site.start()
     yield site
     site.stop()

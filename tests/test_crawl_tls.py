@@ -19,8 +19,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from warcio.archiveiterator import ArchiveIterator
 
 from jobs.cli import main as cli
+from jobs.fixtures.localweb import LocalWeb
 from pipeline.fetch import FetchConfig, FetchError, HttpTransport, fetch_urls
-from pipeline.localweb import LocalWeb
 
 GOOD, WRONG_NAME, UNTRUSTED = 0, 2, 3  # site indexes: a valid certificate, one for another name, one from another CA
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.dupgen import planted_corpus, shingle_set, true_pairs, write_parts
+from jobs.fixtures.dupgen import planted_corpus, shingle_set, true_pairs, write_parts
 from pipeline.config import ConfigError, load_config
 from pipeline.dedup import DedupConfig, DedupStage
 from pipeline.documents import DOC_SCHEMA

@@ -34,9 +34,9 @@ def assert_truth_check_catches_a_wrong_stage(out):
     from dataclasses import replace
     from urllib.parse import urlsplit
 
-    from jobs.archivegen import load_truth
+    from jobs.fixtures.archivegen import load_truth
     from jobs.demo import check_against_truth
-    from pipeline.localweb import LocalWeb
+    from jobs.fixtures.localweb import LocalWeb
     from pipeline.urlnorm import normalize_url
 
     urls = {r["url_norm"] for r in pq.read_table(out / "urls" / "part-00000.parquet").to_pylist()}
@@ -101,8 +101,8 @@ def test_reduced_demo_trains_fine_tunes_and_samples(tmp_path):
 def test_build_corpus_reports_the_progress_of_every_stage_the_crawl_included(tmp_path):
     from jobs.build_corpus import build_corpus
     from jobs.demo import demo_config
-    from jobs.dumpgen import submissions_for_web, write_dump
-    from pipeline.localweb import LocalWeb
+    from jobs.fixtures.dumpgen import submissions_for_web, write_dump
+    from jobs.fixtures.localweb import LocalWeb
     from pipeline.runner import RunOptions
 
     web = LocalWeb(seed=0, n_hosts=3, pages_per_host=4, hang_s=5.0)

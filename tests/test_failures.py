@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import main, run_module
-from jobs.dumpgen import synthetic_records, write_dump
+from jobs.fixtures.dumpgen import synthetic_records, write_dump
 from pipeline.documents import DOC_SCHEMA
 from pipeline.runner import Phase, RunOptions, Stage, StageError, run_stage
 from pipeline.storage import Dir, expand_inputs

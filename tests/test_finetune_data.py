@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from pipeline.tokenizer import gpt2_encoding
+from pipeline.tokenizer import GPT2_EOT, gpt2_encoding
 from tests.training_helpers import parse_transcript
 from training.finetune_data import (
-    EOT_ID, ChatTemplate, ExampleBatches, FinetuneDataError, parse_record, prepare, read_jsonl, to_row,
+    ChatTemplate, ExampleBatches, FinetuneDataError, parse_record, prepare, read_jsonl, to_row,
     tokenize_example,
 )
 from training.model import IGNORE_INDEX
@@ -45,7 +45,7 @@ def check_positions(tokenized, x, y):
             assert y[i] == tokenized.tokens[i + 1]
         else:
             assert y[i] == IGNORE_INDEX
-    assert (x[n - 1:] == EOT_ID).all() and (y[n - 1:] == IGNORE_INDEX).all()  # padding: no loss
+    assert (x[n - 1:] == GPT2_EOT).all() and (y[n - 1:] == IGNORE_INDEX).all()  # padding: no loss
 
 
 def test_completion_mask_is_the_completion_and_end_of_turn():
@@ -107,7 +107,7 @@ def test_chat_round_trip_through_the_template():
     assert prompt.endswith("### Assistant:\n") and parse_transcript(T, prompt + "Bien, merci !<|endoftext|>") \
         == messages[:3]
     # the user text "<|endoftext|>" can never become the end-of-turn id
-    assert EOT_ID not in enc.encode_ordinary("Say <|endoftext|> please")
+    assert GPT2_EOT not in enc.encode_ordinary("Say <|endoftext|> please")
 
 
 def test_template_is_saved_and_loaded(tmp_path):

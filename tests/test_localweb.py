@@ -7,7 +7,7 @@ import http.client
 
 import pytest
 
-from pipeline.localweb import FAULT_KINDS, LocalWeb
+from jobs.fixtures.localweb import FAULT_KINDS, LocalWeb
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +115,9 @@ def test_runs_as_a_module():
     import sys
     from pathlib import Path
 
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.localweb", "--seed", "4", "--hosts", "3", "--pages", "2",
-                             "--seconds", "20"], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.fixtures.localweb", "--seed", "4", "--hosts", "3",
+                             "--pages", "2", "--seconds", "20"], cwd=Path(__file__).resolve().parents[1],
+                            stdout=subprocess.PIPE, text=True)
     try:
         info = json.loads(proc.stdout.readline())
         site = LocalWeb(seed=4, n_hosts=3, pages_per_host=2)
@@ -132,7 +132,7 @@ def test_runs_as_a_module():
 
 def test_near_duplicates_stubs_and_foreign_pages(web):
     """What the corpus stages after the crawl are tested with: each page is served, and is what it claims to be."""
-    from jobs.dupgen import shingle_set
+    from jobs.fixtures.dupgen import shingle_set
     from pipeline.langid import detect_language
     from pipeline.tokenizer import gpt2_encoding
 

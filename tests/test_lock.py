@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 
 from jobs.cli import main
-from jobs.dumpgen import synthetic_records, write_dump
+from jobs.fixtures.dumpgen import synthetic_records, write_dump
 from pipeline.config import Config
 from pipeline.errors import FencedError, LockedError
 from pipeline.lock import LOCK_NAME, Fence, OutputLock, pid_space

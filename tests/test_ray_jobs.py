@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.demo import demo_config
-from jobs.dumpgen import submissions_for_web, write_dump
-from pipeline.localweb import LocalWeb
+from jobs.fixtures.dumpgen import submissions_for_web, write_dump
+from jobs.fixtures.localweb import LocalWeb
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("urls", "crawl", "extract", "filter", "dedup", "tokenize")

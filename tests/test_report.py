@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from jobs.report import top_counts, write_report
 from pipeline.documents import DOC_SCHEMA
-from pipeline.report import top_counts, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -170,8 +170,8 @@ def test_demo_report_renders_in_headless_chromium(demo_corpus, tmp_path):
 def test_build_corpus_command_ends_with_the_corpus_report(tmp_path, capsys):
     from jobs.cli import main
     from jobs.demo import demo_config
-    from jobs.dumpgen import submissions_for_web, write_dump
-    from pipeline.localweb import LocalWeb
+    from jobs.fixtures.dumpgen import submissions_for_web, write_dump
+    from jobs.fixtures.localweb import LocalWeb
 
     web = LocalWeb(seed=5, n_hosts=3, pages_per_host=3, hang_s=30.0)
     web.start()

@@ -15,11 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from jobs.fixtures.dumpgen import encode, synthetic_records
 from pipeline.config import Config
 from pipeline.runner import Phase, RunOptions, Stage, StageError, run_stage
 from pipeline.storage import Dir, expand_inputs, join
 from pipeline.urls import UrlsConfig, UrlsStage
-from jobs.dumpgen import encode, synthetic_records
 
 LOCAL = RunOptions(executor="local", quiet=True)
 REPO = Path(__file__).resolve().parents[1]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from jobs.fixtures.localweb import LocalWeb
 from pipeline.config import ConfigError, load_config
 from pipeline.fetch import FetchConfig, fetch_urls
-from pipeline.localweb import LocalWeb
 from pipeline.ssrf import AddressGuard, BlockedAddress, GuardedResolver, address_class, literal_address, parse_resolve
 
 REPO = Path(__file__).resolve().parents[1]

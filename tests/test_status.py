@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from jobs.cli import main
-from jobs.dumpgen import synthetic_records, write_dump
+from jobs.fixtures.dumpgen import synthetic_records, write_dump
 from pipeline.runner import RunOptions, StageError, run_stage
 from pipeline.status import corpus_status
 from pipeline.storage import expand_inputs, join
@@ -198,7 +198,7 @@ def test_a_training_run_shows_its_checkpoint_step_tokens_and_val_loss(tmp_path, 
 
 
 def test_a_stage_run_on_inputs_of_its_own_is_compared_with_those(tmp_path, capsys):
-    from jobs.dupgen import planted_corpus, write_parts
+    from jobs.fixtures.dupgen import planted_corpus, write_parts
 
     write_parts(planted_corpus(2, 4, seed=5), tmp_path / "docs", 2)
     out = str(tmp_path / "out")

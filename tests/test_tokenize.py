@@ -176,7 +176,8 @@ def test_prose_through_the_stage_equals_tiktoken_on_each_document(tmp_path):
 
 
 def test_trained_bpe_shards_record_their_tokenizer(tmp_path):
-    from pipeline.tokenizer import bpe_tokenizer, sha256_file
+    from pipeline.storage import sha256_file
+    from pipeline.tokenizer import bpe_tokenizer
 
     docs = make_docs(200, seed=6)
     run(write_parts(tmp_path / "docs", docs, 2), tmp_path / "out", val_fraction=0.0,

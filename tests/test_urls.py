@@ -16,12 +16,12 @@ import msgspec
 import pyarrow.parquet as pq
 import pytest
 
+from jobs.fixtures.dumpgen import submission, synthetic_records, write_dump
 from pipeline.config import ConfigError, load_config
 from pipeline.runner import RunOptions, StageError, run_stage
 from pipeline.storage import expand_inputs
 from pipeline.urls import RawSubmission, Reject, SubmissionRules, UrlsConfig, UrlsStage, decode_line
 from tests.conftest import shared_data
-from jobs.dumpgen import submission, synthetic_records, write_dump
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = RunOptions(executor="local", quiet=True)

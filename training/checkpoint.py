@@ -28,8 +28,8 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from pipeline.errors import WebtextError
-
-from training.storage import COMPLETE, REJECTED, RunStore, sha256_file
+from pipeline.storage import sha256_file
+from training.storage import COMPLETE, REJECTED, RunStore
 
 FP32_EXPORT = "model_fp32.safetensors"
 

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.shards import ShardError, read_index, read_shard
+from pipeline.storage import is_uri
 from training.sampler import EpochSampler
-from training.storage import fetch_shards, is_remote
+from training.storage import fetch_shards
 
 
 class TokenStream:
@@ -136,7 +137,7 @@ def expand_shards(specs: list[str], split: str, cache_dir: str | None = None) ->
     copies returned."""
     paths: list[str] = []
     for spec in specs:
-        if is_remote(spec):
+        if is_uri(spec):
             found = fetch_shards(spec, split, cache_dir)
         elif os.path.isdir(spec):
             index, directory = read_index(spec)

@@ -27,9 +27,9 @@ from typing import Literal
 from pydantic import Field
 
 from pipeline.config import Config, ConfigError
+from pipeline.tokenizer import GPT2_N_VOCAB
 from training.config import TrainConfig
 from training.finetune_data import TEMPLATE_FILE, ChatTemplate, prepare
-from training.model import GPT2_VOCAB_SIZE
 from training.resolve import Resolved, resolve, run_model_config
 from training.storage import RunStore
 
@@ -97,9 +97,9 @@ def prepare_run(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) 
     if not data_files:
         raise ConfigError("finetune: give at least one --data FILE")
     resolved, init_dir, dims = source_model(source, out_dir)
-    if dims["vocab_size"] < GPT2_VOCAB_SIZE:
+    if dims["vocab_size"] < GPT2_N_VOCAB:
         raise ConfigError(f"{source}: vocabulary of {dims['vocab_size']} tokens; fine-tuning data is GPT-2 BPE "
-                          f"({GPT2_VOCAB_SIZE})")
+                          f"({GPT2_N_VOCAB})")
     config = cfg.model_dump(mode="json", exclude={"finetune"})
     config["out_dir"] = cfg.out_dir if store.remote is not None else str(out_dir)
     if init_dir.is_relative_to(out_dir):  # ours: uploaded with the run for a URI out_dir
@@ -174,7 +174,7 @@ def exact_match(run_dir: str | Path, examples: list[dict], max_new_tokens: int, 
 def finetune(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) -> dict:
     """Prepare, train on the configured launcher, score exact match; returns the run's summary."""
     from training.launch import launch, read_summary
-    from training.loop import train_worker
+    from training.loop import LOG_FILES, train_worker
 
     under_torchrun = bool(_rank_suffix())  # read now: the local launcher sets RANK in this process later
     train_cfg, facts = prepare_run(cfg, source, data_files)
@@ -195,13 +195,13 @@ def finetune(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) -> 
                              device)
         summary.update(scores)
         if scores:  # next to the loop's val_loss in metrics.jsonl and TensorBoard
-            from training.metrics import MetricsLog
+            from training.metrics import METRICS_FILE, MetricsLog
 
-            store.pull("metrics.jsonl")
+            store.pull(METRICS_FILE)
             log = MetricsLog(store.local, enabled=True, tensorboard=cfg.log.tensorboard)
             log.log(summary["step"], **scores)
             log.close()
-            store.push("metrics.jsonl", "loss.png", "tensorboard")
+            store.push(*LOG_FILES)
     if store.exists("hf"):
         if store.remote is not None:
             store.remote.write_bytes(f"hf/{TEMPLATE_FILE}", (store.local / TEMPLATE_FILE).read_bytes())

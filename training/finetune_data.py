@@ -34,11 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import WebtextError
-
+from pipeline.tokenizer import ENDOFTEXT, GPT2_EOT
 from training.model import IGNORE_INDEX
 from training.sampler import EpochSampler
 
-EOT_ID = 50256
 ROLES = ("system", "user", "assistant")
 TEMPLATE_FILE = "webtext_chat_template.json"  # not chat_template.json, which transformers reads as Jinja
 
@@ -59,8 +58,8 @@ class ChatTemplate:
     user_header: str = "### User:\n"
     assistant_header: str = "### Assistant:\n"
     turn_separator: str = "\n\n"  # after a system or user turn (an assistant turn ends with the end-of-turn token)
-    end_of_turn: str = "<|endoftext|>"
-    end_of_turn_id: int = EOT_ID
+    end_of_turn: str = ENDOFTEXT
+    end_of_turn_id: int = GPT2_EOT
     qa_context: str = "Context: {context}\n"
     qa_question: str = "Question: {question}\nAnswer:"
     qa_answer: str = " {answer}"
@@ -230,7 +229,7 @@ def tokenize_example(example: Example, encoding, template: ChatTemplate) -> Toke
     return TokenizedExample(tokens, is_answer, example)
 
 
-def to_row(tokenized: TokenizedExample, seq_len: int, pad_id: int = EOT_ID) -> tuple[np.ndarray, np.ndarray]:
+def to_row(tokenized: TokenizedExample, seq_len: int, pad_id: int = GPT2_EOT) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) of length seq_len: y[i] = tokens[i+1] where that token is in an answer span, else IGNORE_INDEX;
     padding on the right has x = pad_id and y = IGNORE_INDEX."""
     tokens = tokenized.tokens

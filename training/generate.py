@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from training.finetune_data import EOT_ID, TEMPLATE_FILE, ChatTemplate, check_messages
+from pipeline.tokenizer import GPT2_EOT
+from training.finetune_data import TEMPLATE_FILE, ChatTemplate, check_messages
 from training.model import GPT, KVCache
 
 
@@ -27,7 +28,7 @@ class Sampling:
     top_k: int | None = None
     top_p: float | None = None
     seed: int | None = None
-    stop_ids: tuple[int, ...] = (EOT_ID,)
+    stop_ids: tuple[int, ...] = (GPT2_EOT,)
     use_cache: bool = True
 
     def __post_init__(self):
@@ -77,7 +78,7 @@ def generate_ids(model: GPT, prompts: list[list[int]], sampling: Sampling) -> li
     longest = max(len(p) for p in prompts)
     if longest > model.config.block_size:
         raise ValueError(f"a prompt of {longest} tokens is longer than block_size {model.config.block_size}")
-    pad = EOT_ID if EOT_ID < model.config.vocab_size else 0  # any id: padding is masked out
+    pad = GPT2_EOT if GPT2_EOT < model.config.vocab_size else 0  # any id: padding is masked out
     idx = torch.tensor([[pad] * (longest - len(p)) + list(p) for p in prompts], dtype=torch.long, device=device)
     mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long, device=device)
     padded = bool((mask == 0).any())

@@ -19,13 +19,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pipeline.errors import WebtextError
-
+from pipeline.tokenizer import ENDOFTEXT, GPT2_EOT
 from training.model import GPT, GPTConfig
 
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # GPT-2 tokenizer files as OpenAI published them -> the names Hugging Face's GPT2Tokenizer reads.
 TOKENIZER_FILES = {"encoder.json": "vocab.json", "vocab.bpe": "merges.txt"}
-EOS_TOKEN_ID = 50256
 # The weights `import_hf` reads, in the order it looks for them: one safetensors file, sharded safetensors (their
 # index names the shards), or an older checkpoint's pickle-free-loaded `pytorch_model.bin`.
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -65,8 +64,8 @@ def hf_config(config: GPTConfig) -> dict:
         "initializer_range": 0.02,
         "scale_attn_weights": True,
         **{key: getattr(config, ours) for key, (ours, _) in HF_VARIANTS.items()},
-        "bos_token_id": EOS_TOKEN_ID,
-        "eos_token_id": EOS_TOKEN_ID,
+        "bos_token_id": GPT2_EOT,
+        "eos_token_id": GPT2_EOT,
         "torch_dtype": "float32",
     }
 
@@ -93,7 +92,7 @@ def export_hf(model_or_state: GPT | dict, config: GPTConfig, out_dir: str | Path
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(hf_config(config), indent=2) + "\n")
     (out / "generation_config.json").write_text(json.dumps(
-        {"bos_token_id": EOS_TOKEN_ID, "eos_token_id": EOS_TOKEN_ID}, indent=2) + "\n")
+        {"bos_token_id": GPT2_EOT, "eos_token_id": GPT2_EOT}, indent=2) + "\n")
     if tokenizer_dir is not None:
         _copy_tokenizer(Path(tokenizer_dir), out, config.block_size)
     return out
@@ -107,7 +106,7 @@ def _copy_tokenizer(src: Path, out: Path, block_size: int) -> None:
     (out / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "GPT2Tokenizer",
         "model_max_length": block_size,
-        "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+        "bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT, "unk_token": ENDOFTEXT,
         "add_prefix_space": False,
     }, indent=2) + "\n")
 

@@ -29,10 +29,10 @@ from training import checkpoint, storage
 from training.config import TrainConfig
 from training.data import TokenWindows, expand_shards
 from training.engine import build_engine, grad_norm, init_distributed, local_grad_norm
-from training.metrics import MetricsLog, device_name, mfu, peak_flops
+from training.metrics import METRICS_FILE, MetricsLog, device_name, mfu, peak_flops
 from training.model import GPT, mask_for_mlm
 
-LOG_FILES = ("metrics.jsonl", "loss.png", "tensorboard")  # what rank 0 uploads at checkpoints and at the end
+LOG_FILES = (METRICS_FILE, "loss.png", "tensorboard")  # what rank 0 uploads at checkpoints and at the end
 
 
 class TrainingDiverged(WebtextError, RuntimeError):
@@ -296,7 +296,7 @@ def open_run(store: storage.RunStore, d, resume: bool) -> list[str]:
             print(f"webtext: warning: checkpoint {tag} is damaged and set aside: {problem[0]}; {instead}",
                   file=sys.stderr, flush=True)
     if store.remote is not None and d.rank == 0:
-        store.pull("metrics.jsonl", "tensorboard")
+        store.pull(METRICS_FILE, "tensorboard")
     return tags
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from pipeline.storage import filesystem, is_uri
 
+METRICS_FILE = "metrics.jsonl"  # in a run directory: one JSON record per logged step
+
 # Dense peak FLOP/s per device, from the vendors' datasheets (no sparsity). Matched as substrings of
 # torch.cuda.get_device_name(), most specific first.
 PEAK_FLOPS: list[tuple[str, dict[str, float]]] = [
@@ -61,7 +63,7 @@ class MetricsLog:
                  start_step: int = 0):
         self.enabled, self.plot = enabled, plot
         self.out_dir = Path(out_dir)
-        self.path = self.out_dir / "metrics.jsonl"
+        self.path = self.out_dir / METRICS_FILE
         self._writer = None
         if enabled:
             self.out_dir.mkdir(parents=True, exist_ok=True)

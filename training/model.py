@@ -26,7 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-GPT2_VOCAB_SIZE = 50257
+from pipeline.tokenizer import GPT2_N_VOCAB
+
 IGNORE_INDEX = -100  # targets with this value carry no loss (F.cross_entropy's default ignore_index)
 
 # (n_layer, n_head, n_embd). The four GPT-2 sizes are the paper's; `tiny` is for CPU tests.
@@ -45,7 +46,7 @@ class GPTConfig:
     n_head: int = 12
     n_embd: int = 768
     block_size: int = 1024
-    vocab_size: int = GPT2_VOCAB_SIZE  # tokens the model may emit
+    vocab_size: int = GPT2_N_VOCAB  # tokens the model may emit
     pad_vocab_to: int = 1  # embedding rows rounded up to a multiple of this (64 is faster on GPUs)
     dropout: float = 0.0
     objective: str = "clm"  # "clm" or "mlm"

@@ -8,10 +8,9 @@ import math
 
 import yaml
 
-from pipeline.storage import Dir, join
+from pipeline.storage import Dir, display_uri, join
 from training.metrics import read_metrics
 from training.run_status import tokens_at
-from training.storage import display_uri
 
 LICENSE_NOTE = (
     "The weights were trained on the main text of third-party web pages (a WebText-style corpus), which stay under "

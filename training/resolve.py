@@ -21,19 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pipeline.storage import Dir, join
-from training.storage import (
-    COMPLETE,
-    base_name,
-    cache_root,
-    complete_tags,
-    display_uri,
-    download,
-    is_remote,
-    location_key,
-    node_lock,
-    parent_uri,
-)
+from pipeline.storage import Dir, base_name, display_uri, is_uri, join, parent_uri
+from training.storage import COMPLETE, cache_root, complete_tags, download, location_key, node_lock
 
 NOT_A_CHECKPOINT = "not a run with a complete checkpoint, a complete checkpoint or a Hugging Face GPT-2 directory"
 
@@ -54,7 +43,7 @@ class Resolved:
 
     @property
     def remote(self) -> bool:
-        return is_remote(self.source)
+        return is_uri(self.source)
 
     def describe(self) -> str:
         """The source for people and records: a URI without its query (and the tag), else the local path."""
@@ -93,21 +82,21 @@ def _locate(directory: Dir, tag: str | None) -> tuple[Dir, str]:
 
 
 def _parent(location: str) -> str:
-    return parent_uri(location) if is_remote(location) else str(Path(location).parent)
+    return parent_uri(location) if is_uri(location) else str(Path(location).parent)
 
 
 def resolve(source: str | Path, tag: str | None = None, cache_dir: str | Path | None = None) -> Resolved:
     """What `source` is, with its files on this machine; `tag` picks one of a run's complete checkpoints."""
     source = str(source)
     directory = Dir(source)
-    if not is_remote(source) and not Path(source).is_dir():
+    if not is_uri(source) and not Path(source).is_dir():
         raise FileNotFoundError(f"{source}: no such directory")
     if is_hf_dir(directory):
         if tag is not None:
             raise FileNotFoundError(f"{display_uri(source)}: a Hugging Face directory has no checkpoint {tag}")
-        return Resolved(source, "hf", _mirror_hf(directory, cache_dir) if is_remote(source) else Path(source))
+        return Resolved(source, "hf", _mirror_hf(directory, cache_dir) if is_uri(source) else Path(source))
     run, tag = _locate(directory, tag)
-    if not is_remote(source):
+    if not is_uri(source):
         run_dir = Path(run.location)
         return Resolved(source, "checkpoint", run_dir / "checkpoints" / tag, run_dir, tag)
     mirror = _mirror_run(run, tag, source, cache_dir)

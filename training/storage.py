@@ -29,18 +29,16 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
-from pipeline.runner import MANIFEST as MANIFEST_NAME
+from pipeline.layout import MANIFEST
 from pipeline.shards import HEADER_BYTES, INDEX_NAME, TOKEN_DTYPE, ShardError
-from pipeline.storage import Dir, expand_inputs, is_uri
+from pipeline.storage import CHUNK_BYTES, Dir, display_uri, expand_inputs, is_uri, parent_uri, sha256_file
 
 CACHE_ENV = "WEBTEXT_CACHE"
 COMPLETE = "COMPLETE"  # written last into a checkpoint directory, its manifest (training/checkpoint.py)
 REJECTED = "REJECTED"  # why resume set a checkpoint aside (its COMPLETE removed); gone when the step is saved again
-CHUNK_BYTES = 8 << 20
 FETCH_THREADS = 8
 
 
@@ -49,34 +47,9 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or "~/.cache/webtext").expanduser()
 
 
-def is_remote(location: str | Path) -> bool:
-    return isinstance(location, str) and is_uri(location)
-
-
 def location_key(uri: str) -> str:
     """A short name for a URI (its query included: another endpoint is other data)."""
     return hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
-
-
-def split_query(uri: str) -> tuple[str, str]:
-    parts = urlsplit(uri)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), parts.query
-
-
-def parent_uri(uri: str) -> str:
-    base, query = split_query(uri)
-    parent = base.rstrip("/").rpartition("/")[0]
-    return f"{parent}?{query}" if query else parent
-
-
-def display_uri(uri: str) -> str:
-    """A URI to show or record: without its query (endpoint options) or user information (credentials)."""
-    parts = urlsplit(uri)
-    return urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
-
-
-def base_name(uri: str) -> str:
-    return split_query(uri)[0].rstrip("/").rpartition("/")[2]
 
 
 @contextlib.contextmanager
@@ -106,9 +79,9 @@ class RemoteFile:
 def _manifest_checksums(directory: Dir, has_manifest: bool | None = None) -> dict[str, dict]:
     """name -> {bytes, sha256} of a stage directory's parts; empty where there is no manifest (`has_manifest`:
     already known from a listing, else asked)."""
-    if not (directory.exists(MANIFEST_NAME) if has_manifest is None else has_manifest):
+    if not (directory.exists(MANIFEST) if has_manifest is None else has_manifest):
         return {}
-    return {part["name"]: part for part in directory.read_json(MANIFEST_NAME).get("parts", [])}
+    return {part["name"]: part for part in directory.read_json(MANIFEST).get("parts", [])}
 
 
 def _listing(directory: Dir) -> dict[str, pafs.FileInfo]:
@@ -132,7 +105,7 @@ def remote_shards(spec: str, split: str) -> list[RemoteFile]:
             raise ShardError(f"{display_uri(spec)}: no {INDEX_NAME} (a tokenize output directory has one)")
         index = directory.read_json(INDEX_NAME)
         shards = index.get("splits", {}).get(split, {}).get("shards", [])
-        checksums = _manifest_checksums(directory, MANIFEST_NAME in listed)
+        checksums = _manifest_checksums(directory, MANIFEST in listed)
         files = []
         for shard in shards:
             name = shard["name"]
@@ -190,14 +163,6 @@ def _stamp(f: RemoteFile, path: Path, sha256: str | None) -> dict:
     stat = path.stat()
     return {"uri": display_uri(f.uri), "remote_size": f.size, "remote_mtime_ns": f.mtime_ns, "sha256": sha256,
             "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _cached_copy_is_good(f: RemoteFile, path: Path) -> bool:
@@ -302,7 +267,7 @@ class RunStore:
 
     def __init__(self, out_dir: str | Path, staging_dir: str | None = None, role: str = "run"):
         self.location = str(out_dir)
-        self.remote = Dir(self.location) if is_remote(self.location) else None
+        self.remote = Dir(self.location) if is_uri(self.location) else None
         if self.remote is None:
             self.local = Path(out_dir).resolve()
         else:

@@ -19,12 +19,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from pipeline.layout import CLUSTERS, MANIFEST, STAGES
+from pipeline.shards import INDEX_NAME
 from pipeline.storage import Dir, join
+from training.metrics import METRICS_FILE, read_metrics
 
-CORPUS_STAGES = ["urls", "crawl", "extract", "filter", "dedup", "tokenize"]
-MANIFEST = "_manifest.json"
-CLUSTERS = "_clusters/clusters.parquet"
-TOKEN_INDEX = "index.json"
 TOP_N = 15
 
 
@@ -49,7 +48,7 @@ class RunInputs:
 def stage_manifests(corpus: Dir) -> dict[str, dict]:
     """Manifest of each corpus stage present under `corpus`, in pipeline order."""
     manifests = {}
-    for name in CORPUS_STAGES:
+    for name in STAGES:
         if corpus.exists(f"{name}/{MANIFEST}"):
             manifests[name] = corpus.read_json(f"{name}/{MANIFEST}")
     return manifests
@@ -96,18 +95,16 @@ def cluster_sizes(corpus: Dir) -> dict[int, int] | None:
 
 
 def token_index(corpus: Dir) -> dict | None:
-    if not corpus.exists(f"tokenize/{TOKEN_INDEX}"):
+    if not corpus.exists(f"tokenize/{INDEX_NAME}"):
         return None
-    return corpus.read_json(f"tokenize/{TOKEN_INDEX}")
+    return corpus.read_json(f"tokenize/{INDEX_NAME}")
 
 
 def run_metrics(run_dir: str | Path) -> list[dict] | None:
     """The metrics.jsonl records of a training run directory (a path or URI); None when it has none."""
-    if not Dir(str(run_dir)).exists("metrics.jsonl"):
+    if not Dir(str(run_dir)).exists(METRICS_FILE):
         return None
-    from training.metrics import read_metrics
-
-    return read_metrics(join(str(run_dir), "metrics.jsonl"))
+    return read_metrics(join(str(run_dir), METRICS_FILE))
 
 
 # -- render helpers -----------------------------------------------------------------------------------------
@@ -230,7 +227,7 @@ def lengths_section(corpus: Dir) -> Section:
 
 def duplicates_section(sizes: dict[int, int] | None) -> Section:
     if sizes is None:
-        return Section("Duplicate clusters", None, "no dedup/_clusters table found")
+        return Section("Duplicate clusters", None, f"no dedup/{CLUSTERS} found")
     if not sizes:
         return Section("Duplicate clusters", "<p>No duplicate clusters: every document was unique.</p>")
     rows = [[size, count, (size - 1) * count] for size, count in sizes.items()]
@@ -245,7 +242,7 @@ def duplicates_section(sizes: dict[int, int] | None) -> Section:
 
 def tokens_section(index: dict | None) -> Section:
     if index is None:
-        return Section("Tokens", None, "no tokenize/index.json found")
+        return Section("Tokens", None, f"no tokenize/{INDEX_NAME} found")
     rows = [[split, info.get("tokens", 0), info.get("docs", 0), len(info.get("shards", []))]
             for split, info in index.get("splits", {}).items()]
     tokenizer = index.get("tokenizer", {})
@@ -356,10 +353,10 @@ def report_json_summary(out: str) -> dict:
             "clusters": cluster_sizes(corpus), "tokens": token_index(corpus)}
 
 
-if __name__ == "__main__":  # python -m pipeline.report OUT: (re)write OUT/report.html from what is there
+if __name__ == "__main__":  # python -m jobs.report OUT: (re)write OUT/report.html from what is there
     import sys
 
     root = Path(sys.argv[1])
-    found_runs = {name: root / name for name in ("pretrain", "finetune") if (root / name / "metrics.jsonl").is_file()}
+    found_runs = {name: root / name for name in ("pretrain", "finetune") if (root / name / METRICS_FILE).is_file()}
     print(write_report(str(root), found_runs))
     print(json.dumps(report_json_summary(str(root)), default=str)[:2000])
