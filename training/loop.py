@@ -295,6 +295,7 @@ def open_run(store: storage.RunStore, d, resume: bool) -> list[str]:
             instead = f"resuming from {tags[-1]} instead" if tags else "no earlier checkpoint: starting afresh"
             print(f"webtext: warning: checkpoint {tag} is damaged and set aside: {problem[0]}; {instead}",
                   file=sys.stderr, flush=True)
+        dist.barrier()  # the next attempt resets the staging directory that rank 0's rejection may still write in
     if store.remote is not None and d.rank == 0:
         store.pull(METRICS_FILE, "tensorboard")
     return tags
