@@ -1,11 +1,11 @@
-"""Shared fixtures: one embedded, loopback-only Ray for the whole session; paths to the shared real data."""
+"""Shared fixtures: one embedded, loopback-only Ray for the whole session; Ray clusters started as a user would;
+a local S3; the six corpus stages built end to end once for the session."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,15 +14,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def shared_data(*parts: str) -> Path:
-    """A path under ../shared/data; the calling test is skipped when it is absent."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data {path} is absent")
-    return path
+from tests.helpers import REPO, free_port, start_ray_node, stop_ray_node
 
 
 @pytest.fixture(scope="session")
@@ -40,42 +32,10 @@ def ray_session():
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass(frozen=True)
 class RayHead:
     address: str  # for --address / ray.init
     dashboard_url: str  # for the Jobs API
-
-
-def start_ray_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """`ray start --block` on 127.0.0.1 in a process group of its own; returns once its runtime has started."""
-    node = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--block", "--node-ip-address", "127.0.0.1",
-         "--disable-usage-stats", *args,
-         # Ports of our own: the agents' defaults (52365, ...) may be held by another Ray on this machine, such as
-         # the test session's, and a job agent that cannot bind leaves the Jobs API with "No available agent".
-         "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-         "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
-         *(["--ray-client-server-port", str(free_port())] if "--head" in args else [])],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    said = []
-    for line in node.stdout:
-        if "Ray runtime started" in line:
-            return node
-        said.append(line)
-    stop_ray_node(node)
-    pytest.fail(f"ray start {' '.join(args)} exited before its runtime started:\n{''.join(said[-30:])}")
-
-
-def stop_ray_node(node: subprocess.Popen) -> None:
-    """Through the node's own process group: `ray stop` would kill every Ray on the machine, the session's included."""
-    os.killpg(node.pid, signal.SIGTERM)
-    node.wait(timeout=60)
 
 
 @pytest.fixture
@@ -135,3 +95,40 @@ def s3(monkeypatch):
     options = f"endpoint_override={host}:{port}&scheme=http&region=us-east-1&allow_bucket_creation=true"
     yield lambda path: f"s3://{path}?{options}"
     server.stop()
+
+
+@dataclass(frozen=True)
+class Corpus:
+    out: Path  # the output root: urls/ crawl/ extract/ filter/ dedup/ tokenize/ and report.html
+    pages: list  # what the local web served, each page with what the stages should make of it
+    expected_urls: set[str]  # the URL table the planted dump should give
+    stdout: str  # what the command printed
+
+
+@pytest.fixture(scope="session")
+def e2e_corpus(tmp_path_factory) -> Corpus:
+    """`webtext build-corpus` run once for the session as a user runs it (its own process, an embedded Ray) on the
+    demo's world: a small local web with faults, and a dump linking to it with the truth planted. The demo, report
+    and truth-check tests read it; a test that must change it copies it first."""
+    from jobs.demo import demo_config
+    from jobs.dumpgen import submissions_for_web, write_dump
+    from pipeline.localweb import LocalWeb
+
+    root = tmp_path_factory.mktemp("corpus")
+    out = root / "out"
+    web = LocalWeb(seed=0, n_hosts=8, pages_per_host=6, hang_s=30.0)
+    web.start()
+    try:
+        pages = web.pages()
+        records, expected_urls = submissions_for_web([p.url for p in pages], seed=0)
+        dump = write_dump(root / "RS_demo.zst", records, "zst")
+        # The demo's settings (its local web's address, short timeouts), as a config file the command reads.
+        config = root / "build_corpus.yaml"
+        config.write_text(json.dumps(demo_config(web).model_dump(mode="json")))
+        proc = subprocess.run([sys.executable, "-m", "jobs.cli", "build-corpus", "--dumps", str(dump), "--out",
+                               str(out), "--config", str(config)], cwd=REPO, capture_output=True, text=True,
+                              timeout=600)
+    finally:
+        web.stop()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return Corpus(out, pages, {url for url in expected_urls if not url.endswith(".pdf")}, proc.stdout)

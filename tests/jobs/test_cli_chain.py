@@ -4,25 +4,12 @@ the example configs in configs/ are the defaults."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
-from pipeline.config import load_config
-from pipeline.dedup import DedupConfig
-from pipeline.extract import ExtractConfig
-from pipeline.filter import FilterConfig
-from tests.test_extract import article, warc_record, write_warc
-from tests.test_filter import prose
+from tests.helpers import REPO, article, prose, warc_record, write_warc
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.mark.parametrize("model,name", [(ExtractConfig, "extract"), (FilterConfig, "filter"), (DedupConfig, "dedup")])
-def test_example_configs_are_the_defaults(model, name):
-    assert load_config(model, REPO / "configs" / f"{name}.yaml") == model()
 
 
 def test_warc_to_deduplicated_documents_through_the_cli(tmp_path, capsys):

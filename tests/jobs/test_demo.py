@@ -1,47 +1,39 @@
-"""The demo end to end (corpus part) through its command: local web, planted dump, all six stages, truth check."""
+"""The demo's world end to end: the six corpus stages on the local web match the planted truth (on the session's
+corpus), the truth check is not vacuous, and the demo command itself at CI size trains, fine-tunes and samples."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 @pytest.mark.slow
-def test_demo_corpus_matches_the_planted_truth(tmp_path):
-    out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "jobs.demo", "--out", str(out), "--hosts", "8", "--pages", "6",
-                           "--steps", "0"], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "every stage matches the planted truth" in proc.stdout
+def test_corpus_matches_the_planted_truth(e2e_corpus):
+    from jobs.demo import check_against_truth
+
+    out = e2e_corpus.out
     for stage in ("urls", "crawl", "extract", "filter", "dedup", "tokenize"):
         assert (out / stage / "_manifest.json").exists(), stage
     docs = [r for p in sorted((out / "dedup").glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
     assert docs and all(d["text"] and d["score"] >= 3 for d in docs)
     assert list((out / "tokenize").glob("part-train-*.bin"))
-    report = (out / "report.html").read_text()
-    assert "<h2>What the job said</h2>" in report and "every stage matches the planted truth" in report
-    assert_truth_check_catches_a_wrong_stage(out)
+    assert check_against_truth(out, e2e_corpus.expected_urls, e2e_corpus.pages) == []
+    assert_truth_check_catches_a_wrong_stage(out, e2e_corpus.pages)
 
 
-def assert_truth_check_catches_a_wrong_stage(out):
+def assert_truth_check_catches_a_wrong_stage(out, pages):
     """The demo's check is not vacuous: a page planted otherwise than the stages found it is reported."""
     from dataclasses import replace
-    from urllib.parse import urlsplit
 
     from jobs.demo import check_against_truth
-    from pipeline.localweb import LocalWeb
     from pipeline.urlnorm import normalize_url
 
     urls = {r["url_norm"] for r in pq.read_table(out / "urls" / "part-00000.parquet").to_pylist()}
-    web = LocalWeb(seed=0, n_hosts=8, pages_per_host=6)
-    web.port = urlsplit(next(iter(urls))).port
-    pages = web.pages()
     assert check_against_truth(out, urls, pages) == []
     extracted = {normalize_url(r["url"]) for r in pq.read_table(out / "extract" / "part-00000.parquet").to_pylist()}
     stub = next(i for i, p in enumerate(pages) if p.expected_filter and normalize_url(p.url) in extracted)
@@ -65,7 +57,8 @@ def test_build_corpus_config_names_the_section_of_an_unknown_key(tmp_path):
 
 @pytest.mark.slow
 def test_reduced_demo_trains_fine_tunes_and_samples(tmp_path):
-    """The whole demo at CI size: the truth check, a falling validation loss, text generated, the report."""
+    """The whole demo through its command at CI size: the truth check said on stdout and in the report, a falling
+    validation loss, text generated."""
     import json
     import math
 
@@ -81,4 +74,8 @@ def test_reduced_demo_trains_fine_tunes_and_samples(tmp_path):
     completion = next(line for line in samples if line.startswith("demo: sample: 'The river"))
     assert len(completion) > len("demo: sample: 'The river'")  # generated text after the prompt
     assert any(line.startswith("demo: sample: 'user: ") for line in samples)
-    assert (out / "finetune" / "summary.json").exists() and (out / "report.html").exists()
+    assert (out / "finetune" / "summary.json").exists()
+    for stage in ("urls", "crawl", "extract", "filter", "dedup", "tokenize"):
+        assert (out / stage / "_manifest.json").exists(), stage
+    report = (out / "report.html").read_text()
+    assert "<h2>What the job said</h2>" in report and "every stage matches the planted truth" in report

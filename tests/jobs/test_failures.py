@@ -21,9 +21,8 @@ from jobs.dumpgen import synthetic_records, write_dump
 from pipeline.documents import DOC_SCHEMA
 from pipeline.runner import RunOptions, Stage, StageError, run_stage
 from pipeline.storage import Dir, expand_inputs
-from tests.test_extract import story, warc_record, write_warc
+from tests.helpers import REPO, story, warc_record, write_warc
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def snapshot(root: Path) -> dict[str, str]:

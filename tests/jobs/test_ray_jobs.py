@@ -20,8 +20,8 @@ import pytest
 from jobs.demo import demo_config
 from jobs.dumpgen import submissions_for_web, write_dump
 from pipeline.localweb import LocalWeb
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 STAGES = ("urls", "crawl", "extract", "filter", "dedup", "tokenize")
 
 

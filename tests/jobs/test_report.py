@@ -7,7 +7,6 @@ import json
 import random
 import re
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import pytest
 from pipeline.documents import DOC_SCHEMA
 from pipeline.report import top_counts, write_report
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 STAGES = ("urls", "crawl", "extract", "filter", "dedup", "tokenize")
 
@@ -114,49 +112,41 @@ def test_top_counts_count_each_subreddit_once_per_row_and_break_ties_by_name():
     assert top_counts(["x", "y", "x"]) == [("x", 2), ("y", 1)]
 
 
-@pytest.fixture(scope="module")
-def demo_corpus(tmp_path_factory):
-    """The demo's corpus part (six stages on a small local web), run through its command as a user would."""
-    out = tmp_path_factory.mktemp("report") / "demo"
-    proc = subprocess.run([sys.executable, "-m", "jobs.demo", "--out", str(out), "--hosts", "6", "--pages", "5",
-                           "--steps", "0"], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f"demo: report in {out}/report.html" in proc.stdout
-    return out
-
-
 @pytest.mark.slow
-def test_demo_report_shows_the_numbers_of_every_stage(demo_corpus):
-    page = (demo_corpus / "report.html").read_text()
+def test_build_corpus_report_shows_the_numbers_of_every_stage(e2e_corpus):
+    """`webtext build-corpus` ends with its report: every stage's funnel, tokens, hosts, lengths; corpus only."""
+    out = e2e_corpus.out
+    assert f"corpus: report in {out}/report.html" in e2e_corpus.stdout
+    page = (out / "report.html").read_text()
     assert_self_contained(page)
     for stage in STAGES:
-        manifest = json.loads((demo_corpus / stage / "_manifest.json").read_text())
+        manifest = json.loads((out / stage / "_manifest.json").read_text())
         assert funnel_rows(page, stage) == manifest["funnel"], stage
-    index = json.loads((demo_corpus / "tokenize" / "index.json").read_text())
+    index = json.loads((out / "tokenize" / "index.json").read_text())
     tokens = page.split("<h2>Tokens</h2>", 1)[1].split("</table>", 1)[0]
     for split, info in index["splits"].items():
         assert f'<td class="">{split}</td><td class="num">{info["tokens"]:,}</td>' in tokens
-    hosts = Counter(host for p in (demo_corpus / "urls").glob("part-*.parquet")
+    hosts = Counter(host for p in (out / "urls").glob("part-*.parquet")
                     for host in pq.read_table(p, columns=["host"]).column("host").to_pylist())
     host, count = sorted(hosts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
     assert f'<td class="">{host}</td><td class="num">{count}</td>' in page
-    n_words = [n for p in (demo_corpus / "dedup").glob("part-*.parquet")
+    n_words = [n for p in (out / "dedup").glob("part-*.parquet")
                for n in pq.read_table(p, columns=["n_words"]).column("n_words").to_pylist()]
     lengths = page.split("<h2>Document lengths (deduplicated documents)</h2>", 1)[1].split("<h2>", 1)[0]
     assert "data:image/png;base64," in lengths
     assert f'<td class="">documents</td><td class="num">{len(n_words)}</td>' in lengths
     assert f'<td class="">total n_words</td><td class="num">{sum(n_words):,}</td>' in lengths
-    assert "Sample generations" not in page  # --steps 0: no training, no samples, and no section about them
+    assert "<h2>Training" not in page and "Sample generations" not in page  # a corpus job: corpus sections only
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed (apt-get install chromium)")
-def test_demo_report_renders_in_headless_chromium(demo_corpus, tmp_path):
+def test_corpus_report_renders_in_headless_chromium(e2e_corpus, tmp_path):
     shot = tmp_path / "report.png"
     proc = subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                            "--no-first-run", "--disable-background-networking", "--disable-component-update",
                            "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-                           "--window-size=1280,2400", f"file://{demo_corpus / 'report.html'}"],
+                           "--window-size=1280,2400", f"file://{e2e_corpus.out / 'report.html'}"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = shot.read_bytes()
@@ -164,35 +154,6 @@ def test_demo_report_renders_in_headless_chromium(demo_corpus, tmp_path):
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1280, 2400)
     assert len(data) > 50_000  # a blank page of this size compresses to a few kB; tables and plots do not
-
-
-@pytest.mark.slow
-def test_build_corpus_command_ends_with_the_corpus_report(tmp_path, capsys):
-    from jobs.cli import main
-    from jobs.demo import demo_config
-    from jobs.dumpgen import submissions_for_web, write_dump
-    from pipeline.localweb import LocalWeb
-
-    web = LocalWeb(seed=5, n_hosts=3, pages_per_host=3, hang_s=30.0)
-    web.start()
-    try:
-        records, _ = submissions_for_web([p.url for p in web.pages()], seed=5)
-        dump = write_dump(tmp_path / "RS_report.zst", records, "zst")
-        crawl = demo_config(web).crawl
-        overrides = [f"crawl.{key}={json.dumps(getattr(crawl, key))}" for key in (
-            "resolve", "allow_networks", "min_delay_s", "connect_timeout_s", "read_timeout_s", "total_timeout_s",
-            "max_attempts", "backoff_base_s", "backoff_max_s", "max_retry_after_s")] + ["tokenize.val_fraction=0.2"]
-        out = tmp_path / "out"
-        args = ["build-corpus", "--dumps", str(dump), "--out", str(out), "--executor", "local"]
-        assert main(args + [a for o in overrides for a in ("--set", o)]) == 0
-    finally:
-        web.stop()
-    assert f"corpus: report in {out}/report.html" in capsys.readouterr().out
-    page = (out / "report.html").read_text()
-    assert_self_contained(page)
-    for stage in STAGES:
-        assert funnel_rows(page, stage) == json.loads((out / stage / "_manifest.json").read_text())["funnel"]
-    assert "<h2>Training" not in page and "Sample generations" not in page  # a corpus job: corpus sections only
 
 
 def test_report_of_a_training_run_on_s3_is_written_next_to_it(s3, tmp_path):

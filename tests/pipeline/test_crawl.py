@@ -24,80 +24,11 @@ from pipeline.crawl import CrawlConfig, CrawlStage, round_robin
 from pipeline.localweb import LocalWeb
 from pipeline.runner import RunOptions, StageError, run_stage
 from pipeline.storage import expand_inputs
-from pipeline.urlnorm import normalize_url
+from tests.helpers import COMPARED, REPO, fast_settings, fetch_log, ok_payloads, warc_records, write_url_table
 
-REPO = Path(__file__).resolve().parents[1]
 # Outcomes with no complete response, hence nothing in the WARC for a replay to find.
 NOT_ARCHIVED = {"timeout", "read_error", "too_large", "decoded_too_large", "connect_error", "dns_error",
                 "bad_content_type"}
-COMPARED = ["url", "url_norm", "outcome", "status", "final_url", "content_type", "bytes"]
-
-
-def fast_settings(web: LocalWeb, **extra) -> list[str]:
-    settings = {"allow_networks": ["127.0.0.0/8"], "resolve": web.resolve(), "total_timeout_s": 1.5,
-                "read_timeout_s": 1.0,
-                "connect_timeout_s": 1.0, "backoff_base_s": 0.05, "max_body_bytes": 1 << 20,
-                "max_decoded_bytes": 4 << 20, "min_delay_s": 0.02, "retry_budget": 1.0, **extra}
-    return [item for key, value in settings.items() for item in ("--set", f"{key}={json.dumps(value)}")]
-
-
-def config_of(web: LocalWeb, **extra) -> CrawlConfig:
-    args = fast_settings(web, **extra)
-    return CrawlConfig(**{a.split("=", 1)[0]: json.loads(a.split("=", 1)[1]) for a in args[1::2]})
-
-
-def write_url_table(web: LocalWeb, directory: Path) -> dict[str, object]:
-    """A urls-stage part for every page of the web; returns page by url."""
-    pages = web.pages()
-    directory.mkdir(parents=True, exist_ok=True)
-    table = pa.table({
-        "url": [p.url for p in pages],
-        "url_norm": [normalize_url(p.url) for p in pages],
-        "host": [p.host for p in pages],
-        "subreddits": [["r/test", f"r/{p.kind}"] for p in pages],
-        "score_max": list(range(3, 3 + len(pages))),
-        "score_sum": list(range(3, 3 + len(pages))),
-        "n_submissions": [1] * len(pages),
-        "first_utc": [1_500_000_000] * len(pages),
-        "ids": [[f"id{i}"] for i in range(len(pages))],
-    })
-    half = len(pages) // 2
-    pq.write_table(table.slice(0, half), directory / "part-00000.parquet")
-    pq.write_table(table.slice(half), directory / "part-00001.parquet")
-    return {p.url: p for p in pages}
-
-
-def fetch_log(out: Path) -> pa.Table:
-    parts = sorted((out / "crawl").glob("part-*.parquet"))
-    return pa.concat_tables([pq.read_table(p) for p in parts]).sort_by("url_norm")
-
-
-def ok_payloads(out: Path) -> dict[str, bytes]:
-    log = fetch_log(out)
-    payloads = {}
-    for row in log.filter(pa.compute.equal(log["outcome"], "ok")).to_pylist():
-        with open(out / "crawl" / row["warc_file"], "rb") as f:
-            f.seek(row["warc_offset"])
-            record = next(iter(ArchiveIterator(f)))
-            assert record.rec_type == "response"
-            assert record.rec_headers.get_header("WARC-Target-URI") == row["final_url"]
-            payloads[row["url"]] = record.content_stream().read()
-    return payloads
-
-
-def warc_records(out: Path) -> list[tuple[str, str, str]]:
-    """Every record of the crawl's WARCs as (type, target URI, digest of what was archived), sorted: what must not
-    depend on timing (dates, record ids and order do)."""
-    records = []
-    for warc in sorted((out / "crawl").glob("*.warc.gz")):
-        with open(warc, "rb") as f:
-            for r in ArchiveIterator(f):
-                headers = r.rec_headers
-                digest = headers.get_header("WARC-Payload-Digest") or headers.get_header("WARC-Block-Digest")
-                records.append((r.rec_type, r.rec_headers.get_header("WARC-Target-URI"), digest))
-    return sorted(records)
-
-
 @pytest.fixture(scope="module")
 def web():
     site = LocalWeb(seed=5, n_hosts=10, pages_per_host=3, faults_per_host=3, hang_s=10)
@@ -273,16 +204,6 @@ def test_resume_after_kill_fetches_only_unfinished_urls(web, tmp_path):
     robots_responses = [r for r in whole_records if r[0] == "response" and r[1].endswith("/robots.txt")]
     assert len(robots_responses) == len({p.host for p in pages.values()})  # one per host (each host is one origin)
     assert resumed_records == whole_records
-
-
-@pytest.mark.slow
-def test_same_output_on_ray(web, live, tmp_path, ray_session):
-    root, pages = live
-    stage = CrawlStage(config_of(web, num_buckets=3))
-    run_stage(stage, expand_inputs([str(root / "urls")]), str(tmp_path), RunOptions(executor="ray", quiet=True))
-    on_ray, local = fetch_log(tmp_path), fetch_log(root)
-    assert on_ray.select(COMPARED).to_pylist() == local.select(COMPARED).to_pylist()
-    assert ok_payloads(tmp_path) == ok_payloads(root)
 
 
 def test_replay_of_another_crawlers_warc(tmp_path):

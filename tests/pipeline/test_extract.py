@@ -18,7 +18,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from pipeline.documents import DOC_SCHEMA
@@ -27,58 +26,9 @@ from pipeline.extract import (ExtractConfig, Extractor, ExtractStage, Malformed,
                               iter_responses)
 from pipeline.runner import RunOptions, run_stage
 from pipeline.storage import expand_inputs
-from tests.conftest import shared_data
+from tests.helpers import BAD_HTTP, REPO, SENTENCES, article, crawl_dir, shared_data, story, warc_record, write_warc
 
-REPO = Path(__file__).resolve().parents[1]
 LOCAL = RunOptions(executor="local", quiet=True)
-SENTENCES = [
-    "The city council met on Tuesday evening to discuss the budget for the public library.",
-    "Several residents spoke about the opening hours and the lack of new books for children.",
-    "The mayor promised that a decision would be taken before the end of the summer.",
-    "Local businesses have offered to sponsor a reading programme for the long school holidays.",
-    "Critics say the plan does not address the poor state of the building's heating system.",
-]
-
-
-def article(title: str, paragraphs: list[str], charset: str | None = None) -> str:
-    meta = f'<meta charset="{charset}">' if charset else ""
-    body = "".join(f"<p>{p}</p>" for p in paragraphs)
-    return (f"<!DOCTYPE html><html><head>{meta}<title>{title}</title></head><body>"
-            f"<nav><a href='/'>Home</a> | <a href='/about'>About us</a></nav>"
-            f"<article><h1>{title}</h1>{body}</article>"
-            f"<footer>Copyright 2019 The Example Gazette. All rights reserved.</footer></body></html>")
-
-
-def story(i: int) -> bytes:
-    paragraphs = [f"Story number {i}. " + " ".join(SENTENCES[(i + k) % 5] for k in range(4)) for _ in range(3)]
-    return article(f"Story {i}", paragraphs).encode()
-
-
-def warc_record(url: str, body: bytes, status: str = "200 OK", content_type: str = "text/html; charset=utf-8",
-                gzipped: bool = True) -> bytes:
-    buffer = io.BytesIO()
-    writer = WARCWriter(buffer, gzip=gzipped)
-    http = StatusAndHeaders(status, [("Content-Type", content_type)], protocol="HTTP/1.1")
-    writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http))
-    return buffer.getvalue()
-
-
-def write_warc(path: Path, records: list[bytes]) -> list[int]:
-    """Concatenate records into a file; returns their offsets."""
-    offsets, position = [], 0
-    with open(path, "wb") as f:
-        for record in records:
-            offsets.append(position)
-            f.write(record)
-            position += len(record)
-    return offsets
-
-
-BAD_HTTP = gzip.compress(b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: http://e.com/bad-http\r\n"
-                         b"Content-Type: application/http; msgtype=response\r\nContent-Length: 17\r\n\r\n"
-                         b"NOT AN HTTP REPLY\r\n\r\n")
-
-
 def read_table(out: Path, stage: str, sub: str = "") -> pa.Table:
     files = sorted((out / stage / sub).glob("*.parquet" if sub else "part-*.parquet"))
     return pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table({})
@@ -390,43 +340,6 @@ def test_same_documents_and_rejects_under_cpu_load(tmp_path):
 # --- the stage -------------------------------------------------------------------------------------------------
 
 
-def crawl_dir(root: Path) -> tuple[Path, dict]:
-    """A crawl-like directory: two WARC parts and their fetch logs, with every kind of bad record."""
-    crawl = root / "crawl"
-    crawl.mkdir(parents=True)
-    latin = article("Déjà vu", ["Un café à la française, s'il vous plaît, dit Gérard. " * 8], charset="iso-8859-1")
-    part0 = [
-        warc_record("http://e.com/0", story(0)),
-        warc_record("http://e.com/404", story(1), status="404 Not Found"),
-        warc_record("http://e.com/img.png", b"\x89PNG....", content_type="image/png"),
-        warc_record("http://e.com/empty", b"<html><body></body></html>"),
-        warc_record("http://fr.e.com/latin", latin.encode("latin-1"), content_type="text/html"),
-        BAD_HTTP,
-    ]
-    part1 = [warc_record("http://e.com/2", story(2)), warc_record("http://e.com/3", story(3))[:300],
-             warc_record("http://e.com/4", story(4))]
-    lineage = {}
-    # part 0's log is named like the crawl's (part-00000.parquet) and joins by offset; part 1's has no offsets
-    # (another crawler's log) and joins by URL
-    urls = [["http://e.com/0", "http://e.com/404", "http://e.com/img.png", "http://e.com/empty",
-             "http://fr.e.com/latin", "http://e.com/bad-http"], ["http://e.com/2", "http://e.com/3", "http://e.com/4"]]
-    for n, records in enumerate([part0, part1]):
-        name = f"part-{n:05d}.warc.gz"
-        offsets = write_warc(crawl / name, records)
-        rows = {"url": [], "final_url": [], "status": [], "score_max": [], "subreddits": []}
-        for k, offset in enumerate(offsets):
-            rows["url"].append(urls[n][k].replace("http://", "HTTP://") if n else urls[n][k])  # url as submitted
-            rows["final_url"].append(urls[n][k])
-            rows["status"].append(200)
-            rows["score_max"].append(10 * n + k + 3)
-            rows["subreddits"].append([f"sub{n}{k}"])
-            lineage[(name, offset)] = (10 * n + k + 3, [f"sub{n}{k}"])
-        if n == 0:
-            rows["warc_file"], rows["warc_offset"] = [name] * len(offsets), offsets
-        pq.write_table(pa.table(rows), crawl / (f"part-{n:05d}.parquet" if n == 0 else "other-log.parquet"))
-    return crawl, lineage
-
-
 def test_stage_extracts_rejects_with_reasons_and_joins_lineage(tmp_path):
     crawl, lineage = crawl_dir(tmp_path)
     out = tmp_path / "out"
@@ -472,15 +385,6 @@ def test_any_warc_without_a_fetch_log(tmp_path):
     run_stage(ExtractStage(ExtractConfig()), expand_inputs([str(tmp_path / "CC-MAIN-1.warc.gz")]), str(out), LOCAL)
     docs = read_table(out, "extract").to_pylist()
     assert len(docs) == 3 and all(d["score"] is None and d["subreddits"] is None for d in docs)
-
-
-def test_ray_gives_the_same_documents(tmp_path, ray_session):
-    crawl, _ = crawl_dir(tmp_path)
-    local, on_ray = tmp_path / "local", tmp_path / "ray"
-    inputs = expand_inputs([str(crawl)])
-    run_stage(ExtractStage(ExtractConfig()), inputs, str(local), LOCAL)
-    run_stage(ExtractStage(ExtractConfig()), inputs, str(on_ray), RunOptions(executor="ray", quiet=True))
-    assert read_table(local, "extract").equals(read_table(on_ray, "extract"))
 
 
 def test_cli_end_to_end(tmp_path, capsys):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import random
 from collections import Counter
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,39 +15,9 @@ from pipeline.tokenizer import count_tokens
 from pipeline.quality import QualityConfig, TextStats, first_failure
 from pipeline.runner import RunOptions, run_stage
 from pipeline.storage import expand_inputs
+from tests.helpers import PROSE, doc_row, mixed_docs, prose, write_docs
 
 LOCAL = RunOptions(executor="local", quiet=True)
-PROSE = [
-    "The river had risen during the night, and by morning the low fields near the village were under water.",
-    "Farmers moved their animals to the higher ground while the children watched from the old stone bridge.",
-    "In the afternoon the mayor came down with two engineers to look at the damage to the road.",
-    "They agreed that the drainage channels had not been cleaned for years and that this was the cause.",
-    "Work to repair them will start next week, and the cost will be shared with the regional government.",
-    "Some residents said they had warned the council about the problem more than once in the past.",
-]
-
-
-def prose(n_sentences: int = 12, seed: int = 0) -> str:
-    rng = random.Random(seed)
-    sentences = [rng.choice(PROSE) for _ in range(n_sentences)]
-    return "\n".join(" ".join(sentences[i : i + 2]) for i in range(0, n_sentences, 2))
-
-
-def doc_row(i: int, text: str, **fields) -> dict:
-    row = {"doc_id": f"d{i:05d}", "url": f"http://site{i % 7}.org/{i}", "host": f"site{i % 7}.org", "title": None,
-           "text": text, "date": None, "lang": "en", "lang_score": 0.99, "n_chars": len(text),
-           "n_words": len(text.split()), "score": 3, "subreddits": ["news"], "warc_file": "part-00000.warc.gz",
-           "warc_offset": i}
-    row.update(fields)
-    return row
-
-
-def write_docs(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=DOC_SCHEMA), path)
-    return path
-
-
 def rule_of(text: str, lang: str = "en", **config) -> str | None:
     failure = first_failure(TextStats.of(text), QualityConfig(**config), lang)
     return failure[0] if failure else None
@@ -116,19 +84,6 @@ def test_config_errors_name_the_key(tmp_path):
 # --- the stage -------------------------------------------------------------------------------------------------
 
 
-def mixed_docs() -> list[dict]:
-    french = ("Le conseil municipal s'est réuni mardi soir pour discuter du budget de la bibliothèque. " * 10)
-    return [
-        doc_row(0, prose(12, 0)),
-        doc_row(1, prose(12, 1)),
-        doc_row(2, french, lang="fr", lang_score=0.98),
-        doc_row(3, prose(2, 2)),  # under 128 tokens
-        doc_row(4, prose(12, 4) + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit sed do eiusmod."),
-        doc_row(5, french, lang=None, lang_score=None),  # detected here
-        doc_row(6, prose(12, 6), lang=None, lang_score=None),
-    ]
-
-
 def test_stage_keeps_clean_documents_and_rejects_with_reasons(tmp_path):
     docs = write_docs(tmp_path / "docs" / "part-00000.parquet", mixed_docs())
     out = tmp_path / "out"
@@ -177,7 +132,7 @@ def test_any_language_when_none_listed(tmp_path):
     assert "rejected:lang" not in result.funnel and result.funnel["out"] == 5
 
 
-def test_ray_and_cli_give_the_same_parts(tmp_path, ray_session, capsys):
+def test_cli_gives_the_parts_of_the_runner(tmp_path, capsys):
     from jobs.cli import main
 
     for p in range(2):
@@ -185,14 +140,14 @@ def test_ray_and_cli_give_the_same_parts(tmp_path, ray_session, capsys):
                    [doc_row(10 * p + r["warc_offset"], r["text"], lang=r["lang"], lang_score=r["lang_score"])
                     for r in mixed_docs()])
     inputs = expand_inputs([str(tmp_path / "docs")])
-    run_stage(FilterStage(FilterConfig()), inputs, str(tmp_path / "ray"), RunOptions(executor="ray", quiet=True))
+    run_stage(FilterStage(FilterConfig()), inputs, str(tmp_path / "runner"), LOCAL)
     assert main(["filter", "--docs", str(tmp_path / "docs"), "--out", str(tmp_path / "cli"), "--executor", "local",
                  "--set", "min_tokens=64"]) == 0
     assert "rejected:lang" in capsys.readouterr().out
     for p in range(2):
-        on_ray = pq.read_table(tmp_path / "ray" / "filter" / f"part-{p:05d}.parquet")
-        local = pq.read_table(tmp_path / "cli" / "filter" / f"part-{p:05d}.parquet")
-        assert on_ray.equals(local)
+        runner = pq.read_table(tmp_path / "runner" / "filter" / f"part-{p:05d}.parquet")
+        cli = pq.read_table(tmp_path / "cli" / "filter" / f"part-{p:05d}.parquet")
+        assert runner.equals(cli)
 
 
 def test_real_articles_mostly_pass_the_quality_rules():
@@ -203,7 +158,7 @@ def test_real_articles_mostly_pass_the_quality_rules():
     from pipeline.charset import decode_html
     from pipeline.extract import ExtractConfig, Extractor
     from pipeline.langid import detect_language
-    from tests.conftest import shared_data
+    from tests.helpers import shared_data
 
     data = shared_data("extraction", "scrapinghub")
     truth = json.loads((data / "ground-truth.json").read_text(encoding="utf-8"))

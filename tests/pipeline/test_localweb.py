@@ -8,6 +8,7 @@ import http.client
 import pytest
 
 from pipeline.localweb import FAULT_KINDS, LocalWeb
+from tests.helpers import REPO
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +114,9 @@ def test_runs_as_a_module():
     import json
     import subprocess
     import sys
-    from pathlib import Path
 
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.localweb", "--seed", "4", "--hosts", "3", "--pages", "2",
-                             "--seconds", "20"], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                             "--seconds", "20"], cwd=REPO, stdout=subprocess.PIPE,
                             text=True)
     try:
         info = json.loads(proc.stdout.readline())

@@ -26,8 +26,8 @@ from pipeline.errors import FencedError, LockedError
 from pipeline.lock import LOCK_NAME, Fence, OutputLock, pid_space
 from pipeline.runner import RunOptions, Stage, run_stage
 from pipeline.storage import Dir
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def dead_pid() -> int:
@@ -244,7 +244,7 @@ DRIVER = """
 import sys
 from pipeline.config import Config
 from pipeline.runner import RunOptions, run_stage
-from tests.test_lock import SlowParts
+from tests.pipeline.test_lock import SlowParts
 run_stage(SlowParts(Config()), [], sys.argv[1], RunOptions(executor="ray", num_cpus=2, quiet=True))
 """
 

@@ -20,9 +20,9 @@ from pipeline.runner import RunOptions, Stage, StageError, run_stage
 from pipeline.storage import Dir, expand_inputs, join
 from pipeline.urls import UrlsConfig, UrlsStage
 from jobs.dumpgen import encode, synthetic_records
+from tests.helpers import REPO
 
 LOCAL = RunOptions(executor="local", quiet=True)
-REPO = Path(__file__).resolve().parents[1]
 
 
 class CountConfig(Config):
@@ -245,7 +245,7 @@ KILLED_DRIVER = """
 import sys
 from pipeline.runner import RunOptions, run_stage
 from pipeline.storage import expand_inputs
-from tests.test_runner import CountConfig, CountLinesFailingOn
+from tests.pipeline.test_runner import CountConfig, CountLinesFailingOn
 run_stage(CountLinesFailingOn(CountConfig(tag="kill-a.txt")), expand_inputs([sys.argv[1]]), sys.argv[2],
           RunOptions(executor="local", quiet=True))
 """

@@ -18,8 +18,8 @@ from pipeline.config import ConfigError, load_config
 from pipeline.fetch import FetchConfig, fetch_urls
 from pipeline.localweb import LocalWeb
 from pipeline.ssrf import AddressGuard, BlockedAddress, GuardedResolver, address_class, literal_address, parse_resolve
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 ADDRESS_TABLE = [
     ("127.0.0.1", "loopback"),
@@ -294,8 +294,8 @@ def test_guard_cases_pass_under_the_oldest_aiohttp_allowed(tmp_path):
                         f"{pip.stderr.strip().splitlines()[-1:]}")
     assert installed() == version
     run_tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_ssrf.py",
-         "tests/test_crawl_fetch.py::test_every_request_on_the_wire_is_an_attempt",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/pipeline/test_ssrf.py",
+         "tests/pipeline/test_crawl_fetch.py::test_every_request_on_the_wire_is_an_attempt",
          "-k", "not oldest_aiohttp and not aiohttp_floor"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run_tests.returncode == 0, run_tests.stdout[-4000:] + run_tests.stderr[-2000:]

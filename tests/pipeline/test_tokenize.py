@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
@@ -11,34 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import load_config
 from pipeline.runner import RunOptions, StageError, run_stage
 from pipeline.storage import expand_inputs
 from pipeline.tokenize import TokenizeConfig, TokenizeStage, order_keys, split_of
 from pipeline.tokenizer import gpt2_encoding
-from tests.conftest import shared_data
+from tests.helpers import make_docs, shared_data, write_parts
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EOT = 50256
-
-
-def make_docs(n: int, seed: int = 0) -> list[tuple[str, str]]:
-    rng = random.Random(seed)
-    words = ["the", "river", "stone", "light", "garden", "winter", "paper", "signal", "harbor", "quiet", "café",
-             "1999", "isn't", "—", "東京", "\n\n"]
-    return [(f"doc-{seed}-{i:04d}", " ".join(rng.choice(words) for _ in range(rng.randint(3, 60))))
-            for i in range(n)]
-
-
-def write_parts(directory: Path, docs: list[tuple[str, str | None]], n_parts: int) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for p in range(n_parts):
-        chunk = docs[p::n_parts]
-        pq.write_table(pa.table({"doc_id": pa.array([d for d, _ in chunk], pa.string()),
-                                 "text": pa.array([t for _, t in chunk], pa.string()),
-                                 "score": pa.array(range(len(chunk)), pa.int64())}),
-                       directory / f"part-{p:05d}.parquet")
-    return directory
 
 
 def run(docs_dir: Path, out: Path, executor: str = "local", keep_work: bool = False, **config) -> dict:
@@ -70,10 +48,6 @@ def documents_in(tokens: np.ndarray) -> list[str]:
     cuts = np.flatnonzero(tokens == EOT)
     bounds = list(cuts) + [tokens.size]
     return [gpt2_encoding().decode(tokens[a + 1 : b].tolist()) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def test_config_file_lists_the_defaults():
-    assert load_config(TokenizeConfig, CONFIGS / "tokenize.yaml") == TokenizeConfig()
 
 
 def test_split_is_a_property_of_the_doc_id():

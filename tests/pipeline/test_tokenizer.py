@@ -18,7 +18,7 @@ from pipeline.tokenizer import (
     load_gpt2_encoding,
     train_bpe,
 )
-from tests.conftest import shared_data
+from tests.helpers import shared_data
 
 KNOWN = [("Hello world", [15496, 995]), (" the", [262])]
 SAMPLES = ["Hello world", "naïve café — 東京 🙂", "  leading spaces\n\n\ttabs", "it's we'll 1234567 x", ""]

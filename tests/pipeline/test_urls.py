@@ -20,10 +20,9 @@ from pipeline.config import ConfigError, load_config
 from pipeline.runner import RunOptions, StageError, run_stage
 from pipeline.storage import expand_inputs
 from pipeline.urls import RawSubmission, Reject, Rejected, SubmissionRules, UrlsConfig, UrlsStage, decode_line
-from tests.conftest import shared_data
+from tests.helpers import REPO, shared_data
 from jobs.dumpgen import submission, synthetic_records, write_dump
 
-REPO = Path(__file__).resolve().parents[1]
 LOCAL = RunOptions(executor="local", quiet=True)
 
 
@@ -401,19 +400,6 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     assert snapshot(tmp_path / "killed") == snapshot(tmp_path / "clean")
     leftovers = [p for p in (tmp_path / "killed" / "urls").rglob(".tmp-*")]
     assert leftovers == []
-
-
-@pytest.mark.slow
-def test_ray_two_workers_equal_single_process(tmp_path, ray_session):
-    dumps = tmp_path / "dumps"
-    dumps.mkdir()
-    for i, compression in enumerate(["zst", "xz", "gz", None]):
-        suffix = f".{compression}" if compression else ".ndjson"
-        write_dump(dumps / f"RS_{i}{suffix}", synthetic_records(5000, seed=20 + i, id_prefix=f"f{i}_"), compression)
-    run_urls(dumps, tmp_path / "local")
-    result = run_urls(dumps, tmp_path / "ray", RunOptions(executor="ray", quiet=True))
-    assert not result.skipped
-    assert snapshot(tmp_path / "ray") == snapshot(tmp_path / "local")
 
 
 # --- config and CLI --------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.shards import ShardError, read_shard, shard_header
-from tests.training_helpers import steps_per_epoch
+from tests.helpers import steps_per_epoch
 from training.data import TokenStream, TokenWindows, validation_batches
 
 T = 16

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.training_helpers import tiny_config, write_token_dataset
+from tests.helpers import tiny_config, write_token_dataset
 from training import checkpoint
 from training.config import TrainConfig
 from training.evaluate import evaluate_checkpoint

@@ -5,7 +5,6 @@ stopped, runs under Ray Train, and refuses bad data before any process starts.""
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
@@ -15,29 +14,12 @@ from jobs.cli import main
 from training.finetune_data import TEMPLATE_FILE
 from training.hf import export_hf
 from training.model import GPT, GPTConfig
+from tests.helpers import COLORS, OBJECTS, qa_records, write_config, write_jsonl
 
 # The learning test's claims: the answer-token loss on held-out questions falls at least this many times below
 # the starting model's, and at least this fraction of held-out questions is answered exactly.
 LOSS_FALL_FACTOR = 10.0
 MIN_EXACT_MATCH = 0.8
-
-COLORS = ["red", "blue", "green", "yellow", "black", "white", "pink", "brown", "orange", "gray"]
-OBJECTS = ["ball", "cup", "car", "hat", "door", "book", "shoe", "kite", "lamp", "boat", "chair", "bag"]
-
-
-def qa_records() -> list[dict]:
-    """Every (object, colour) pair: the answer is in the context, so held-out pairs can be answered by a model
-    that learned to read it, not by one that memorised the training pairs."""
-    records = [{"context": f"The {o} is {c}.", "question": f"What color is the {o}?", "answer": c}
-               for o in OBJECTS for c in COLORS]
-    random.Random(0).shuffle(records)
-    return records
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return str(path)
-
 
 def base_model(tmp_path, block_size=64):
     """A stand-in pretrained model (random weights) as a Hugging Face export."""
@@ -45,34 +27,6 @@ def base_model(tmp_path, block_size=64):
     config = GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=block_size, vocab_size=50257, pad_vocab_to=64)
     model = GPT(config)
     return export_hf(model, config, tmp_path / "base"), model
-
-
-def write_config(path, out_dir, **overrides):
-    config = {
-        "out_dir": str(out_dir), "max_steps": 130, "seed": 1, "precision": "fp32",
-        "model": {"size": "tiny", "block_size": 64, "pad_vocab_to": 64},
-        "batch": {"seq_len": 24, "micro_batch_size": 16, "grad_accum_steps": 1},
-        # constant rate after warmup: the schedule does not depend on max_steps, so runs of different length
-        # agree step for step (the resume test relies on it)
-        "optim": {"lr": 5e-3, "warmup_steps": 10, "min_lr_ratio": 1.0, "weight_decay": 0.0, "grad_clip": 1.0},
-        "zero": {"stage": 0},
-        "checkpoint": {"every": 0, "keep_last": 2},
-        "eval": {"every": 0, "batches": 3},
-        "log": {"every": 10, "tensorboard": False},
-        # one thread: on a shared 2-core machine two threads per rank were 4x slower per step
-        "launch": {"launcher": "local", "threads_per_worker": 1},
-        "finetune": {"val_fraction": 0.2, "max_new_tokens": 4},
-    }
-    for key, value in overrides.items():
-        node = config
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    import yaml
-
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
 
 
 def answer_loss(model: GPT, npz_path) -> float:
@@ -118,7 +72,7 @@ def test_tiny_model_learns_synthetic_qa(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_from_our_checkpoint_and_exact_resume(tmp_path, capsys):
-    from tests.training_helpers import tiny_config, write_token_dataset
+    from tests.helpers import tiny_config, write_token_dataset
     from training.loop import train_worker
 
     # a short "pretraining" run of ours on GPT-2-sized ids, then fine-tune from its run directory
@@ -220,12 +174,3 @@ def test_finetune_on_ray_train_with_two_ranks_and_zero(tmp_path, capsys, ray_ses
     assert [json.loads(line)["prompt"] for line in capsys.readouterr().out.splitlines()] == ["Hi"]
 
 
-def test_example_config_loads_and_its_batch_adds_up():
-    from pathlib import Path
-
-    from pipeline.config import load_config
-    from training.finetune import FinetuneConfig
-
-    cfg = load_config(FinetuneConfig, Path(__file__).parents[1] / "configs" / "finetune_tiny.yaml")
-    assert cfg.launch.launcher == "ray" and cfg.finetune.too_long == "error"
-    assert cfg.check_batch() == (8, 1, 16)

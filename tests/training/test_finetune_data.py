@@ -9,7 +9,7 @@ import json
 import pytest
 
 from pipeline.tokenizer import gpt2_encoding
-from tests.training_helpers import parse_transcript
+from tests.helpers import parse_transcript
 from training.finetune_data import (
     EOT_ID, ChatTemplate, ExampleBatches, FinetuneDataError, parse_record, prepare, read_jsonl, to_row,
     tokenize_example,

@@ -43,7 +43,7 @@ def test_the_runs_config_json_is_written_once_with_the_architecture_of_its_init_
 
     import torch
 
-    from tests.training_helpers import run_tiny, write_token_dataset
+    from tests.helpers import run_tiny, write_token_dataset
     from training import storage
     from training.hf import export_hf
     from training.model import GPT, GPTConfig

@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from tests.conftest import shared_data
-from tests.training_helpers import gpt2_encoding
+from tests.helpers import gpt2_encoding, shared_data
 from training.hf import HFFormatError, export_hf, import_hf
 from training.model import GPT, GPTConfig, IGNORE_INDEX, SIZES, mask_for_mlm
 

@@ -2,7 +2,7 @@
 one-process DeepSpeed runs (the local launcher, in this process).
 
 One 8-step run (checkpoints at steps 4 and 8) is made once and copied per test. A resumed run must equal it bit
-for bit (fp32 on CPU), as in tests/test_training_run.py.
+for bit (fp32 on CPU), as in tests/training/test_run.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from jobs.cli import main as cli_main
-from tests.training_helpers import run_tiny as run, tiny_config, write_token_dataset
+from tests.helpers import run_tiny as run, tiny_config, write_token_dataset
 from training import checkpoint
 from training.config import TrainConfig
 from training.metrics import losses_by_step

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from jobs.cli import main as cli_main
-from tests.training_helpers import run_tiny as run, tiny_config, write_token_dataset
+from tests.helpers import run_tiny as run, tiny_config, write_token_dataset
 from training import checkpoint
 from training.config import TrainConfig
 from training.hf import import_hf

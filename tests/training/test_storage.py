@@ -25,12 +25,13 @@ from training import checkpoint, storage
 from training.data import TokenWindows
 from training.resolve import resolve
 from training.data import expand_shards
+from tests.helpers import REPO
 
 
 @pytest.fixture(scope="module")
 def tokenized(tmp_path_factory):
     """A real tokenize stage output (GPT-2 BPE, several train shards, index.json and _manifest.json)."""
-    from tests.test_tokenize import make_docs, write_parts
+    from tests.helpers import make_docs, write_parts
 
     root = tmp_path_factory.mktemp("corpus")
     docs = write_parts(root / "docs", make_docs(400, seed=3), 2)
@@ -261,7 +262,7 @@ TWO_RANKS = {"launch.num_workers": 2, "launch.launcher": "torchrun", "zero.stage
 @pytest.fixture(scope="module")
 def run_on_disk(tokenized, tmp_path_factory):
     """The reference: the same 2-rank run with its shards and out_dir on local disk."""
-    from tests.training_helpers import tiny_config
+    from tests.helpers import tiny_config
     from training.config import TrainConfig
     from training.launch import launch
 
@@ -275,8 +276,7 @@ def run_on_disk(tokenized, tmp_path_factory):
 def test_a_run_on_s3_trains_as_on_disk_resumes_exactly_and_is_read_back(tokenized, run_on_disk, s3, tmp_path,
                                                                         monkeypatch, capsys):
     from jobs.cli import main
-    from tests.test_finetune import qa_records, write_config, write_jsonl
-    from tests.training_helpers import tiny_config
+    from tests.helpers import qa_records, tiny_config, write_config, write_jsonl
     from training.config import TrainConfig
     from training.generate import load_model
     from training.launch import LaunchError, launch
@@ -366,8 +366,8 @@ def test_a_run_on_s3_trains_as_on_disk_resumes_exactly_and_is_read_back(tokenize
 def test_ray_train_on_s3_needs_nothing_but_the_uris(ray_session, tokenized, run_on_disk, s3, tmp_path):
     """The cluster's launcher: Ray Train workers (processes Ray started, without this test's environment) reach the
     bucket through the URIs alone (credentials in them here, an instance profile on AWS), and train as torchrun
-    does on local disk, to the launchers' tolerance (tests/test_training_run.py)."""
-    from tests.training_helpers import tiny_config
+    does on local disk, to the launchers' tolerance (tests/training/test_run.py)."""
+    from tests.helpers import tiny_config
     from training.config import TrainConfig
     from training.launch import launch
     from training.metrics import losses_by_step
@@ -410,9 +410,8 @@ def test_two_nodes_share_nothing_but_the_bucket(ray_two_nodes, tokenized, run_on
     from the bucket on both nodes and ends with the losses of the run on one disk."""
     import subprocess
     import sys
-    from pathlib import Path
 
-    from tests.training_helpers import tiny_config
+    from tests.helpers import tiny_config
     from training.metrics import losses_by_step
 
     def with_credentials(path: str) -> str:
@@ -427,7 +426,7 @@ def test_two_nodes_share_nothing_but_the_bucket(ray_two_nodes, tokenized, run_on
 
     def drive(kill_at: int) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-c", DRIVER, json.dumps(config), str(kill_at)], env=env, text=True,
-                              cwd=Path(__file__).resolve().parents[1], capture_output=True, timeout=300)
+                              cwd=REPO, capture_output=True, timeout=300)
 
     killed = drive(KILL_AT)
     assert killed.returncode != 0 and "training failed" in killed.stderr, killed.stderr[-3000:]
