@@ -106,10 +106,11 @@ class Corpus:
 
 
 @pytest.fixture(scope="session")
-def e2e_corpus(tmp_path_factory) -> Corpus:
-    """`webtext build-corpus` run once for the session as a user runs it (its own process, an embedded Ray) on the
-    demo's world: a small local web with faults, and a dump linking to it with the truth planted. The demo, report
-    and truth-check tests read it; a test that must change it copies it first."""
+def e2e_corpus(tmp_path_factory, ray_session) -> Corpus:
+    """`webtext build-corpus` run once for the session as a user runs it on a cluster (its own process, joining the
+    session's Ray through --address) on the demo's world: a small local web with faults, and a dump linking to it
+    with the truth planted. The demo, report and truth-check tests read it; a test that must change it copies it
+    first. (The demo's own test starts an embedded Ray in its command.)"""
     from jobs.demo import demo_config
     from jobs.dumpgen import submissions_for_web, write_dump
     from pipeline.localweb import LocalWeb
@@ -126,7 +127,8 @@ def e2e_corpus(tmp_path_factory) -> Corpus:
         config = root / "build_corpus.yaml"
         config.write_text(json.dumps(demo_config(web).model_dump(mode="json")))
         proc = subprocess.run([sys.executable, "-m", "jobs.cli", "build-corpus", "--dumps", str(dump), "--out",
-                               str(out), "--config", str(config)], cwd=REPO, capture_output=True, text=True,
+                               str(out), "--config", str(config), "--address",
+                               ray_session.get_runtime_context().gcs_address], cwd=REPO, capture_output=True, text=True,
                               timeout=600)
     finally:
         web.stop()
