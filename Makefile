@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # See ../shared/FACTS.md: glibc's default malloc unmaps big tensors every step on CPU.
 export GLIBC_TUNABLES := glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install lint test test-fast demo bench clean
 
 install: $(VENV)/.installed $(VENV)/pywb/.installed
 
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q torch==2.13.0
 	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[test]'
-	# The lowest aiohttp pyproject.toml allows, apart: tests/test_ssrf.py runs the SSRF guard's cases with it.
+	# The lowest aiohttp pyproject.toml allows, apart: tests/pipeline/test_ssrf.py runs the SSRF guard's cases with it.
 	$(PY) -m pip install -q --no-deps --upgrade --target $(VENV)/aiohttp-floor \
 		"aiohttp==$$(sed -n 's/.*"aiohttp>=\([0-9.]*\).*/\1/p' pyproject.toml)"
 	$(PY) -m training.ops
@@ -25,17 +25,21 @@ $(VENV)/.installed: pyproject.toml
 
 # pywb, the local Wayback-compatible archive of the tests and the demo, is a server of its own in a virtual
 # environment of its own: pywb 2.10 pins werkzeug==3.1.7 and redis==2.10.6 and brings brotlipy, whose `brotli`
-# module would shadow the one the crawler decodes with (pipeline/archive/local.py).
+# module would shadow the one the crawler decodes with (jobs/fixtures/archives.py).
 $(VENV)/pywb/.installed: $(VENV)/.installed
 	$(PYTHON) -m venv $(VENV)/pywb
 	$(VENV)/pywb/bin/python -m pip install -q -U pip
 	$(VENV)/pywb/bin/python -m pip install -q pywb==2.10.0
 	touch $@
 
-test: install
+# The whole tree: library, tests, bench (rules in pyproject.toml).
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install lint
 	$(PY) -m pytest tests
 
-test-fast: install
+test-fast: install lint
 	$(PY) -m pytest tests -m 'not slow'
 
 demo: install

@@ -448,7 +448,7 @@ class Lineage:
             if not cols & {"score_max", "subreddits", "source"}:
                 continue
             n = table.num_rows
-            get = lambda name: table[name].to_pylist() if name in cols else [None] * n  # noqa: E731
+            get = lambda name, table=table, cols=cols, n=n: table[name].to_pylist() if name in cols else [None] * n  # noqa: E731
             for warc_file, offset, url, final_url, *value in zip(
                 get("warc_file"), get("warc_offset"), get("url"), get("final_url"), get("score_max"), get("subreddits"),
                 get("source"), get("capture_time")

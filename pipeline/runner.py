@@ -406,11 +406,12 @@ def funnel_of(stage: Stage, markers: list[dict]) -> dict[str, int]:
     return funnel
 
 
-def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: RunOptions = RunOptions()) -> StageResult:
+def run_stage(stage: Stage, inputs: list[InputFile], out_root: str, options: RunOptions | None = None) -> StageResult:
     """Run `stage` over `inputs` into `<out_root>/<stage.name>/`, skipping or resuming as the markers allow.
 
     Nothing under the output changes until the stage is planned (inputs opened and checked, every phase's tasks
     built), the executor is reachable and this command holds the output's lock."""
+    options = options or RunOptions()
     return _run(stage, inputs, Dir(out_root).sub(stage.name), options, options.progress or (lambda event: None))
 
 

@@ -155,7 +155,7 @@ class Dir:
             except OSError:
                 pass
             if isinstance(err, OSError):
-                raise naming(err, final)
+                raise naming(err, final) from err
             raise
 
     def write_json(self, name: str, obj, before_commit: Callable[[], None] | None = None) -> None:

@@ -153,7 +153,7 @@ class TokenizeStage(Stage):
             # A tokenizer trained by this stage is keyed by its content: a forced rerun may have trained another.
             trained_json = ctx.out.read_bytes(TOKENIZER_NAME).decode() if trained else None
         except FileNotFoundError:
-            raise StageError(f"tokenize: {ctx.out.uri(TOKENIZER_NAME)} is missing (the tokenizer phase wrote it)")
+            raise StageError(f"tokenize: {ctx.out.uri(TOKENIZER_NAME)} is missing (the tokenizer phase wrote it)") from None
         return self._load_tokenizer(trained_json, ctx.out.uri(TOKENIZER_NAME))
 
     def _load_tokenizer(self, trained_json: str | None, trained_source: str) -> Tokenizer:

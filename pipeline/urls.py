@@ -301,7 +301,7 @@ def parse_timestamp(value: Any) -> int:
     return in_int64(math.floor(value), "created_utc")
 
 
-_FLAGS = {None: False, False: False, True: True, 0: False, 1: True, "0": False, "1": True, "false": False,
+_FLAGS = {None: False, False: False, True: True, "0": False, "1": True, "false": False,
           "true": True, "False": False, "True": True}
 
 

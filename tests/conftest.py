@@ -1,11 +1,11 @@
-"""Shared fixtures: one embedded, loopback-only Ray for the whole session; paths to the shared real data."""
+"""Shared fixtures: one embedded, loopback-only Ray for the whole session; Ray clusters started as a user would;
+a local S3; the six corpus stages built end to end once for the session."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,15 +14,11 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from tests.helpers import REPO, free_port, start_ray_node, stop_ray_node
 
 
-def shared_data(*parts: str) -> Path:
-    """A path under ../shared/data; the calling test is skipped when it is absent."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data {path} is absent")
-    return path
+LOCAL_S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 @pytest.fixture(scope="session")
@@ -34,48 +30,20 @@ def ray_session():
 
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # AF_UNIX paths must stay short
     os.environ["WEBTEXT_RAY_TMP"] = temp_dir
+    # Its workers keep the environment they start with: the local S3 servers' (moto's) dummy credentials, so that
+    # a command joining this Ray reads a local bucket as it would with its own embedded Ray.
+    for key, value in LOCAL_S3_ENV.items():
+        os.environ.setdefault(key, value)
     connect_ray(num_cpus=2)
     yield ray
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass(frozen=True)
 class RayHead:
     address: str  # for --address / ray.init
     dashboard_url: str  # for the Jobs API
-
-
-def start_ray_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """`ray start --block` on 127.0.0.1 in a process group of its own; returns once its runtime has started."""
-    node = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--block", "--node-ip-address", "127.0.0.1",
-         "--disable-usage-stats", *args,
-         # Ports of our own: the agents' defaults (52365, ...) may be held by another Ray on this machine, such as
-         # the test session's, and a job agent that cannot bind leaves the Jobs API with "No available agent".
-         "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-         "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
-         *(["--ray-client-server-port", str(free_port())] if "--head" in args else [])],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    said = []
-    for line in node.stdout:
-        if "Ray runtime started" in line:
-            return node
-        said.append(line)
-    stop_ray_node(node)
-    pytest.fail(f"ray start {' '.join(args)} exited before its runtime started:\n{''.join(said[-30:])}")
-
-
-def stop_ray_node(node: subprocess.Popen) -> None:
-    """Through the node's own process group: `ray stop` would kill every Ray on the machine, the session's included."""
-    os.killpg(node.pid, signal.SIGTERM)
-    node.wait(timeout=60)
 
 
 @pytest.fixture
@@ -126,8 +94,7 @@ def ray_two_nodes(tmp_path):
 def s3(monkeypatch):
     """A local S3 (moto) on 127.0.0.1; yields a function making s3:// URIs that point at it."""
     moto_server = pytest.importorskip("moto.server")
-    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+    for key, value in LOCAL_S3_ENV.items():
         monkeypatch.setenv(key, value)
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -135,3 +102,50 @@ def s3(monkeypatch):
     options = f"endpoint_override={host}:{port}&scheme=http&region=us-east-1&allow_bucket_creation=true"
     yield lambda path: f"s3://{path}?{options}"
     server.stop()
+
+
+@dataclass(frozen=True)
+class Corpus:
+    out: Path  # the output root: urls/ crawl/ extract/ filter/ dedup/ tokenize/ and report.html
+    pages: list  # what the local web served, each page with what the stages should make of it
+    expected_urls: set[str]  # the URL table the planted dump should give
+    truth: dict  # per dead page's url_norm: [archive, capture time] it is recovered from, or None (lost)
+    stdout: str  # what the command printed
+
+
+@pytest.fixture(scope="session")
+def e2e_corpus(tmp_path_factory, ray_session) -> Corpus:
+    """`webtext build-corpus` run once for the session as a user runs it on a cluster (its own process, joining the
+    session's Ray through --address) on the demo's world: a small local web with faults, and a dump linking to it
+    with the truth planted. The demo, report and truth-check tests read it; a test that must change it copies it
+    first. (The demo's own test starts an embedded Ray in its command.)"""
+    from jobs.demo import demo_config
+    from jobs.fixtures.archivegen import plant
+    from jobs.fixtures.dumpgen import submissions_for_web, write_dump
+    from jobs.fixtures.localweb import LocalWeb
+
+    root = tmp_path_factory.mktemp("corpus")
+    out = root / "out"
+    web = LocalWeb(seed=0, n_hosts=8, pages_per_host=6, hang_s=30.0)
+    web.start()
+    planted = None
+    try:
+        pages = web.pages()
+        records, expected_urls = submissions_for_web([p.url for p in pages], seed=0)
+        planted = plant(web, pages, records, out / "archives")  # dead pages in a local Wayback and Common Crawl
+        dump = write_dump(root / "RS_demo.zst", records, "zst")
+        # The demo's settings (its local web's and archives' addresses, short timeouts), as a config file.
+        settings = demo_config(web)
+        settings.crawl = settings.crawl.model_copy(update={"source": "live+archive", "archive": planted.config})
+        config = root / "build_corpus.yaml"
+        config.write_text(json.dumps(settings.model_dump(mode="json")))
+        proc = subprocess.run([sys.executable, "-m", "jobs.cli", "build-corpus", "--dumps", str(dump), "--out",
+                               str(out), "--config", str(config), "--address",
+                               ray_session.get_runtime_context().gcs_address], cwd=REPO, capture_output=True, text=True,
+                              timeout=600)
+    finally:
+        web.stop()
+        if planted is not None:
+            planted.stop()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return Corpus(out, pages, {url for url in expected_urls if not url.endswith(".pdf")}, planted.truth, proc.stdout)

@@ -105,7 +105,7 @@ class ChatTemplate:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "ChatTemplate":
+    def load(cls, path: str | Path) -> ChatTemplate:
         try:
             return cls(**json.loads(Path(path).read_text()))
         except (TypeError, json.JSONDecodeError) as err:

@@ -1,7 +1,7 @@
 """Sampling from a GPT-2 model: temperature, top-k, top-p (nucleus), greedy, a seed, a stop token, batched prompts
 (left padded, with an attention mask so padding is never attended to and positions count real tokens only), and a
 KV cache so each new token costs one position, not the whole prefix. Greedy decoding gives the same tokens with and
-without the cache (tests/test_generate.py).
+without the cache (tests/training/test_generate.py).
 
 Models load from whatever `training.resolve` resolves (our run, its `checkpoints/` or one `step_*` directory, or a
 Hugging Face GPT-2 directory; local or at a URI), on CPU or GPU. The chat template saved with a fine-tuned run

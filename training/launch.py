@@ -61,7 +61,7 @@ def _ray_train_fn(config: dict) -> None:
 def ray_process_group_api():
     """The private parts of Ray Train's torch backend that the FileStore rendezvous builds on, in one place:
     (`_TorchBackend`, `_set_torch_distributed_env_vars`, `_setup_torch_process_group`). A Ray release that moves,
-    renames or re-signs them fails here, with the Ray version named (tests/test_training_launch.py checks it)."""
+    renames or re-signs them fails here, with the Ray version named (tests/training/test_launch.py checks it)."""
     import inspect
 
     import ray

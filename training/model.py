@@ -57,7 +57,7 @@ class GPTConfig:
     upcast_attn: bool = False  # attention computed in fp32 whatever the precision (HF: reorder_and_upcast_attn)
 
     @classmethod
-    def named(cls, size: str, **overrides) -> "GPTConfig":
+    def named(cls, size: str, **overrides) -> GPTConfig:
         n_layer, n_head, n_embd = SIZES[size]
         return cls(n_layer=n_layer, n_head=n_head, n_embd=n_embd, **overrides)
 

@@ -150,7 +150,7 @@ def fetch_files(files: list[RemoteFile], root: Path) -> list[Path]:
     for directory, group in by_dir.items():
         remote = Dir(parent_uri(group[0].uri))  # one filesystem (one S3 client) for the directory's files
         with node_lock(directory), ThreadPoolExecutor(min(FETCH_THREADS, len(group))) as pool:
-            for f, path in zip(group, pool.map(lambda f: _fetch_one(f, remote, directory), group)):
+            for f, path in zip(group, pool.map(lambda f, remote=remote, directory=directory: _fetch_one(f, remote, directory), group)):
                 local[f.uri] = path
     return [local[f.uri] for f in files]
 

@@ -1,7 +1,7 @@
 """Fault injection for tests, kept out of library code: with this directory first on PYTHONPATH and
 WEBTEXT_TEST_KILL_AT_STEP=N in the environment, rank 0 of every training process that environment reaches
 (torchrun ranks, Ray Train workers on any node) is SIGKILLed once it has finished step N, before step N+1 starts:
-what a lost node looks like to the rest of the run. `tests/training_helpers.py: kill_at_step` sets both."""
+what a lost node looks like to the rest of the run. `tests/helpers.py: kill_at_step` sets both."""
 
 import os
 import sys
