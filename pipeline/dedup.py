@@ -62,7 +62,7 @@ from pydantic import Field, model_validator
 
 from pipeline.config import Config
 from pipeline.documents import TEXT_TYPES, check_documents, read_documents
-from pipeline.minhash import MinHasher, band_keys, word_shingles, words
+from pipeline.minhash import MinHasher, band_keys, words
 from pipeline.runner import Stage, StageError, TaskContext
 from pipeline.storage import InputFile
 
@@ -249,7 +249,7 @@ class DedupStage(Stage):
                 break
             texts = [t or "" for t in batch["text"].to_pylist()]
             keys = np.array([doc_key(part, start + i) for i in range(batch.num_rows)], dtype=np.int64)
-            shingles = [np.unique(hasher.hash_shingles(word_shingles(t, c.ngram))) for t in texts]
+            shingles = [np.unique(h) for h in hasher.shingle_hashes(texts, c.ngram)]
             exact = exact_keys(texts)
             side_batches.append(pa.Table.from_arrays(
                 [pa.array(keys), batch["doc_id"], batch["score"], batch["date"], pa.array(exact, pa.uint64()),
