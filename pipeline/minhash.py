@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import accumulate
 from typing import Literal
 
@@ -52,6 +52,9 @@ _XXH_LANES = [np.uint32(v) for v in ((2654435761 + 2246822519) & 0xFFFFFFFF, 224
 # to a space; bytes >= 0x80 come only from texts already normalised, where they are word characters
 _ASCII_WORD_BYTES = bytes(
     b + 32 if 65 <= b <= 90 else b if chr(b).isalnum() or b in (0, 95) or b >= 128 else 32 for b in range(256))
+
+# characters of text per shingle_spans call (about 1M shingles of 60 bytes of index arrays)
+_GROUP_CHARS = 4 << 20
 
 ShingleHash = Literal["xxh32", "sha1"]
 Scheme = Literal["affine32", "legacy"]
@@ -202,6 +205,17 @@ def _fmix32(hv: np.ndarray) -> np.ndarray:
     return hv
 
 
+def _groups(texts: Sequence[str], max_chars: int) -> Iterator[Sequence[str]]:
+    start = size = 0
+    for i, text in enumerate(texts):
+        if size and size + len(text) > max_chars:
+            yield texts[start:i]
+            start, size = i, 0
+        size += len(text)
+    if start < len(texts) or not texts:
+        yield texts[start:]
+
+
 class MinHasher:
     """Signatures of many documents at once, equal to datasketch's MinHash with the same parameters."""
 
@@ -220,14 +234,23 @@ class MinHasher:
         return np.fromiter((hashfunc(s) for s in shingles), dtype=np.uint32, count=len(shingles))
 
     def text_hashes(self, texts: Sequence[str], ngram: int = 5) -> tuple[np.ndarray, np.ndarray]:
-        """The 32-bit hashes of every text's word n-grams (`word_shingles`), flat, and each text's offsets in them."""
-        buffer, starts, lengths, offsets = shingle_spans(texts, ngram)
-        return self.span_hash(buffer, starts, lengths), offsets
+        """The 32-bit hashes of every text's word n-grams (`word_shingles`), flat, and each text's offsets in them.
+
+        Texts go through `shingle_spans` in groups of about `_GROUP_CHARS` characters: its index arrays take some
+        60 bytes per shingle, so a group bounds them (a batch of long documents would otherwise hold hundreds of MB).
+        """
+        hashes, counts = [], [np.zeros(1, np.int64)]
+        for group in _groups(texts, _GROUP_CHARS):
+            buffer, starts, lengths, offsets = shingle_spans(group, ngram)
+            hashes.append(self.span_hash(buffer, starts, lengths))
+            counts.append(np.diff(offsets))
+        flat = np.concatenate(hashes) if hashes else np.zeros(0, np.uint32)
+        return flat, np.cumsum(np.concatenate(counts))
 
     def shingle_hashes(self, texts: Sequence[str], ngram: int = 5) -> list[np.ndarray]:
         """Per text, `hash_shingles(word_shingles(text, ngram))`."""
         hashes, offsets = self.text_hashes(texts, ngram)
-        return np.split(hashes, offsets[1:-1])
+        return np.split(hashes, offsets[1:-1]) if len(texts) else []
 
     def _permuted(self, hashes: np.ndarray) -> np.ndarray:
         """(num_perm, len(hashes)) permuted values of 32-bit shingle hashes."""

@@ -89,11 +89,16 @@ def test_span_hashes_equal_the_per_shingle_functions():
     assert len(xxh32_spans(b"", np.zeros(0, np.int64), np.zeros(0, np.int64))) == 0
 
 
-def test_shingle_hashes_per_text():
+@pytest.mark.parametrize("group_chars", [1, 2000, 1 << 22])  # one text per group, a few, all in one
+def test_shingle_hashes_per_text(monkeypatch, group_chars):
+    monkeypatch.setattr(minhash, "_GROUP_CHARS", group_chars)
     texts = random_texts(20, 9) + ODD_TEXTS
     hasher = MinHasher()
-    for text, hashes in zip(texts, hasher.shingle_hashes(texts)):
-        assert np.array_equal(hashes, hasher.hash_shingles(word_shingles(text)))
+    hashes = hasher.shingle_hashes(texts)
+    assert len(hashes) == len(texts)
+    for text, text_hashes in zip(texts, hashes):
+        assert np.array_equal(text_hashes, hasher.hash_shingles(word_shingles(text)))
+    assert hasher.shingle_hashes([]) == []
 
 
 def test_sha1_default_is_datasketchs_own():
