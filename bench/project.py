@@ -33,7 +33,6 @@ TOKENS = 9e9
 SUBMISSIONS = 450e6  # submission records in the Pushshift dumps up to December 2017 (order of magnitude)
 DUMP_FILES = 151  # monthly RS_ files, 2005-06 .. 2017-12
 RECORD_BYTES = 3.3e3  # a 2020s submission record, as jobs/dumpgen.py generates them (older ones are smaller)
-PAGE_BYTES = 167e3  # HTML per fetched page: the scrapinghub pages' mean (FACTS.md: 10 MB/s at 60 pages/s)
 PRE_DEDUP_TEXT = LINKS * TEXT_BYTES / DOCUMENTS  # text of every link's page, at WebText's mean document size
 HOURS = 24
 CORES_PER_NODE = 32  # c6i.8xlarge (cluster.yaml)
@@ -77,6 +76,7 @@ def per_unit(data: dict, stage: str) -> dict:
     out = {"cpu_per_unit": f("cpu_s") / units, "written_per_unit": f("bytes_written") / units,
            "unit": f("unit"), "objects_per_task": (f("files_written") - f("work_files")) / max(f("tasks"), 1)}
     if stage in ("extract", "filter", "dedup", "tokenize"):
+        out["input_bytes_per_unit"] = f("input_bytes") / units
         out["cpu_per_byte"] = f("cpu_s") / f("input_bytes")
         out["written_per_byte"] = f("bytes_written") / f("input_bytes")
     return out
@@ -105,9 +105,10 @@ def projection(data: dict) -> list[dict]:
     crawl_tasks = math.ceil(LINKS / CRAWL_URLS_PER_BUCKET)
     row("crawl", LINKS, "URLs", LINKS * u["crawl"]["cpu_per_unit"], LINKS * u["crawl"]["written_per_unit"],
         crawl_tasks * (1 + u["crawl"]["objects_per_task"]), "CPU only: wall time is politeness and latency")
-    html = LINKS * PAGE_BYTES
-    row("extract", html, "HTML bytes", html * u["extract"]["cpu_per_byte"], html * u["extract"]["written_per_byte"],
-        crawl_tasks * (2 + u["extract"]["objects_per_task"]), "one task per crawl part")
+    page_bytes = u["extract"]["input_bytes_per_unit"]
+    row("extract", LINKS, "pages", LINKS * u["extract"]["cpu_per_unit"], LINKS * u["extract"]["written_per_unit"],
+        crawl_tasks * (2 + u["extract"]["objects_per_task"]),
+        f"per page of the local web ({page_bytes / 1e3:.0f} kB); real pages cost more (FACTS.md: 60 pages/s per core)")
     row("filter", PRE_DEDUP_TEXT, "text bytes", PRE_DEDUP_TEXT * u["filter"]["cpu_per_byte"],
         PRE_DEDUP_TEXT * u["filter"]["written_per_byte"], crawl_tasks * (1 + u["filter"]["objects_per_task"]),
         "every link's page a document: an upper bound")
@@ -150,7 +151,7 @@ def table(rows: list[dict]) -> str:
         "(section 5 above).",
         "",
         f"Assumed, not measured: {human(SUBMISSIONS)} submission records in {DUMP_FILES} monthly dumps up to 2017; "
-        f"{PAGE_BYTES / 1e3:.0f} kB of HTML per page (the scrapinghub pages' mean); every one of the "
+        "every one of the "
         f"{human(LINKS)} links fetched and kept until dedup ({human(PRE_DEDUP_TEXT, 'B')} of text at WebText's "
         f"{TEXT_BYTES / DOCUMENTS / 1e3:.0f} kB per document), an upper bound; S3 requests count one PUT per "
         "object written and one GET per object read, with the default task sizes (20,000 URLs per crawl task, "

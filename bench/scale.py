@@ -10,7 +10,7 @@ size where the chain allows it):
   default config (one shuffle bucket per 256 MB of input);
 - tokenize: dedup's output at that size.
 Each (stage, size) runs in a child process (`run_stage`, executor local, one core): its CPU seconds, peak RSS
-(ru_maxrss), RSS before the stage (imports done), bytes and files it wrote (`_work/` kept and counted) and its
+(VmHWM), RSS before the stage (imports done), bytes and files it wrote (`_work/` kept and counted) and its
 funnel. Throughput is input units per CPU-second (per core); its ratio at 16x to 1x should be >= 0.85 for
 every stage (fixed costs of a run, such as trafilatura's first-page setup, favour the large sizes; a cost that
 grows faster than the input shows as a ratio below 1). Peak RSS at 16x over 1x should be <= 1.25 where the
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,10 +39,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 SIZES = (1, 4, 16)
-BASE_RECORDS = 20_000
+BASE_RECORDS = 10_000
 BASE_HOSTS = 100
-PAGES_PER_HOST = 3
-BASE_DEDUP_DOCS = 2_000
+PAGES_PER_HOST = 2
+BASE_DEDUP_DOCS = 1_000
 DEDUP_PART_DOCS = 50_000
 QUICK = {"records": 500, "hosts": 5, "pages": 2, "dedup_docs": 150}
 STAGES = ("urls", "crawl", "extract", "filter", "dedup", "tokenize")
@@ -52,9 +51,12 @@ RESULTS = REPO / "bench" / "results"
 
 # -- the child: one stage at one size -----------------------------------------------------------------------------
 
-def _current_rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(field: str) -> int:
+    """VmRSS (now) or VmHWM (peak) of this process. Not ru_maxrss: Linux carries that over from the parent at
+    fork and keeps it across exec, so a child would report at least the bench's own RSS."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
 
 
 def child(spec: dict) -> dict:
@@ -64,13 +66,12 @@ def child(spec: dict) -> dict:
 
     stage = stage_of(spec["stage"], spec.get("config", {}))
     inputs = expand_inputs(spec["inputs"])
-    baseline = _current_rss()
+    baseline = _status_bytes("VmRSS")
     wall, cpu = time.perf_counter(), time.process_time()
     result = run_stage(stage, inputs, spec["out"], RunOptions(executor="local", quiet=True, force=True,
                                                               keep_work=True))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"cpu_s": cpu, "wall_s": wall, "peak_rss": usage.ru_maxrss * 1024, "baseline_rss": baseline,
+    return {"cpu_s": cpu, "wall_s": wall, "peak_rss": _status_bytes("VmHWM"), "baseline_rss": baseline,
             "funnel": result.funnel, **written(Path(spec["out"]) / stage.name)}
 
 

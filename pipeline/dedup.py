@@ -27,6 +27,11 @@ Phases (P input parts, S shuffle buckets, B bands), each a list of independent r
    it does not grow with documents that have no duplicate.
 5. `write` (P tasks): part p minus its dropped documents; the dropped ones to `_rejected/`.
 
+Memory is not flat in the input, by design, in two places (bench/scale.py measures the stage at 1x-16x):
+`components` grows with the documents that have a duplicate (above), and a `candidates` task holds one shuffle
+bucket, which grows with the input until there is more than one bucket (`bucket_bytes`: 256 MB of text). The
+other phases hold one part, or one batch of it, at a time.
+
 How this handles 10^8 documents on a cluster (about 1 TB of text in some 2,000 parts of 50k documents):
 - Measured here (bench/dedup.py, one core, all five phases): about 4,000 docs/s end to end on 20k planted
   documents, of which signatures run at about 8,000 docs/s; peak RSS about 330-700 MB.

@@ -40,8 +40,9 @@ def test_projection_arithmetic(tmp_path):
     assert rows["crawl"]["core_hours"] == pytest.approx(project.LINKS * 2.0 / 1000 / 3600)
     assert rows["crawl"]["bytes"] == pytest.approx(project.LINKS * 1e6 / 1000)
     assert rows["urls"]["core_hours"] == pytest.approx(project.SUBMISSIONS * 2.0 / 1000 / 3600)
+    assert rows["extract"]["core_hours"] == pytest.approx(project.LINKS * 2.0 / 1000 / 3600)
     # per byte of input for the text stages
-    assert rows["extract"]["core_hours"] == pytest.approx(project.LINKS * project.PAGE_BYTES * 2.0 / 4e6 / 3600)
+    assert rows["filter"]["core_hours"] == pytest.approx(project.PRE_DEDUP_TEXT * 2.0 / 4e6 / 3600)
     assert rows["tokenize"]["core_hours"] == pytest.approx(project.TEXT_BYTES * 2.0 / 4e6 / 3600)
     assert rows["tokenize"]["bytes"] == pytest.approx(project.TEXT_BYTES * 1e6 / 4e6)
     # dedup: CPU and the _work/ shuffle from the 10^6 run, the output from the scale run
