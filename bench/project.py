@@ -36,6 +36,9 @@ RECORD_BYTES = 3.3e3  # a 2020s submission record, as jobs/dumpgen.py generates 
 PRE_DEDUP_TEXT = LINKS * TEXT_BYTES / DOCUMENTS  # text of every link's page, at WebText's mean document size
 HOURS = 24
 CORES_PER_NODE = 32  # c6i.8xlarge (cluster.yaml)
+FETCH_SECONDS = 0.5  # assumed mean time of one fetch on the internet (the local web answers in about 1 ms)
+MIN_DELAY_S = 1.0  # the crawl's default delay between two requests to one host
+GLOBAL_CONCURRENCY = 64  # the crawl's default requests in flight per task
 # Default task sizes of the stages (their configs), for the number of objects written and read:
 URLS_BUCKET_RAW_BYTES = 512 << 20
 CRAWL_URLS_PER_BUCKET = 20_000
@@ -134,6 +137,9 @@ def human(n: float, unit: str = "") -> str:
 def table(rows: list[dict]) -> str:
     total_hours = sum(r["core_hours"] for r in rows)
     cores = total_hours / HOURS
+    pages_per_s = LINKS / (HOURS * 3600)
+    hosts = pages_per_s * max(FETCH_SECONDS, MIN_DELAY_S)  # a host serves one request per min_delay_s at most
+    crawl_tasks = math.ceil(pages_per_s * FETCH_SECONDS / GLOBAL_CONCURRENCY)  # requests in flight / per task
     lines = [
         "| stage | input at WebText scale | core-hours | bytes written | S3 requests | |",
         "|---|---|---:|---:|---:|---|",
@@ -146,9 +152,11 @@ def table(rows: list[dict]) -> str:
     lines += [
         "",
         f"CPU to finish the corpus in {HOURS} h: {cores:,.1f} cores, i.e. {math.ceil(cores / CORES_PER_NODE)} "
-        f"c6i.8xlarge ({CORES_PER_NODE} cores) for the CPU alone. The crawl's wall time is not CPU: each host is "
-        "fetched politely by the one task that owns it, so the hosts in flight at once, not the cores, set it "
-        "(section 5 above).",
+        f"c6i.8xlarge ({CORES_PER_NODE} cores) for the CPU alone. The crawl's wall time is not CPU: {human(LINKS)} "
+        f"links in {HOURS} h are {pages_per_s:,.0f} pages/s; with one request per host every {MIN_DELAY_S:.0f} s "
+        f"(`min_delay_s`) and ~{FETCH_SECONDS} s a fetch, that is at least {hosts:,.0f} hosts busy at every moment "
+        f"and {pages_per_s * FETCH_SECONDS:,.0f} requests in flight, {crawl_tasks} crawl tasks at the default "
+        f"{GLOBAL_CONCURRENCY} each (a host with many links takes longer: one task owns each host).",
         "",
         f"Assumed, not measured: {human(SUBMISSIONS)} submission records in {DUMP_FILES} monthly dumps up to 2017; "
         "every one of the "

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -265,9 +266,12 @@ def report_sizes(figures: dict) -> list[str]:
     return results
 
 
-def dedup_million(tmp: Path, quick: bool, sizes: tuple[int, int] | None = None) -> tuple[dict, list[str]]:
-    sizes = sizes or ((10_000, 100_000) if quick else (100_000, 1_000_000))
-    figures = {}
+def dedup_million(tmp: Path, quick: bool, sizes: list[int] | None = None) -> tuple[dict, list[str]]:
+    """Dedup alone at each size; sizes already in the results file are kept (one size at a time can be added)."""
+    sizes = sizes or ([10_000, 100_000] if quick else [100_000, 1_000_000])
+    saved = RESULTS / ("dedup_million.quick.json" if quick else "dedup_million.json")
+    figures = json.loads(saved.read_text())["figures"] if saved.exists() else {}
+    figures = {int(n): f for n, f in figures.items() if int(n) not in sizes}
     for n in sizes:
         parts = max(1, n // DEDUP_PART_DOCS)
         docs = tmp / f"docs_{n}"
@@ -282,10 +286,9 @@ def dedup_million(tmp: Path, quick: bool, sizes: tuple[int, int] | None = None) 
         print(f"  wall {run['wall_s']:.0f}s cpu {run['cpu_s']:.0f}s peak {run['peak_rss'] / 2**20:.0f} MiB "
               f"_work {run['work_bytes'] / 1e6:.0f} MB in {run['work_files']} files; funnel {run['funnel']}",
               flush=True)
-        import shutil
-
         shutil.rmtree(docs)
         shutil.rmtree(tmp / f"out_{n}")
+    sizes = sorted(figures)[-2:]  # the largest against the one before it
     small, large = (figures[n] for n in sizes)
     growth = sizes[1] / sizes[0]
     results = [
@@ -311,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI-size inputs: checks the bench runs, measures little")
     parser.add_argument("--dedup-million", action="store_true", help="dedup alone at 10^5 and 10^6 documents")
-    parser.add_argument("--sizes", type=int, nargs=2, metavar="N", help="--dedup-million: the two sizes "
-                        "(default 100000 1000000)")
+    parser.add_argument("--sizes", type=int, nargs="+", metavar="N", help="--dedup-million: the sizes to run "
+                        "(default 100000 1000000; others already measured are kept)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
