@@ -27,6 +27,11 @@ Phases (P input parts, S shuffle buckets, B bands), each a list of independent r
    it does not grow with documents that have no duplicate.
 5. `write` (P tasks): part p minus its dropped documents; the dropped ones to `_rejected/`.
 
+Memory is not flat in the input, by design, in two places (bench/scale.py measures the stage at 1x-16x):
+`components` grows with the documents that have a duplicate (above), and a `candidates` task holds one shuffle
+bucket, which grows with the input until there is more than one bucket (`bucket_bytes`: 256 MB of text). The
+other phases hold one part, or one batch of it, at a time.
+
 How this handles 10^8 documents on a cluster (about 1 TB of text in some 2,000 parts of 50k documents):
 - Measured here (bench/dedup.py, one core, all five phases): about 4,000 docs/s end to end on 20k planted
   documents, of which signatures run at about 8,000 docs/s; peak RSS about 330-700 MB.
@@ -63,7 +68,7 @@ from pydantic import Field, model_validator
 from pipeline.config import Config
 from pipeline.documents import CORE_COLUMNS, TEXT_TYPES, check_documents, read_documents
 from pipeline.layout import CLUSTERS
-from pipeline.minhash import MinHasher, band_keys, word_shingles, words
+from pipeline.minhash import MinHasher, band_keys, words
 from pipeline.records import Rows
 from pipeline.runner import Phase, Stage, StageError, TaskContext
 from pipeline.storage import InputFile
@@ -285,7 +290,7 @@ class DedupStage(Stage):
                 break
             texts = [t or "" for t in batch["text"].to_pylist()]
             keys = np.array([doc_key(part, start + i) for i in range(batch.num_rows)], dtype=np.int64)
-            shingles = [np.unique(hasher.hash_shingles(word_shingles(t, c.ngram))) for t in texts]
+            shingles = [np.unique(h) for h in hasher.shingle_hashes(texts, c.ngram)]
             exact = exact_keys(texts)
             side_batches.append(pa.Table.from_arrays(
                 [pa.array(keys), batch["doc_id"], batch["score"], batch["date"], pa.array(exact, pa.uint64()),

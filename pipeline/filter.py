@@ -6,6 +6,8 @@ One task per document part, rules in this order, the first broken one named in t
 2. `min_tokens`: at least 128 GPT-2 BPE tokens (pipeline/tokenizer.py, tiktoken offline), OpenWebText's rule;
 3. the quality rules of pipeline/quality.py (Gopher / C4 style), each its own reason.
 Every dropped document is kept whole in `_rejected/` with `reason` and `detail` (the measured value and limit).
+Memory: a task reads its whole part, so it grows with the part (bench/scale.py: 1.27x for a part 16x larger),
+not with the number of parts; parts are bounded upstream (one per crawl task of `urls_per_bucket` URLs).
 
 Input: any Parquet documents with a `text` column; `lang` and `lang_score` are filled by detection where absent
 or null; every other column is passed through as it is, types included. The files are checked when the stage plans.
