@@ -84,16 +84,18 @@ def stage_of(name: str, config: dict):
 
 
 def written(directory: Path) -> dict:
-    """Bytes and files under a stage's output: all of it, and its `_work/` (intermediate) part."""
+    """Bytes and files under a stage's output: all of it, and its work area (intermediate files)."""
+    from pipeline.runner import TASKS_DIR, WORK_DIR
+
     total = work = n_files = n_work = n_tasks = 0
     for path in directory.rglob("*"):
         if path.is_file():
             size = path.stat().st_size
             total, n_files = total + size, n_files + 1
             parts = path.relative_to(directory).parts
-            if "_work" in parts:
+            if WORK_DIR in parts:
                 work, n_work = work + size, n_work + 1
-            n_tasks += parts[0] == "_tasks"
+            n_tasks += parts[0] == TASKS_DIR
     return {"bytes_written": total, "files_written": n_files, "work_bytes": work, "work_files": n_work,
             "tasks": n_tasks}
 

@@ -84,7 +84,7 @@ def test_span_hashes_equal_the_per_shingle_functions():
     expected = np.array([xxhash.xxh32_intdigest(buffer[s : s + l]) for s, l in zip(starts, lengths)], np.uint32)
     assert np.array_equal(xxh32_spans(buffer, starts, lengths), expected)
     few = slice(0, 2000)
-    expected = np.array([sha1_hash32(buffer[s : s + l]) for s, l in zip(starts[few], lengths[few])], np.uint32)
+    expected = np.array([sha1_hash32(buffer[s : s + n]) for s, n in zip(starts[few], lengths[few])], np.uint32)
     assert np.array_equal(sha1_spans(buffer, starts[few], lengths[few]), expected)
     assert len(xxh32_spans(b"", np.zeros(0, np.int64), np.zeros(0, np.int64))) == 0
 
