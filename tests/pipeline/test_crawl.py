@@ -101,7 +101,7 @@ def test_rerun_is_skipped_and_bad_input_is_one_line(web, live, tmp_path, capsys)
     rc = cli(["crawl", "--urls", str(tmp_path / "nothing"), "--out", str(tmp_path), "--executor", "local"])
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "nothing" in err[0]
+    assert len(err) == 2 and "nothing" in err[0] and err[1].startswith("webtext: what to do: ")
     rc = cli(["crawl", "--urls", str(root / "urls"), "--out", str(tmp_path), "--executor", "local",
               "--set", "global_concurrency=0"])
     assert rc == 2 and "global_concurrency" in capsys.readouterr().err

@@ -81,7 +81,7 @@ def test_span_hashes_equal_the_per_shingle_functions():
     starts = np.array([rng.randrange(len(buffer)) for _ in range(3 * minhash._CHUNK_SPANS)])  # several chunks
     lengths = np.array([rng.choice([rng.randrange(60), rng.randrange(1000)]) for _ in starts])
     lengths = np.minimum(lengths, len(buffer) - starts)  # some end at the buffer's last byte
-    expected = np.array([xxhash.xxh32_intdigest(buffer[s : s + l]) for s, l in zip(starts, lengths)], np.uint32)
+    expected = np.array([xxhash.xxh32_intdigest(buffer[s : s + n]) for s, n in zip(starts, lengths)], np.uint32)
     assert np.array_equal(xxh32_spans(buffer, starts, lengths), expected)
     few = slice(0, 2000)
     expected = np.array([sha1_hash32(buffer[s : s + n]) for s, n in zip(starts[few], lengths[few])], np.uint32)
