@@ -286,7 +286,7 @@ def dedup_million(tmp: Path, quick: bool, sizes: list[int] | None = None) -> tup
                       "generate_s": generated}
         save("dedup_million", figures, quick)  # after each size: a 10^6 run cut short keeps 10^5
         print(f"  wall {run['wall_s']:.0f}s cpu {run['cpu_s']:.0f}s peak {run['peak_rss'] / 2**20:.0f} MiB "
-              f"_work {run['work_bytes'] / 1e6:.0f} MB in {run['work_files']} files; funnel {run['funnel']}",
+              f"work area {run['work_bytes'] / 1e6:.0f} MB in {run['work_files']} files; funnel {run['funnel']}",
               flush=True)
         shutil.rmtree(docs)
         shutil.rmtree(tmp / f"out_{n}")

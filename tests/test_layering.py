@@ -113,7 +113,8 @@ def test_the_check_sees_every_kind_of_import(tmp_path):
 
 def _declared_literals(path: Path) -> dict[str, str]:
     """repr(value) -> name of each module-level constant of `path` that names something: a string, a tuple or list of
-    strings, or an integer of 256 or more (a vocabulary size, a token id: two such in two modules are one fact)."""
+    strings, or an integer of 256 or more (a vocabulary size, a token id: two such in two modules are one fact) that
+    is not a power of two (buffer and chunk sizes are powers of two by habit, and two of them say two things)."""
     found = {}
     for node in ast.parse(path.read_text()).body:
         if not isinstance(node, (ast.Assign, ast.AnnAssign)) or node.value is None:
@@ -123,7 +124,7 @@ def _declared_literals(path: Path) -> dict[str, str]:
         except ValueError:
             continue
         strings = isinstance(value, (tuple, list)) and value and all(isinstance(v, str) for v in value)
-        if (isinstance(value, str) and value) or strings or (type(value) is int and abs(value) >= 256):
+        if (isinstance(value, str) and value) or strings or (type(value) is int and abs(value) >= 256 and abs(value) & (abs(value) - 1)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             found[repr(tuple(value) if strings else value)] = ", ".join(ast.unparse(t) for t in targets)
     return found
