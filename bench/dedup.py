@@ -16,10 +16,8 @@ Ends with RESULT lines (see DESIGN.md).
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from stage_child import run_child  # noqa: E402  (bench/, beside this script)
 
 REPEATS = 3
 N_SIGNATURE_DOCS = 3000
@@ -110,23 +110,6 @@ def quality(planted: list[dict], docs: Path, out: Path, **config) -> dict:
     return report
 
 
-def end_to_end_in_child(docs: Path, out: Path) -> dict:
-    code = f"""
-import json, resource, time
-from pipeline.dedup import DedupConfig, DedupStage
-from pipeline.runner import RunOptions, run_stage
-from pipeline.storage import expand_inputs
-t = time.process_time()
-r = run_stage(DedupStage(DedupConfig()), expand_inputs([{str(docs)!r}]), {str(out)!r},
-              RunOptions(executor="local", quiet=True, force=True))
-print(json.dumps({{"elapsed": time.process_time() - t, "funnel": r.funnel,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
-"""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     from jobs.fixtures.dupgen import planted_corpus, write_parts
 
@@ -152,9 +135,10 @@ def main() -> None:
 
         big = planted_corpus(n_families=1500, n_singletons=10_000, seed=12)
         write_parts(big, tmp / "big", 4)
-        runs = [end_to_end_in_child(tmp / "big", tmp / "e2e") for _ in range(REPEATS)]
-        docs_per_s = statistics.median(len(big) / r["elapsed"] for r in runs)
-        peak = max(r["peak_mb"] for r in runs)
+        runs = [run_child({"stage": "dedup", "inputs": [str(tmp / "big")], "out": str(tmp / "e2e")})
+                for _ in range(REPEATS)]
+        docs_per_s = statistics.median(len(big) / r["cpu_s"] for r in runs)
+        peak = max(r["peak_rss"] for r in runs) / 2**20
         print(f"\nend to end: {len(big):,} documents, 4 parts, one core: {docs_per_s:,.0f} docs/s, peak {peak:.0f} MB")
         print(f"  funnel {runs[0]['funnel']}")
 

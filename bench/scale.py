@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from stage_child import run_child  # noqa: E402  (bench/, beside this script)
 
 SIZES = (1, 4, 16)
 BASE_RECORDS = 10_000
@@ -48,65 +49,6 @@ DEDUP_PART_DOCS = 50_000
 QUICK = {"records": 500, "hosts": 5, "pages": 2, "dedup_docs": 150}
 STAGES = ("urls", "crawl", "extract", "filter", "dedup", "tokenize")
 RESULTS = REPO / "bench" / "results"
-
-
-# -- the child: one stage at one size -----------------------------------------------------------------------------
-
-def _status_bytes(field: str) -> int:
-    """VmRSS (now) or VmHWM (peak) of this process. Not ru_maxrss: Linux carries that over from the parent at
-    fork and keeps it across exec, so a child would report at least the bench's own RSS."""
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith(field + ":"))
-    return int(line.split()[1]) * 1024
-
-
-def child(spec: dict) -> dict:
-    """Run one stage as `spec` says and measure it (this process does nothing else)."""
-    from pipeline.runner import RunOptions, run_stage
-    from pipeline.storage import expand_inputs
-
-    stage = stage_of(spec["stage"], spec.get("config", {}))
-    inputs = expand_inputs(spec["inputs"])
-    baseline = _status_bytes("VmRSS")
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = run_stage(stage, inputs, spec["out"], RunOptions(executor="local", quiet=True, force=True,
-                                                              keep_work=True))
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return {"cpu_s": cpu, "wall_s": wall, "peak_rss": _status_bytes("VmHWM"), "baseline_rss": baseline,
-            "funnel": result.funnel, **written(Path(spec["out"]) / stage.name)}
-
-
-def stage_of(name: str, config: dict):
-    from jobs.build_corpus import CorpusConfig, corpus_stages
-
-    full = CorpusConfig(**{name: config})
-    return next(s for s in corpus_stages(full) if s.name == name)
-
-
-def written(directory: Path) -> dict:
-    """Bytes and files under a stage's output: all of it, and its work area (intermediate files)."""
-    from pipeline.runner import TASKS_DIR, WORK_DIR
-
-    total = work = n_files = n_work = n_tasks = 0
-    for path in directory.rglob("*"):
-        if path.is_file():
-            size = path.stat().st_size
-            total, n_files = total + size, n_files + 1
-            parts = path.relative_to(directory).parts
-            if WORK_DIR in parts:
-                work, n_work = work + size, n_work + 1
-            n_tasks += parts[0] == TASKS_DIR
-    return {"bytes_written": total, "files_written": n_files, "work_bytes": work, "work_files": n_work,
-            "tasks": n_tasks}
-
-
-def run_child(spec: dict) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], cwd=REPO, env=env,
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{spec['stage']} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # -- inputs -------------------------------------------------------------------------------------------------------
@@ -318,11 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dedup-million", action="store_true", help="dedup alone at 10^5 and 10^6 documents")
     parser.add_argument("--sizes", type=int, nargs="+", metavar="N", help="--dedup-million: the sizes to run "
                         "(default 100000 1000000; others already measured are kept)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
-        return 0
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         if args.dedup_million:

@@ -10,10 +10,8 @@ Ends with RESULT lines (see DESIGN.md).
 from __future__ import annotations
 
 import json
-import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +19,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from stage_child import run_child  # noqa: E402  (bench/, beside this script)
 
 N_RECORDS = 1_000_000
 REPEATS = 3
@@ -42,25 +42,6 @@ def bare_loop(path: Path) -> int:
     return n
 
 
-def stage_in_child(path: Path, out: Path) -> dict:
-    """Run the stage on one core in a fresh process; its elapsed time, funnel and peak RSS."""
-    code = f"""
-import json, resource, time
-from pipeline.runner import RunOptions, run_stage
-from pipeline.storage import expand_inputs
-from pipeline.urls import UrlsConfig, UrlsStage
-t = time.perf_counter()
-r = run_stage(UrlsStage(UrlsConfig()), expand_inputs([{str(path)!r}]), {str(out)!r},
-              RunOptions(executor="local", quiet=True, force=True))
-print(json.dumps({{"elapsed": time.perf_counter() - t, "funnel": r.funnel,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
-"""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                          check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     from jobs.fixtures.dumpgen import write_large_zst
 
@@ -74,27 +55,28 @@ def main() -> None:
             t = time.perf_counter()
             n = bare_loop(big)
             bare_rates.append(n / (time.perf_counter() - t))
-            run = stage_in_child(big, tmp / "out")
+            run = run_child({"stage": "urls", "inputs": [str(big)], "out": str(tmp / "out")})
             assert run["funnel"]["in"] == n
-            stage_rates.append(n / run["elapsed"])
+            stage_rates.append(n / run["wall_s"])
             print(f"  bare {bare_rates[-1]:,.0f} rec/s   stage {stage_rates[-1]:,.0f} rec/s   "
-                  f"peak {run['peak_mb']:.0f} MB")
-        small_run = stage_in_child(small, tmp / "out_small")
+                  f"peak {run['peak_rss'] / 2**20:.0f} MB")
+        small_run = run_child({"stage": "urls", "inputs": [str(small)], "out": str(tmp / "out_small")})
         old = write_large_zst(tmp / "RS_2005.zst", N_RECORDS // 2, seed=3, era="2005")
         t = time.perf_counter()
         n_old = bare_loop(old)
-        old_ratio = (time.perf_counter() - t) / stage_in_child(old, tmp / "out_2005")["elapsed"]
+        bare_s = time.perf_counter() - t
+        old_ratio = bare_s / run_child({"stage": "urls", "inputs": [str(old)], "out": str(tmp / "out_2005")})["wall_s"]
         print(f"2005-era records ({n_old:,}): stage / bare = {old_ratio:.2f}")
         bare, ours = statistics.median(bare_rates), statistics.median(stage_rates)
         # Each stage run is paired with the bare run just before it: the median of the pair ratios is robust to
         # the machine's load drifting between repeats.
         ratio = statistics.median(s / b for s, b in zip(stage_rates, bare_rates))
         print(f"funnel: {run['funnel']}")
-        print(f"peak RSS: {run['peak_mb']:.0f} MB at {N_RECORDS:,} records, "
-              f"{small_run['peak_mb']:.0f} MB at {N_RECORDS // 4:,}")
+        peak, small_peak = run["peak_rss"] / 2**20, small_run["peak_rss"] / 2**20
+        print(f"peak RSS: {peak:.0f} MB at {N_RECORDS:,} records, {small_peak:.0f} MB at {N_RECORDS // 4:,}")
         print(f"records/s (medians): stage {ours:,.0f}, bare {bare:,.0f}")
         print(f"RESULT urls_vs_bare={ratio:.2f} goal>=0.8")
-        print(f"RESULT urls_peak_growth_4x_input={run['peak_mb'] / small_run['peak_mb']:.2f} goal<=1.25")
+        print(f"RESULT urls_peak_growth_4x_input={peak / small_peak:.2f} goal<=1.25")
 
 
 if __name__ == "__main__":
