@@ -69,7 +69,7 @@ def run_location(source: str, resolved) -> str:
     itself, or for a URI the remote run (its metrics are read there, not mirrored)."""
     if not resolved.remote:
         return str(resolved.run_dir)
-    from training.storage import base_name, parent_uri
+    from pipeline.storage import base_name, parent_uri
 
     name = base_name(source)
     if name.startswith("step_"):
