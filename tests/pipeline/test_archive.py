@@ -7,6 +7,7 @@ import asyncio
 import gzip
 import json
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -240,6 +241,22 @@ def test_wayback_raw_replay_of_the_closest_capture(wayback):
     assert (old.outcome, old.source) == ("not_archived", "lost") and "no capture within 60 days" in old.error
     assert never.outcome == "not_archived"
     assert loop.outcome == "too_many_redirects" and "loop" in loop.error
+
+
+def test_a_wayback_built_from_relative_paths_serves_them(tmp_path, monkeypatch):
+    """`make demo` passes its output as a relative path: pywb, run in its own directory, must still find the WARCs."""
+    if not pywb_available():
+        pytest.skip("pywb's environment (.venv/pywb) is absent: run make install")
+    monkeypatch.chdir(tmp_path)
+    Path("out").mkdir()
+    write_warc(Path("out") / "captures.warc.gz", SNAPSHOTS)
+    server = LocalWayback(Path("out") / "pywb", {"web": [Path("out") / "captures.warc.gz"]})
+    server.start()
+    try:
+        (a,) = recover_all([server.archive("web")], [("http://gone.test/a", FIRST_UTC)])
+    finally:
+        server.stop()
+    assert (a.outcome, a.source, a.capture_time.timestamp()) == ("ok", "archive", time_of("20170610100000"))
 
 
 def test_ssrf_guard_applies_to_archive_requests(wayback):
