@@ -34,9 +34,8 @@ import pyarrow.parquet as pq
 
 from pipeline.archive.cdx import Capture, time_of, timestamp_of
 from pipeline.archive.config import ArchiveConfig, ArchiveSource
-from pipeline.archive.index_join import (CC_INDEX_SCHEMA, choose_captures, index_files, join_index, surt_key,
-                                         write_index)
-from jobs.fixtures.archives import LocalWayback, Snapshot, put_object, pywb_available, start_s3, write_warc
+from jobs.fixtures.archives import LocalWayback, Snapshot, put_object, pywb_available, start_s3, write_index, write_warc
+from pipeline.archive.index_join import CC_INDEX_SCHEMA, choose_captures, index_files, join_index, surt_key
 from pipeline.archive.records import fetch_capture
 from pipeline.archive.recover import Recoverer
 from pipeline.fetch import FetchConfig, Fetcher, HttpTransport

@@ -204,16 +204,3 @@ def captures_of(chosen: pa.Table, archive: str) -> dict[str, list]:
             url=row["capture_url"], status=row["fetch_status"], mime=row["content_mime_detected"] or "",
             filename=row["warc_filename"], offset=row["warc_record_offset"], length=row["warc_record_length"]))
     return found
-
-
-def write_index(root: str, crawl: str, rows: list[dict], row_group_size: int = 1000, files: int = 1) -> None:
-    """A columnar index in Common Crawl's layout and schema (for tests and the demo): rows sorted by key, split
-    into `files` files of row groups of `row_group_size`."""
-    fs, base = filesystem(root)
-    table = pa.Table.from_pylist(rows, schema=CC_INDEX_SCHEMA).sort_by("url_surtkey")
-    directory = f"{base.rstrip('/')}/crawl={crawl}/subset=warc"
-    fs.create_dir(directory, recursive=True)
-    per_file = -(-table.num_rows // files) if table.num_rows else 0
-    for i in range(files):
-        with fs.open_output_stream(f"{directory}/part-{i:05d}.parquet", compression=None) as f:
-            pq.write_table(table.slice(i * per_file, per_file), f, row_group_size=row_group_size)

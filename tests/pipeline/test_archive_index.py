@@ -13,9 +13,8 @@ import pytest
 
 from pipeline.archive.cdx import time_of
 from pipeline.archive.config import ArchiveConfig, ArchiveSource
-from pipeline.archive.index_join import (CC_INDEX_SCHEMA, index_files, join_index, surt_key, url_keys,
-                                         write_index)
-from jobs.fixtures.archives import Snapshot, put_object, write_warc
+from jobs.fixtures.archives import Snapshot, put_object, write_index, write_warc
+from pipeline.archive.index_join import CC_INDEX_SCHEMA, index_files, join_index, surt_key, url_keys
 from pipeline.crawl import CrawlConfig, CrawlStage
 from pipeline.runner import RunOptions, run_stage
 from pipeline.storage import expand_inputs, filesystem
