@@ -87,6 +87,20 @@ def start_ray_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     pytest.fail(f"ray start {' '.join(args)} exited before its runtime started:\n{''.join(said[-30:])}")
 
 
+def kill_when_written(command: list[str], root: Path, pattern: str, count: int, timeout_s: float) -> list[Path]:
+    """Run `command` (from the repository) and SIGKILL it once `count` files match `pattern` under `root` (or at
+    `timeout_s`); the matching files then, sorted: what a crash mid-run leaves behind."""
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and len(list(root.glob(pattern))) < count:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    return sorted(root.glob(pattern))
+
+
 def stop_ray_node(node: subprocess.Popen) -> None:
     """Through the node's own process group: `ray stop` would kill every Ray on the machine, the session's included."""
     os.killpg(node.pid, signal.SIGTERM)

@@ -28,7 +28,7 @@ from pipeline.storage import expand_inputs
 from pipeline.urlnorm import normalize_url
 from pipeline.config import ConfigError, load_config
 from pipeline.fetch import FetchConfig, FetchError, Fetcher, FetchResult, HttpTransport
-from tests.helpers import REPO
+from tests.helpers import REPO, kill_when_written
 
 FAST = dict(allow_networks=["127.0.0.0/8"], total_timeout_s=5, read_timeout_s=5, connect_timeout_s=2,
             backoff_base_s=0.05, retry_budget=1.0, min_delay_s=0.0)
@@ -406,9 +406,7 @@ def test_archive_source_takes_every_url_from_the_archives(web, wayback, tmp_path
 def test_an_archive_crawl_killed_and_rerun_asks_the_archive_only_for_unfinished_urls(wayback, tmp_path):
     """Archive lookups are checkpointed with the crawl's outcomes: after a SIGKILL, the rerun queries pywb's CDX
     API only for URLs with no outcome yet (or a redirect target of one), and every URL ends with one outcome."""
-    import os
     import re
-    import signal
     import subprocess
     import sys
     from pathlib import Path
@@ -429,16 +427,7 @@ def test_an_archive_crawl_killed_and_rerun_asks_the_archive_only_for_unfinished_
         return [unquote(u) for u in re.findall(r"GET /web/cdx\?url=([^&\s]+)", text)]
 
     before = len(log.read_text())
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(list(tmp_path.glob("out/crawl/_resume/*/*/seg-*.parquet"))) < 3:
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    segments = sorted(tmp_path.glob("out/crawl/_resume/*/*/seg-*.parquet"))
+    segments = kill_when_written(command, tmp_path, "out/crawl/_resume/*/*/seg-*.parquet", 3, 120)
     done = set(pa.concat_tables([pq.read_table(s) for s in segments])["url"].to_pylist())
     assert 3 <= len(done) < len(urls)
     time.sleep(0.5)  # pywb's log lines of the killed run's last requests

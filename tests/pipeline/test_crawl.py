@@ -6,11 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,7 +20,8 @@ from jobs.fixtures.localweb import LocalWeb
 from pipeline.crawl import CrawlConfig, CrawlStage, round_robin
 from pipeline.runner import RunOptions, StageError, run_stage
 from pipeline.storage import expand_inputs
-from tests.helpers import COMPARED, REPO, fast_settings, fetch_log, ok_payloads, warc_records, write_url_table
+from tests.helpers import (COMPARED, fast_settings, fetch_log, kill_when_written, ok_payloads, warc_records,
+                           write_url_table)
 
 # Outcomes with no complete response, hence nothing in the WARC for a replay to find.
 NOT_ARCHIVED = {"timeout", "read_error", "too_large", "decoded_too_large", "connect_error", "dns_error",
@@ -165,15 +162,7 @@ def test_resume_after_kill_fetches_only_unfinished_urls(web, tmp_path):
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "jobs.crawl", "--urls", str(tmp_path / "urls"), "--out", str(killed),
                "--executor", "local", *settings]
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(list(killed.glob("crawl/_resume/*/*/seg-*.parquet"))) < 3:
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    segments = sorted(killed.glob("crawl/_resume/*/*/seg-*.parquet"))
+    segments = kill_when_written(command, killed, "crawl/_resume/*/*/seg-*.parquet", 3, 60)
     assert len(segments) >= 3 and not (killed / "crawl" / "_manifest.json").exists()
     done = pa.concat_tables([pq.read_table(s) for s in segments])
     assert 0 < done.num_rows < len(pages)
