@@ -3,8 +3,10 @@ range fetches cost against the bare libraries underneath.
 
 Measured, in the same run (a moto S3 and, when `.venv/pywb` exists, pywb, all on 127.0.0.1):
 - recovery: RECOVER_URLS dead URLs, each with a right capture (200 HTML, closest to its first_utc) and decoys (a
-  closer 404, a later version, a PDF between): half in a pywb Wayback collection (CDX + id_ replay), half in a
-  Common Crawl columnar index + WARC in S3 (join + range reads); the share recovered with the planted capture;
+  closer 404, a later version, a PDF between); a tenth of them moved: their only capture is a 301 to the URL that
+  has those captures. Half in a pywb Wayback collection (CDX + id_ replay), half in a Common Crawl columnar index
+  (redirects and 404s in its crawldiagnostics subset, as Common Crawl files them) + WARC in S3 (join, redirect
+  rounds, range reads); the share recovered with the planted capture;
 - index join: `join_index` (SURT keys, footer prefilter, row groups of the URLs' hosts only, the choice) on one
   core against a bare pyarrow join of the same URL table with the whole index (read, hash join on url_surtkey,
   the same choice); URLs per second, and Arrow's peak memory of each in a fresh process for an index 4x larger;
@@ -21,7 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import asyncio
-import datetime as dt
 import os
 import random
 import statistics
@@ -34,8 +35,9 @@ import pyarrow.parquet as pq
 
 from pipeline.archive.cdx import Capture, time_of, timestamp_of
 from pipeline.archive.config import ArchiveConfig, ArchiveSource
-from jobs.fixtures.archives import LocalWayback, Snapshot, put_object, pywb_available, start_s3, write_index, write_warc
-from pipeline.archive.index_join import CC_INDEX_SCHEMA, choose_captures, index_files, join_index, surt_key
+from jobs.fixtures.archives import (LocalWayback, Snapshot, index_row, put_object, pywb_available, start_s3, write_index,
+                                    write_warc)
+from pipeline.archive.index_join import choose_captures, index_files, join_index, surt_key
 from pipeline.archive.records import fetch_capture
 from pipeline.archive.recover import Recoverer
 from pipeline.fetch import FetchConfig, Fetcher, HttpTransport
@@ -55,24 +57,21 @@ def html(text: str) -> bytes:
 
 
 def planted(i: int) -> tuple[str, list[Snapshot], str]:
-    """A dead URL's captures and the timestamp of the right one (random side and distance)."""
+    """A dead URL's captures and the timestamp of the right one (random side and distance); every tenth URL's
+    captures are its new URL's, and its own only capture a 301 there."""
     url = f"http://dead{i % 37}.test/page/{i}"
+    page = f"{url}/moved" if i % 10 == 9 else url
     right = FIRST + random.Random(i).choice([-1, 1]) * random.Random(i + 1).randint(1, 60) * DAY
     wrong = FIRST + (right - FIRST) * 3 + DAY
     between = (FIRST + right) // 2 if right != FIRST else FIRST
-    snaps = [Snapshot(url, timestamp_of(right), body=html(f"right {i}")),
-             Snapshot(url, timestamp_of(wrong), body=html(f"later {i}")),
-             Snapshot(url, timestamp_of(between), status=404, reason="Not Found", body=b"x"),
-             Snapshot(url, timestamp_of(between + 3600), body=b"%PDF", headers=[("Content-Type", "application/pdf")])]
+    snaps = [Snapshot(page, timestamp_of(right), body=html(f"right {i}")),
+             Snapshot(page, timestamp_of(wrong), body=html(f"later {i}")),
+             Snapshot(page, timestamp_of(between), status=404, reason="Not Found", body=b"x"),
+             Snapshot(page, timestamp_of(between + 3600), body=b"%PDF", headers=[("Content-Type", "application/pdf")])]
+    if page != url:
+        snaps.append(Snapshot(url, timestamp_of(FIRST + DAY), status=301, reason="Moved Permanently",
+                              headers=[("Content-Type", "text/html"), ("Location", page)]))
     return url, snaps, timestamp_of(right)
-
-
-def index_row(snap: Snapshot, offset: int, length: int, warc: str) -> dict:
-    mime = snap.headers[0][1].split(";")[0]
-    return {**dict.fromkeys(CC_INDEX_SCHEMA.names), "url_surtkey": surt_key(snap.url), "url": snap.url,
-            "fetch_time": dt.datetime.fromtimestamp(time_of(snap.timestamp), dt.timezone.utc),
-            "fetch_status": snap.status, "content_mime_detected": mime, "warc_filename": warc,
-            "warc_record_offset": offset, "warc_record_length": length}
 
 
 async def recover(archives: list[ArchiveSource], urls: list[str], table: pa.Table | None) -> list:
@@ -100,8 +99,10 @@ def bench_recovery(tmp: Path, s3) -> tuple[float, int]:
     spans = write_warc(tmp / "cc.warc.gz", cc_snaps)
     put_object(s3("commoncrawl/crawl-data/r.warc.gz"), (tmp / "cc.warc.gz").read_bytes())
     root = s3("commoncrawl/index-r/")
-    write_index(root, "CC-MAIN-2018-09", [index_row(s, o, n, "crawl-data/r.warc.gz") for s, (o, n) in
-                                          zip(cc_snaps, spans)], row_group_size=64)
+    rows = [index_row(s, o, n, "crawl-data/r.warc.gz") for s, (o, n) in zip(cc_snaps, spans)]
+    write_index(root, "CC-MAIN-2018-09", [r for r in rows if r["fetch_status"] == 200], row_group_size=64)
+    write_index(root, "CC-MAIN-2018-09", [r for r in rows if r["fetch_status"] != 200], row_group_size=64,
+                subset="crawldiagnostics")
     cc = ArchiveSource(name="commoncrawl", kind="commoncrawl", index=root, warc_prefix=s3("commoncrawl/"),
                        requests_per_s=1000)
     urls = [u for u, _, _ in plants[half:]]
@@ -139,7 +140,7 @@ def bare_join(urls: pa.Table, root: str, config: ArchiveConfig) -> pa.Table:
     for file in index_files(root):
         fs, path = filesystem(file.uri)
         with fs.open_input_file(path) as f:
-            index = pq.read_table(f, columns=["url_surtkey", "url", "fetch_time", "fetch_status",
+            index = pq.read_table(f, columns=["url_surtkey", "url", "fetch_time", "fetch_status", "fetch_redirect",
                                               "content_mime_detected", "warc_filename", "warc_record_offset",
                                               "warc_record_length"])
         index = index.rename_columns(["url_surtkey", "capture_url", *index.column_names[2:]])

@@ -50,6 +50,12 @@ REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 BINARY_MAGIC = (b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"%PDF", b"PK\x03\x04", b"\x1f\x8b", b"\x7fELF", b"RIFF")
 
 
+def redirect_target(base: str, location: str) -> str:
+    """Where a redirect from `base` with this `Location` leads (relative locations resolve against `base`, the
+    fragment dropped); ValueError if the location is not a URL."""
+    return str(URL(base).join(URL(location.strip())).with_fragment(None))
+
+
 class FetchConfig(Config):
     """How the crawler behaves on the network; every limit has a default suited to crawling strangers' sites."""
 
@@ -461,7 +467,7 @@ class Fetcher:
             if exchange.status in REDIRECT_STATUSES and location:
                 exchanges.append(exchange)
                 try:
-                    target = str(URL(current).join(URL(location.strip())).with_fragment(None))
+                    target = redirect_target(current, location)
                 except ValueError as err:
                     return FetchResult(url, "bad_url", final_url=current, status=exchange.status,
                                        error=f"bad Location {location!r}: {err}", attempt=attempt, exchanges=exchanges)
@@ -591,7 +597,7 @@ class Fetcher:
             location = exchange.header("Location")
             if exchange.status in REDIRECT_STATUSES and location:
                 try:
-                    current = str(URL(current).join(URL(location.strip())).with_fragment(None))
+                    current = redirect_target(current, location)
                 except ValueError as err:
                     return RobotsRules.from_error("bad_url", f"bad Location {location!r}: {err}"), exchanges
                 continue

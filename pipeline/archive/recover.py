@@ -8,7 +8,9 @@ page (status, content type, binary bytes), so `ok` means the same thing whatever
 
 An archive with a columnar index (Common Crawl's `index`) is not asked per URL: the recoverer joins all the URLs
 it may be asked about with the index when it is made (in `live+archive` that is before their live fetches: the
-scan costs row groups, not URLs), and takes the captures from the join.
+scan costs row groups, not URLs), and takes the captures from the join, redirect targets included (the join
+follows the index's `fetch_redirect` in rounds of its own); a target the join could not look up (crawls before
+CC-MAIN-2019-47 name none) is asked of the archive's CDX API, or ends as `archive_error` if it has none.
 
 The outcome when no archive had the page: `not_archived` (every archive answered, none has a usable capture), or
 the last archive's failure (e.g. `archive_error`, `timeout`); `error` names what each archive said.
@@ -21,13 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pyarrow as pa
-from yarl import URL
 
 from pipeline.archive.cdx import Capture, CdxClient, choose
 from pipeline.archive.config import ArchiveConfig, ArchiveSource
 from pipeline.archive.index_join import captures_of, join_index
 from pipeline.archive.records import archive_hosts, fetch_capture
-from pipeline.fetch import REDIRECT_STATUSES, FetchError, Fetcher, FetchResult
+from pipeline.fetch import REDIRECT_STATUSES, FetchError, Fetcher, FetchResult, redirect_target
 
 
 @dataclass
@@ -53,12 +54,13 @@ class Recoverer:
         self.fetcher, self.config = fetcher, config
         self.clients = [CdxClient(fetcher, archive, config) for archive in config.archives]
         self.requests = 0
-        self.indexed: dict[str, dict[str, list[Capture]]] = {}
+        self.indexed: dict[str, dict[tuple[str, int | None], list[Capture]]] = {}
         for archive in config.archives:
             if archive.index is not None and urls is not None:
                 crawls = [c for c in archive.collections if c] or None
-                chosen, _ = join_index(urls, archive.index, config, crawls)
-                self.indexed[archive.name] = captures_of(chosen, archive.name)
+                chosen, _ = join_index(urls, archive.index, config, crawls,
+                                       max_redirects=fetcher.config.max_redirects)
+                self.indexed[archive.name] = captures_of(urls, chosen, archive.name)
         for archive in config.archives:
             for host in archive_hosts(archive):
                 fetcher.host(f"{host}:0").pace.delay = 1.0 / archive.requests_per_s
@@ -95,9 +97,9 @@ class Recoverer:
         archive: ArchiveSource = client.archive
         current, seen, exchanges = url, {url}, []
         for _hop in range(self.fetcher.config.max_redirects + 1):
-            if archive.name in self.indexed:
-                captures = self.indexed[archive.name].get(current, [])
-            else:
+            if (current, first_utc) in self.indexed.get(archive.name, {}):
+                captures = self.indexed[archive.name][(current, first_utc)]
+            else:  # no index, or a redirect target the index does not name: the CDX API
                 captures, requests = await client.captures(current, first_utc)
                 self.requests += requests
             capture = choose(captures, first_utc, self.config)
@@ -111,7 +113,7 @@ class Recoverer:
             if capture.status in REDIRECT_STATUSES and location:
                 exchanges.append(exchange)
                 try:
-                    target = str(URL(capture.url).join(URL(location.strip())).with_fragment(None))
+                    target = redirect_target(capture.url, location)
                 except ValueError as err:
                     raise FetchError("bad_url", f"archived redirect to {location!r}: {err}") from None
                 if target in seen:
