@@ -202,16 +202,19 @@ def is_page(captures: pa.Table, config: ArchiveConfig) -> pa.ChunkedArray:
     return pc.fill_null(page, False)
 
 
+def is_redirect(captures: pa.Table) -> pa.ChunkedArray:
+    return pc.is_in(captures["fetch_status"], value_set=pa.array(REDIRECT_STATUSES, pa.int16()))
+
+
 def choose_captures(candidates: pa.Table, config: ArchiveConfig) -> pa.Table:
     """Per (url, first_utc), the status 200 HTML capture within the window closest to first_utc (ties: the earlier);
     with none, the closest redirect within the window (`cdx.choose`'s rule)."""
     page = is_page(candidates, config).to_numpy(zero_copy_only=False)
-    redirect = pc.is_in(candidates["fetch_status"], value_set=pa.array(REDIRECT_STATUSES, pa.int16()))
-    rank = np.where(page, 0, np.where(redirect.to_numpy(zero_copy_only=False), 1, 2))
+    rank = np.where(page, 0, np.where(is_redirect(candidates).to_numpy(zero_copy_only=False), 1, 2))
     table = candidates.append_column("rank", pa.array(rank, pa.int8())).filter(pa.array(rank < 2))
     if table.num_rows == 0:
         return CAPTURES_SCHEMA.empty_table()
-    seconds = table["fetch_time"].cast(pa.int64()).to_numpy() // 1_000_000
+    seconds = pc.cast(table["fetch_time"], pa.timestamp("s", tz="UTC"), safe=False).cast(pa.int64()).to_numpy()
     first = table["first_utc"].to_numpy(zero_copy_only=False)
     known = ~np.isnan(first.astype(float))
     distance = np.where(known, np.abs(seconds - np.nan_to_num(first.astype(float)).astype(np.int64)), seconds)
@@ -232,9 +235,7 @@ def redirect_lookups(chosen: pa.Table) -> pa.Table:
     """`url`, `first_utc`: where the chosen redirects lead (`fetch_redirect` resolved against the capture's URL, as
     `recover.py` resolves the record's `Location`), each with the first_utc of the URL it was chosen for; a redirect
     with no `fetch_redirect` (crawls before CC-MAIN-2019-47) or one that is not a URL has none."""
-    redirects = chosen.filter(pc.and_(pc.is_in(chosen["fetch_status"], value_set=pa.array(REDIRECT_STATUSES,
-                                                                                           pa.int16())),
-                                      pc.is_valid(chosen["fetch_redirect"])))
+    redirects = chosen.filter(pc.and_(is_redirect(chosen), pc.is_valid(chosen["fetch_redirect"])))
     targets, firsts = [], []
     for base, location, first in zip(redirects["capture_url"].to_pylist(), redirects["fetch_redirect"].to_pylist(),
                                      redirects["first_utc"].to_pylist()):

@@ -17,7 +17,8 @@ from aiohttp import web as aioweb
 
 from pipeline.archive.cdx import Capture, CdxClient, choose, crawl_time, parse_cdx, time_of
 from pipeline.archive.config import ArchiveConfig, ArchiveSource
-from jobs.fixtures.archives import LocalWayback, Snapshot, free_port, put_object, pywb_available, write_warc
+from jobs.fixtures.archives import (LocalWayback, Snapshot, free_port, index_row, put_object, pywb_available,
+                                    write_index, write_warc)
 from pipeline.archive.records import parse_record
 from pipeline.archive.recover import Recoverer
 from pipeline.crawl import CrawlConfig, CrawlStage
@@ -207,12 +208,14 @@ def wayback(tmp_path_factory, web):
     server.stop()
 
 
-def recover_all(archives: list[ArchiveSource], urls: list[tuple[str, int | None]], **fetch):
+def recover_all(archives: list[ArchiveSource], urls: list[tuple[str, int | None]], joined: bool = False, **fetch):
+    """`joined`: the recoverer is given the URLs, to join with the columnar index of the archives that have one."""
     async def go():
         config = FetchConfig(**{**FAST, **fetch})
         transport = HttpTransport(config)
         fetcher = Fetcher(config, transport, len(urls))
-        recoverer = Recoverer(fetcher, ArchiveConfig(archives=archives, window_days=60))
+        table = pa.table({"url": [u for u, _ in urls], "first_utc": pa.array([f for _, f in urls], pa.int64())})
+        recoverer = Recoverer(fetcher, ArchiveConfig(archives=archives, window_days=60), table if joined else None)
         try:
             return await asyncio.gather(*(recoverer.recover(url, first) for url, first in urls))
         finally:
@@ -283,6 +286,29 @@ def test_common_crawl_records_by_range_request(wayback, s3, via):
     assert a.exchanges[-1].body == page("a 2017 june")
     assert a.exchanges[-1].extra["Webtext-Source-Offset"] == str(wayback.spans[1][0])
     assert moved.outcome == "ok" and moved.exchanges[-1].body == page("b, the target of a redirect")
+
+
+def test_an_older_crawls_redirect_target_is_asked_of_the_cdx_api(wayback, s3):
+    """Crawls before CC-MAIN-2019-47 have no fetch_redirect in the columnar index: the join chooses the redirect,
+    only its record names the target, and the target is asked of the archive's CDX API (pywb as Common Crawl's
+    index server), then read from the WARC like the redirect."""
+    put_object(s3("commoncrawl/crawl-data/captures.warc.gz"), wayback.warc.read_bytes())
+    hop, target = (next(i for i, s in enumerate(SNAPSHOTS) if s.url == url)
+                   for url in ("http://gone.test/moved", "http://gone.test/b"))
+    root = s3("commoncrawl/cc-index/table/cc-main/warc/")
+    write_index(root, "CC-MAIN-2017-18", [index_row(SNAPSHOTS[hop], *wayback.spans[hop], "captures.warc.gz")],
+                subset="crawldiagnostics", older=True)
+    cc = ArchiveSource(name="commoncrawl", kind="commoncrawl", cdx_api=f"{wayback.base}/{{collection}}/cdx",
+                       index=root, warc_prefix=s3("commoncrawl/crawl-data/"), collections=["CC-MAIN-2017-18"],
+                       requests_per_s=50)
+    [moved] = recover_all([cc], [("http://gone.test/moved", FIRST_UTC)], joined=True)
+    assert (moved.outcome, moved.final_url, [e.status for e in moved.exchanges]) == (
+        "ok", "http://gone.test/b", [301, 200])
+    assert (moved.archive_warc, moved.archive_offset) == ("captures.warc.gz", wayback.spans[target][0])
+    # without a CDX API, the archive says that the target was not in the join
+    no_cdx = cc.model_copy(update={"cdx_api": None})
+    [lost] = recover_all([no_cdx], [("http://gone.test/moved", FIRST_UTC)], joined=True)
+    assert lost.outcome == "archive_error" and "http://gone.test/b was not in the index join" in lost.error
 
 
 def test_archive_requests_are_paced_per_host_and_wait_out_retry_after(wayback):

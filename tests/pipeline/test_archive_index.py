@@ -240,6 +240,16 @@ def test_the_join_looks_redirect_targets_up_in_rounds_within_the_cap(redirects):
                                                                     url_keys(pages)))
 
 
+@pytest.mark.slow
+def test_redirect_rounds_on_ray_give_the_same_captures(redirects, ray_session):
+    root, _ = redirects
+    urls, config = url_table(REDIRECT_URLS), ArchiveConfig(window_days=60)
+    local, local_read = join_index(urls, root, config, max_redirects=3)
+    on_ray, ray_read = join_index(urls, root, config, executor="ray", max_redirects=3)
+    assert on_ray.sort_by("url").equals(local.sort_by("url"))
+    assert on_ray.num_rows == len(REDIRECT_URLS) + 5  # and b, chain/1 to chain/3, loop/2
+    assert ray_read == local_read and local_read["rounds"] == 4
+
 def crawl_archive(tmp_path, s3, root: str, urls: list[str], max_redirects: int, cdx_api: str | None = None) -> dict:
     cc = ArchiveSource(name="commoncrawl", kind="commoncrawl", warc_prefix=s3("commoncrawl/"), index=root,
                        cdx_api=cdx_api, collections=[REDIRECT_CRAWL, "CC-MAIN-2017-17"])
