@@ -264,13 +264,17 @@ def join_round(files: list[IndexFile], keys: pa.Table, config: ArchiveConfig, ex
             read["most_row_groups_one_task"] = max(read["most_row_groups_one_task"], stats["row_groups"])
         return pieces
 
-    pieces = scan([f for f in files if f.subset == "warc"], keys)
-    found = choose_captures(pa.concat_tables([CAPTURES_SCHEMA.empty_table(), *pieces]), config)
+    found = choose_captures(pa.concat_tables([CAPTURES_SCHEMA.empty_table(),
+                                              *scan([f for f in files if f.subset == "warc"], keys)]), config)
+    failures = [f for f in files if f.subset != "warc"]
+    if not failures:
+        return found
     with_page = found.filter(is_page(found, config))
     has_page = set(zip(with_page["url"].to_pylist(), with_page["first_utc"].to_pylist()))
     no_page = [key not in has_page for key in zip(keys["url"].to_pylist(), keys["first_utc"].to_pylist())]
-    pieces += scan([f for f in files if f.subset != "warc"], keys.filter(pa.array(no_page, pa.bool_())))
-    return choose_captures(pa.concat_tables([CAPTURES_SCHEMA.empty_table(), *pieces]), config)
+    # the best of all captures is the best of the warc files' best and the others
+    return choose_captures(pa.concat_tables([found, *scan(failures, keys.filter(pa.array(no_page, pa.bool_())))]),
+                           config)
 
 
 def join_index(urls: pa.Table, root: str, config: ArchiveConfig, crawls: list[str] | None = None,
