@@ -116,6 +116,28 @@ def test_mlm_masking_follows_bert_proportions():
     assert logits.shape[-1] == 300 and math.isfinite(loss.item())
 
 
+def test_the_head_runs_only_where_a_target_is_with_the_loss_and_gradients_of_every_position():
+    torch.manual_seed(0)
+    model = GPT(small())
+    idx = torch.randint(0, 300, (3, 12))
+    targets = torch.randint(0, 300, (3, 12))
+    targets[:, :7] = IGNORE_INDEX  # a fine-tuning row: the prompt carries no loss
+    targets[1] = IGNORE_INDEX  # and a row with none at all
+    logits, loss = model(idx, targets)
+    loss.backward()
+    ours = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    full, _ = model(idx)
+    scored = targets != IGNORE_INDEX
+    assert logits.shape == (int(scored.sum()), 300)
+    torch.testing.assert_close(logits, full[scored])
+    reference = torch.nn.functional.cross_entropy(full.reshape(-1, 300), targets.reshape(-1))
+    torch.testing.assert_close(loss, reference)
+    reference.backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(ours[name], p.grad, msg=name)
+
+
 def test_sampling_appends_tokens_never_from_the_padding_rows():
     from training.generate import Sampling, generate_ids
 
