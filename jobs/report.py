@@ -22,9 +22,10 @@ import pyarrow.parquet as pq
 from pipeline.layout import CLUSTERS, MANIFEST, STAGES
 from pipeline.shards import INDEX_NAME
 from pipeline.storage import Dir, join
-from training.metrics import METRICS_FILE, read_metrics
+from training.metrics import ANSWERS_FILE, METRICS_FILE, read_metrics
 
 TOP_N = 15
+ANSWERS_SHOWN = 8
 
 
 @dataclass
@@ -105,6 +106,14 @@ def run_metrics(run_dir: str | Path) -> list[dict] | None:
     if not Dir(str(run_dir)).exists(METRICS_FILE):
         return None
     return read_metrics(join(str(run_dir), METRICS_FILE))
+
+
+def run_answers(run_dir: str | Path) -> list[dict] | None:
+    """A fine-tuning run's scored held-out questions (`exact_match.jsonl`); None when it has none."""
+    run = Dir(str(run_dir))
+    if not run.exists(ANSWERS_FILE):
+        return None
+    return [json.loads(line) for line in run.read_bytes(ANSWERS_FILE).decode("utf-8").splitlines() if line]
 
 
 # -- render helpers -----------------------------------------------------------------------------------------
@@ -289,6 +298,17 @@ def training_section(label: str, metrics: list[dict] | None) -> Section:
     return Section(title, "".join(parts))
 
 
+def answers_section(label: str, answers: list[dict]) -> Section:
+    """The first held-out questions with the model's greedy answer beside the reference."""
+    hits = sum(a["exact"] for a in answers)
+    rows = [[a["question"], a["answer"], a["reference"], "yes" if a["exact"] else "no"]
+            for a in answers[:ANSWERS_SHOWN]]
+    return Section(f"Held-out questions: {label}",
+                   f"<p>{hits} of {len(answers)} answered exactly (greedy decoding, questions not trained on); "
+                   f"the first {len(rows)}:</p>" + table(["question", "model's answer", "reference", "exact"],
+                                                          rows, numeric_from=4))
+
+
 def samples_section(samples: list[str]) -> Section:
     if not samples:
         return Section("Sample generations", None, "no samples were passed in")
@@ -320,6 +340,8 @@ def sections(inputs: RunInputs) -> list[Section]:
                   tokens_section(token_index(inputs.corpus))]
     for label, run_dir in inputs.runs.items():
         found.append(training_section(label, run_metrics(run_dir)))
+        if answers := run_answers(run_dir):
+            found.append(answers_section(label, answers))
     if inputs.runs or inputs.samples:
         found.append(samples_section(inputs.samples))
     return found

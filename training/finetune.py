@@ -13,7 +13,8 @@ fine-tuning's own:
   which the model's loss skips;
 - the chat template, saved as `<out_dir>/webtext_chat_template.json` (and in the HF export) for generation;
 - QA exact match on the validation split, measured after training with greedy decoding (`training.generate`),
-  and added to `summary.json` next to the loop's validation loss (answer tokens only).
+  and added to `summary.json` next to the loop's validation loss (answer tokens only); each scored question with
+  the model's answer beside the reference in `<out_dir>/exact_match.jsonl`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pipeline.config import Config, ConfigError
 from pipeline.tokenizer import GPT2_N_VOCAB
 from training.config import TrainConfig
 from training.finetune_data import TEMPLATE_FILE, ChatTemplate, prepare
+from training.metrics import ANSWERS_FILE
 from training.resolve import Resolved, resolve, run_model_config
 from training.storage import RunStore
 
@@ -150,15 +152,16 @@ def _validated(config: dict) -> TrainConfig:
 
 
 def exact_match(run_dir: str | Path, examples: list[dict], max_new_tokens: int, limit: int,
-                device: str = "cpu") -> dict:
+                device: str = "cpu") -> tuple[dict, list[dict]]:
     """Greedy answers to the QA validation examples from the run's final weights, compared to the reference
-    answers after stripping surrounding whitespace."""
+    answers after stripping surrounding whitespace: the scores, and per example its question, the model's
+    answer, the reference and whether they match (written to ANSWERS_FILE)."""
     from pipeline.tokenizer import gpt2_encoding
     from training.generate import Sampling, generate_text, load_model
 
     qa = [e["record"] for e in examples if e["kind"] == "qa"][:limit]
     if not qa:
-        return {}
+        return {}, []
     model, template = load_model(run_dir, device)
     template = template or ChatTemplate()
     encoding = gpt2_encoding()
@@ -167,8 +170,10 @@ def exact_match(run_dir: str | Path, examples: list[dict], max_new_tokens: int, 
     answers: list[str] = []
     for i in range(0, len(prompts), 32):
         answers += generate_text(model, encoding, prompts[i:i + 32], sampling)
-    hits = sum(a.strip() == r["answer"].strip() for a, r in zip(answers, qa))
-    return {"val_exact_match": hits / len(qa), "val_qa_examples": len(qa)}
+    scored = [{"question": r["question"], "answer": a.strip(), "reference": r["answer"].strip(),
+               "exact": a.strip() == r["answer"].strip()} for a, r in zip(answers, qa)]
+    hits = sum(row["exact"] for row in scored)
+    return {"val_exact_match": hits / len(qa), "val_qa_examples": len(qa)}, scored
 
 
 def finetune(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) -> dict:
@@ -191,9 +196,10 @@ def finetune(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) -> 
         val_file = Path(facts["data_dir"]) / "val_examples.jsonl"
         examples = [json.loads(line) for line in val_file.read_text().splitlines()]
         device = "cuda" if cfg.launch.use_gpu else "cpu"
-        scores = exact_match(out_dir, examples, cfg.finetune.max_new_tokens, cfg.finetune.exact_match_examples,
-                             device)
+        scores, answers = exact_match(out_dir, examples, cfg.finetune.max_new_tokens,
+                                      cfg.finetune.exact_match_examples, device)
         summary.update(scores)
+        store.write_text(ANSWERS_FILE, "".join(json.dumps(row) + "\n" for row in answers))
         if scores:  # next to the loop's val_loss in metrics.jsonl and TensorBoard
             from training.metrics import METRICS_FILE, MetricsLog
 

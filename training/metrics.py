@@ -1,5 +1,6 @@
-"""Training metrics: one JSON line per logged step (`metrics.jsonl`), TensorBoard scalars, a loss-curve PNG,
-and model FLOPs utilisation against a table of peak FLOP/s by device name.
+"""Training metrics: one JSON line per logged step (`metrics.jsonl`), a fine-tuning run's scored answers
+(`exact_match.jsonl`), TensorBoard scalars, a loss-curve PNG, and model FLOPs utilisation against a table of peak
+FLOP/s by device name.
 
 MFU = achieved model FLOP/s / peak FLOP/s of the device at the training precision. Where the device is not in
 the table (every CPU), MFU is reported as "unknown" rather than invented.
@@ -15,6 +16,7 @@ from pathlib import Path
 from pipeline.storage import filesystem, is_uri
 
 METRICS_FILE = "metrics.jsonl"  # in a run directory: one JSON record per logged step
+ANSWERS_FILE = "exact_match.jsonl"  # in a fine-tuning run: per scored QA example, question, answer, reference, exact
 
 # Dense peak FLOP/s per device, from the vendors' datasheets (no sparsity). Matched as substrings of
 # torch.cuda.get_device_name(), most specific first.

@@ -100,6 +100,27 @@ def test_report_from_a_real_dedup_run_and_training_log(tmp_path):
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; more" in page
 
 
+def test_a_fine_tuning_runs_held_out_answers_are_shown_beside_the_reference(tmp_path):
+    from jobs.report import ANSWERS_SHOWN
+    from training.metrics import ANSWERS_FILE
+
+    run = tmp_path / "finetune"
+    run.mkdir()
+    answers = [{"question": f"Which page <{i}>?", "answer": f"Title {i}" if i % 3 else "wrong",
+                "reference": f"Title {i}", "exact": bool(i % 3)} for i in range(ANSWERS_SHOWN + 4)]
+    (run / ANSWERS_FILE).write_text("".join(json.dumps(a) + "\n" for a in answers))
+    page = Path(write_report(str(tmp_path), {"finetune": run}, corpus=False)).read_text()
+    assert_self_contained(page)
+    section = page.split("<h2>Held-out questions: finetune</h2>", 1)[1].split("<h2>", 1)[0]
+    assert f"{sum(a['exact'] for a in answers)} of {len(answers)} answered exactly" in section
+    rows = re.findall(r"<tr><td[^>]*>([^<]*)</td><td[^>]*>([^<]*)</td><td[^>]*>([^<]*)</td><td[^>]*>([^<]*)</td>",
+                      section)
+    assert rows == [(f"Which page &lt;{i}&gt;?", a["answer"], a["reference"], "yes" if a["exact"] else "no")
+                    for i, a in enumerate(answers[:ANSWERS_SHOWN])]
+    assert "Held-out questions" not in Path(write_report(str(tmp_path / "pre"), {"pretrain": run.parent / "x"},
+                                                         corpus=False)).read_text()
+
+
 def test_report_of_an_empty_directory_notes_every_absent_section(tmp_path):
     page = Path(write_report(str(tmp_path))).read_text()
     assert_self_contained(page)

@@ -60,6 +60,13 @@ def test_tiny_model_learns_synthetic_qa(tmp_path, capsys):
 
     logged = read_metrics(out / "metrics.jsonl")
     assert any(r.get("val_exact_match") == summary["val_exact_match"] and r["step"] == 130 for r in logged)
+    answers = [json.loads(line) for line in (out / "exact_match.jsonl").read_text().splitlines()]
+    held = [json.loads(line)["record"] for line in (out / "data" / "val_examples.jsonl").read_text().splitlines()]
+    assert [a["question"] for a in answers] == [r["question"] for r in held][:len(answers)]
+    assert [a["reference"] for a in answers] == [r["answer"] for r in held][:len(answers)]
+    assert all(a["exact"] == (a["answer"] == a["reference"]) for a in answers)
+    assert sum(a["exact"] for a in answers) / len(answers) == summary["val_exact_match"]
+    assert "Held-out questions" in (out / "report.html").read_text()
 
     # the fine-tuned run generates through the CLI; held-out question, greedy
     held_out = json.loads((out / "data" / "val_examples.jsonl").read_text().splitlines()[0])["record"]
