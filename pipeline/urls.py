@@ -4,7 +4,8 @@ Two phases, so memory stays bounded whatever the size of a dump:
 - `map`, one task per dump file: stream the file (zst / xz / gz / bz2 / plain NDJSON), parse each line, apply the
   record rules (link posts only, NSFW, http(s), domain and extension blocklists) and write the surviving
   submissions into B shuffle files by a hash of `url_norm`. Memory is flat in the file's size: one decompressed
-  step (64 KiB of compressed input), `batch_rows` kept submissions and as many rejects, flushed at that fixed count.
+  step (16 KiB of compressed input, ~2 MB), `batch_rows` kept submissions and as many rejects, flushed at that
+  fixed count.
 - `reduce`, one task per bucket: gather that bucket from every map task, group by `url_norm`, apply the karma rule
   (WebText: the best submission's score; OpenWebText2: the sum over submissions) and write `part-<bucket>.parquet`
   sorted by `url_norm`. Memory: one bucket. B grows with the input (one bucket per `bucket_raw_bytes`, 128 MB of
@@ -109,7 +110,7 @@ class UrlsConfig(Config):
 # ---------------------------------------------------------------------------------------------------------------
 # Reading dumps
 
-READ_CHUNK = 1 << 22
+READ_CHUNK = 1 << 20  # decompressed bytes per step (zstd: see ZstdFrames.RAW_CHUNK)
 
 
 UNREADABLE_DUMP = ("replace that dump with a whole copy (or leave it out of --dumps), or skip unreadable dumps with "
@@ -129,7 +130,9 @@ class ZstdFrames:
         self.raw, self.frame, self.pending = raw, self.decompressor.decompressobj(), b""
         self._started = False  # the current frame has consumed input
 
-    RAW_CHUNK = 1 << 16  # compressed bytes per step: bounds the output of one step by 64 KiB x the ratio
+    # Compressed bytes per step: bounds the output of one step by 16 KiB x the ratio, ~2 MB for 2020s records. 64 KiB
+    # steps (8 MB out) left the map task 40 MiB higher once glibc's heap had taken a few of them (bench/scale.py).
+    RAW_CHUNK = 1 << 14
 
     def read(self, size: int) -> bytes:
         while True:
