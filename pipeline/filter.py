@@ -16,6 +16,8 @@ or null; every other column is passed through as it is, types included. The file
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyarrow as pa
 from pydantic import Field
 
@@ -67,7 +69,8 @@ class FilterStage(Stage):
                 for batch in parquet.iter_batches(batch_size=self.config.batch_rows):
                     self.filter_batch(pa.Table.from_batches([batch]), schema, write, ctx)
 
-    def filter_batch(self, table: pa.Table, schema: pa.Schema, write, ctx: TaskContext) -> None:
+    def filter_batch(self, table: pa.Table, schema: pa.Schema, write: Callable[[pa.Table], None],
+                     ctx: TaskContext) -> None:
         """Judge one batch of a part: the kept documents go to `write`, the others to the rejects with their reason."""
         ctx.count("in", table.num_rows)
         texts = [t or "" for t in table["text"].to_pylist()]
