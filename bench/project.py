@@ -40,7 +40,7 @@ FETCH_SECONDS = 0.5  # assumed mean time of one fetch on the internet (the local
 MIN_DELAY_S = 1.0  # the crawl's default delay between two requests to one host
 GLOBAL_CONCURRENCY = 64  # the crawl's default requests in flight per task
 # Default task sizes of the stages (their configs), for the number of objects written and read:
-URLS_BUCKET_RAW_BYTES = 512 << 20
+URLS_BUCKET_RAW_BYTES = 128 << 20
 CRAWL_URLS_PER_BUCKET = 20_000
 DEDUP_BUCKET_BYTES = 256 << 20
 
@@ -163,7 +163,7 @@ def table(rows: list[dict]) -> str:
         f"{human(LINKS)} links fetched and kept until dedup ({human(PRE_DEDUP_TEXT, 'B')} of text at WebText's "
         f"{TEXT_BYTES / DOCUMENTS / 1e3:.0f} kB per document), an upper bound; S3 requests count one PUT per "
         "object written and one GET per object read, with the default task sizes (20,000 URLs per crawl task, "
-        "512 MB of raw dump per urls bucket, 256 MB of text per dedup bucket).",
+        "128 MB of raw dump per urls bucket, 256 MB of text per dedup bucket).",
     ]
     return "\n".join(lines)
 

@@ -6,7 +6,9 @@ Two phases:
   to a host of another bucket is the one exception: that hop is polite within its own task only).
 - `fetch`, one task per bucket, with its own asyncio loop (`pipeline.fetch`): the bucket's URLs are taken in
   round-robin order over hosts (each host's first URL, then each host's second, …), at most `window` URLs in
-  flight, so memory stays flat in the number of URLs and every host is busy from the start.
+  flight, so memory stays flat in the number of URLs and every host is busy from the start. A task also holds its
+  bucket's URL list and the per-host state of its hosts (queue, robots.txt rules, politeness clock), bounded by
+  `urls_per_bucket` (the plan picks one bucket per that many URLs): flat in the input and in the number of hosts.
   Output: `part-XXXXX.warc.gz` (response and request records of every complete response: pages, redirect hops,
   robots.txt files, and final responses that are not pages such as 404s; a 2xx body of a type outside the
   allowlist is not downloaded at all) and `part-XXXXX.parquet`, the fetch

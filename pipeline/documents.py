@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pyarrow as pa
 
 DOC_SCHEMA = pa.schema([
@@ -75,6 +78,27 @@ def check_documents(files: list, required: tuple[str, ...], types: dict[str, tup
             if name in schema.names and not any(ok(schema.field(name).type) for ok in accepted):
                 raise StageError(f"{file.uri}: column {name} has type {schema.field(name).type}, "
                                  f"which this stage cannot read")
+
+
+@contextmanager
+def open_documents(file, required: tuple[str, ...] = CORE_COLUMNS) -> Iterator:
+    """A document Parquet file (an `InputFile`) opened as a `pyarrow.parquet.ParquetFile`, to read in batches;
+    a StageError naming the file if it is not Parquet or lacks a `required` column."""
+    import pyarrow.parquet as pq
+
+    from pipeline.runner import StageError
+    from pipeline.storage import filesystem
+
+    fs, path = filesystem(file.uri)
+    with fs.open_input_file(path) as f:
+        try:
+            parquet = pq.ParquetFile(f)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise StageError(f"{file.uri}: not a readable Parquet file: {err}") from None
+        missing = [c for c in required if c not in parquet.schema_arrow.names]
+        if missing:
+            raise StageError(f"{file.uri}: not a document table: missing columns {', '.join(missing)}")
+        yield parquet
 
 
 def read_documents(file, required: tuple[str, ...] = CORE_COLUMNS) -> pa.Table:

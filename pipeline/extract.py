@@ -24,6 +24,10 @@ One task per WARC file (the crawl stage's `part-XXXXX.warc.gz`, or any WARC such
   against `final_url` / `url`).
 
 Every record that does not become a document is kept in `_rejected/` with its reason, file, offset and URL.
+
+Memory is flat in the input: a task holds one record, `batch_rows` documents and rejects (then written as a row
+group), and the lineage columns of its own fetch log, at most the crawl's `urls_per_bucket` rows (the crawl's
+task size); a WARC is read as a stream.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ One task per document part, rules in this order, the first broken one named in t
 2. `min_tokens`: at least 128 GPT-2 BPE tokens (pipeline/tokenizer.py, tiktoken offline), OpenWebText's rule;
 3. the quality rules of pipeline/quality.py (Gopher / C4 style), each its own reason.
 Every dropped document is kept whole in `_rejected/` with `reason` and `detail` (the measured value and limit).
-Memory: a task reads its whole part, so it grows with the part (bench/scale.py: 1.27x for a part 16x larger),
-not with the number of parts; parts are bounded upstream (one per crawl task of `urls_per_bucket` URLs).
+Memory is flat in the size of a part and in the number of parts: a task streams its part `batch_rows` documents
+at a time (Parquet record batches in, a row group of the output part and of the rejects out per batch), and GPT-2
+tokens are counted one document at a time, so a task holds one batch whatever the part's size.
 
 Input: any Parquet documents with a `text` column; `lang` and `lang_score` are filled by detection where absent
 or null; every other column is passed through as it is, types included. The files are checked when the stage plans.
@@ -15,11 +16,13 @@ or null; every other column is passed through as it is, types included. The file
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyarrow as pa
 from pydantic import Field
 
 from pipeline.config import Config
-from pipeline.documents import TEXT_TYPES, check_documents, read_documents
+from pipeline.documents import TEXT_TYPES, check_documents, open_documents
 from pipeline.langid import detect_language
 from pipeline.quality import QualityConfig, TextStats, first_failure
 from pipeline.records import Reject
@@ -30,6 +33,7 @@ from pipeline.tokenizer import count_tokens
 REJECT_FIELDS = [("reason", pa.string()), ("detail", pa.string())]
 REQUIRED_COLUMNS = ("text",)
 COLUMN_TYPES = {"text": TEXT_TYPES, "lang": TEXT_TYPES, "lang_score": (pa.types.is_floating,)}
+DETECTED_FIELDS = [pa.field("lang", pa.string()), pa.field("lang_score", pa.float32())]  # added where absent
 
 
 class FilterConfig(Config):
@@ -39,6 +43,7 @@ class FilterConfig(Config):
     min_lang_score: float = Field(0.5, ge=0, le=1, description="share of the text in the detected language")
     min_tokens: int | None = Field(128, ge=1, description="OpenWebText: documents under 128 GPT-2 tokens dropped")
     quality: QualityConfig = QualityConfig()
+    batch_rows: int = Field(1024, ge=1, description="documents read, judged and written at a time (a row group)")
 
 
 class FilterStage(Stage):
@@ -55,7 +60,18 @@ class FilterStage(Stage):
         return [Phase("parts", self.filter_part, docs)]  # a task per document part
 
     def filter_part(self, part: InputFile, ctx: TaskContext) -> None:
-        table = read_documents(part, REQUIRED_COLUMNS)
+        with open_documents(part, REQUIRED_COLUMNS) as parquet:
+            schema = parquet.schema_arrow
+            for field in DETECTED_FIELDS:
+                if field.name not in schema.names:
+                    schema = schema.append(field)
+            with ctx.open_part(schema) as write:
+                for batch in parquet.iter_batches(batch_size=self.config.batch_rows):
+                    self.filter_batch(pa.Table.from_batches([batch]), schema, write, ctx)
+
+    def filter_batch(self, table: pa.Table, schema: pa.Schema, write: Callable[[pa.Table], None],
+                     ctx: TaskContext) -> None:
+        """Judge one batch of a part: the kept documents go to `write`, the others to the rejects with their reason."""
         ctx.count("in", table.num_rows)
         texts = [t or "" for t in table["text"].to_pylist()]
         n = table.num_rows
@@ -65,14 +81,14 @@ class FilterStage(Stage):
             for i, text in enumerate(texts):
                 if langs[i] is None or scores[i] is None:
                     langs[i], scores[i] = detect_language(text)
-            for name, values, kind in (("lang", langs, pa.string()), ("lang_score", scores, pa.float32())):
+            for name, values in (("lang", langs), ("lang_score", scores)):
+                field = schema.field(name)
                 if name in table.column_names:
-                    index = table.schema.get_field_index(name)
-                    table = table.set_column(index, name, pa.array(values, table.schema.field(name).type))
+                    table = table.set_column(table.schema.get_field_index(name), field, pa.array(values, field.type))
                 else:
-                    table = table.append_column(name, pa.array(values, kind))
+                    table = table.append_column(field, pa.array(values, field.type))
         verdicts = self.judge(texts, langs, scores)
-        ctx.write_part(table.filter(pa.array([v is None for v in verdicts], pa.bool_())))  # typed: a part may be empty
+        write(table.filter(pa.array([v is None for v in verdicts], pa.bool_())))
         dropped = [i for i, v in enumerate(verdicts) if v is not None]
         if dropped:
             rejected = table.take(dropped)

@@ -217,6 +217,24 @@ class TaskContext:
             fs.move(tmp, final)
         self._record(name)
 
+    @contextmanager
+    def open_part(self, schema: pa.Schema) -> Iterator[Callable[[pa.Table], None]]:
+        """Write this task's output part as Parquet a table at a time, for a task that streams its input: the block
+        gets a function that appends a table as a row group (an empty one is skipped: a part with no rows is a file
+        of no row group); the part appears only if the block ends without an error, and its rows count as `out`."""
+        name, rows = self.part_name(), 0
+        with self.open_output(name) as stream, pq.ParquetWriter(stream, schema, compression="zstd") as writer:
+
+            def write(table: pa.Table) -> None:
+                nonlocal rows
+                if table.num_rows:
+                    writer.write_table(table)
+                    rows += table.num_rows
+
+            yield write
+        self.files[name]["rows"] = rows
+        self.count("out", rows)
+
     def reject(self, table: pa.Table) -> None:
         """Keep dropped records: `table` must have a string `reason` column; batches stream to one Parquet file."""
         if table.num_rows == 0:

@@ -3,11 +3,17 @@
 Two phases, so memory stays bounded whatever the size of a dump:
 - `map`, one task per dump file: stream the file (zst / xz / gz / bz2 / plain NDJSON), parse each line, apply the
   record rules (link posts only, NSFW, http(s), domain and extension blocklists) and write the surviving
-  submissions into B shuffle files by a hash of `url_norm`. Memory: one batch of rows, whatever the file size.
+  submissions into B shuffle files by a hash of `url_norm`. Memory is flat in the file's size: one decompressed
+  step (16 KiB of compressed input, ~2 MB), `batch_rows` kept submissions and as many rejects, flushed at that
+  fixed count.
 - `reduce`, one task per bucket: gather that bucket from every map task, group by `url_norm`, apply the karma rule
   (WebText: the best submission's score; OpenWebText2: the sum over submissions) and write `part-<bucket>.parquet`
-  sorted by `url_norm`. Memory: one bucket; B grows with the input (one bucket per 512 MB of decompressed dumps by
-  default, estimated from each file's first MiB), so a bucket stays around the same size at any scale.
+  sorted by `url_norm`. Memory: one bucket. B grows with the input (one bucket per `bucket_raw_bytes`, 128 MB of
+  decompressed dumps by default, estimated from each file's first MiB when the stage plans), so a bucket, and a
+  reduce task's memory, stops growing once the input passes 128 MB (about 40k records of the 2020s, 20k shuffled
+  submissions, some 60 MB of Arrow tables and their sorts) and is flat beyond. The price of small buckets is files:
+  the shuffle is (dumps x B) files and a map task holds B writers open, about 11k for WebText's ~1.5 TB of dumps
+  (raise `bucket_raw_bytes` where tasks have the memory for bigger buckets).
 
 Every line that is not kept lands in `_rejected/` with its file, line number and reason. The kept fields of a
 rejected submission are stored, not its whole JSON (file and line point back to it); an unparsable line is
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -95,15 +102,15 @@ class UrlsConfig(Config):
     tracking_params: list[str] = list(DEFAULT_TRACKING_PARAMS)
     strip_www: bool = True
     num_buckets: int | None = Field(None, ge=1, description="shuffle buckets = output parts; None: by input size")
-    bucket_raw_bytes: int = Field(512 << 20, ge=1, description="decompressed dump bytes per automatic bucket")
+    bucket_raw_bytes: int = Field(128 << 20, ge=1, description="decompressed dump bytes per automatic bucket")
     strict: bool = Field(True, description="a dump that cannot be read at all is an error (false: skip, report)")
-    batch_rows: int = Field(65536, ge=1, description="rows buffered before a shuffle write")
+    batch_rows: int = Field(8192, ge=1, description="rows buffered before a shuffle write (a map task's memory)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Reading dumps
 
-READ_CHUNK = 1 << 22
+READ_CHUNK = 1 << 20  # decompressed bytes per step (zstd: see ZstdFrames.RAW_CHUNK)
 
 
 UNREADABLE_DUMP = ("replace that dump with a whole copy (or leave it out of --dumps), or skip unreadable dumps with "
@@ -123,7 +130,9 @@ class ZstdFrames:
         self.raw, self.frame, self.pending = raw, self.decompressor.decompressobj(), b""
         self._started = False  # the current frame has consumed input
 
-    RAW_CHUNK = 1 << 16  # compressed bytes per step: bounds the output of one step by 64 KiB x the ratio
+    # Compressed bytes per step: bounds the output of one step by 16 KiB x the ratio, ~2 MB for 2020s records. 64 KiB
+    # steps (8 MB out) left the map task 40 MiB higher once glibc's heap had taken a few of them (bench/scale.py).
+    RAW_CHUNK = 1 << 14
 
     def read(self, size: int) -> bytes:
         while True:
@@ -181,10 +190,21 @@ def probe_dump(file: InputFile) -> int:
     if not sample:
         raise DumpUnreadable(f"{file.uri}: cannot decompress: the file is empty (0 bytes)")
     try:
-        ratio = len(decompressor.decompress(sample)) / len(sample)
+        ratio = _decompressed_bytes(decompressor, sample) / len(sample)
     except (OSError, EOFError, ValueError, zstandard.ZstdError, lzma.LZMAError, zlib.error) as err:
         raise DumpUnreadable(f"{file.uri}: cannot decompress: {err}") from None
     return int(file.size * max(ratio, 1.0))
+
+
+def _decompressed_bytes(decompressor, data: bytes) -> int:
+    """How many bytes `data` decompresses to (up to the end of its first stream or frame), decompressed a step at a
+    time: Pushshift's dumps decompress ~100x, so a MiB at once would hold ~100 MiB."""
+    total = 0
+    for start in range(0, len(data), ZstdFrames.RAW_CHUNK):
+        total += len(decompressor.decompress(data[start : start + ZstdFrames.RAW_CHUNK]))
+        if decompressor.eof:
+            break
+    return total
 
 
 def open_dump(file: InputFile):
@@ -457,12 +477,16 @@ class _ShuffleWriter:
             self.flush()
 
     def flush(self) -> None:
+        """The gathered rows into their buckets' files, in their order within each bucket: one stable sort by
+        bucket, not a pass over the rows per bucket (there are thousands of buckets at WebText scale)."""
         if not self.rows:
             return
-        table = self.rows.take()
-        buckets = pa.array(self.buckets, type=pa.int32())
-        for b in range(self.num_buckets):
-            self.writers[b].write_table(table.filter(pc.equal(buckets, b)))
+        buckets = np.array(self.buckets, dtype=np.int64)
+        order = np.argsort(buckets, kind="stable")
+        bounds = np.searchsorted(buckets[order], np.arange(self.num_buckets + 1))
+        table = self.rows.take().take(order)
+        for b in np.flatnonzero(np.diff(bounds)).tolist():  # the buckets that got rows
+            self.writers[b].write_table(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
         self.buckets = []
 
 
@@ -487,7 +511,7 @@ class ReduceTask:
 
 class UrlsStage(Stage):
     name = "urls"
-    version = 2  # 2: created_utc with a fraction floored instead of rejected
+    version = 3  # 2: created_utc with a fraction floored instead of rejected; 3: subreddits sorted
     folded = ("merged",)  # submissions folded into the row of their URL
 
     config: UrlsConfig
@@ -578,12 +602,24 @@ class UrlsStage(Stage):
         ])
         kept = pa.table({
             "url": grouped["url_first"], "url_norm": grouped["url_norm"], "host": grouped["host_first"],
-            "subreddits": grouped["subreddit_distinct"], "score_max": grouped["score_max"],
+            "subreddits": _sorted_lists(grouped["subreddit_distinct"]), "score_max": grouped["score_max"],
             "score_sum": grouped["score_sum"], "n_submissions": grouped["score_count"],
             "first_utc": grouped["created_utc_min"], "ids": grouped["id_list"],
         }).cast(OUTPUT_SCHEMA).sort_by("url_norm")
         ctx.write_part(kept)
         ctx.count("merged", kept_subs.num_rows - kept.num_rows)
+
+
+def _sorted_lists(lists: pa.ChunkedArray) -> pa.ListArray:
+    """Each list's values in ascending order. Arrow's `distinct` aggregate gives no defined order (it moved with
+    the bucket count: 10 of 16k URLs' subreddits at 2 vs 5 buckets); sorted, a URL's row depends on its own
+    submissions only."""
+    lists = lists.combine_chunks()
+    offsets = pc.subtract(lists.offsets, lists.offsets[0])  # 0-based, as from_arrays reads them
+    parents = pc.list_parent_indices(lists)
+    values = pa.table({"parent": parents, "value": pc.list_flatten(lists)}).sort_by(
+        [("parent", "ascending"), ("value", "ascending")])["value"].combine_chunks()
+    return pa.ListArray.from_arrays(offsets, values, type=lists.type)
 
 
 def _bucket_name(bucket: int) -> str:

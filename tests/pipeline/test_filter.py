@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pyarrow as pa
@@ -181,3 +182,30 @@ def test_a_part_without_documents_is_filtered_to_an_empty_part(tmp_path):
                        RunOptions(executor="local", quiet=True))
     assert result.funnel == {"in": 0, "out": 0}
     assert pq.read_table(tmp_path / "out" / "filter" / "part-00000.parquet").schema.equals(DOC_SCHEMA)
+
+
+def test_a_part_is_judged_and_written_a_batch_at_a_time(tmp_path, monkeypatch):
+    """A task holds `batch_rows` documents at once, not its whole part, and writes what one batch of the whole part
+    writes: the same kept rows and rejects in the same order, a row group per batch."""
+    rows = [doc_row(10 * k + r["warc_offset"], r["text"], lang=r["lang"], lang_score=r["lang_score"])
+            for k in range(6) for r in mixed_docs()]
+    (tmp_path / "docs").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=DOC_SCHEMA), tmp_path / "docs" / "part-00000.parquet",
+                   row_group_size=5)
+    held = []
+    judge = FilterStage.judge
+    monkeypatch.setattr(FilterStage, "judge", lambda self, texts, *a: held.append(len(texts)) or judge(self, texts, *a))
+    inputs = expand_inputs([str(tmp_path / "docs")])
+    results = {n: run_stage(FilterStage(FilterConfig(batch_rows=n)), inputs, str(tmp_path / f"b{n}"), LOCAL)
+               for n in (4, len(rows))}
+    assert held[:-1] == [4] * 10 + [2] and held[-1] == len(rows)  # batches of 4 (the last 2), then the whole part
+    assert results[4].funnel == results[len(rows)].funnel and results[4].funnel["out"] == 18
+
+    def read(n: int, name: str) -> pa.Table:
+        return pa.concat_tables(pq.read_table(p) for p in sorted((tmp_path / f"b{n}" / "filter").glob(name)))
+
+    for name in ("part-*.parquet", "_rejected/*.parquet"):
+        assert read(4, name).equals(read(len(rows), name), check_metadata=True)
+    assert pq.ParquetFile(tmp_path / "b4" / "filter" / "part-00000.parquet").num_row_groups == 10  # the batches that keep a document (16-19 keeps none)
+    manifest = json.loads((tmp_path / "b4" / "filter" / "_manifest.json").read_text())
+    assert [p["rows"] for p in manifest["parts"]] == [18]

@@ -150,7 +150,7 @@ def test_karma_rule_sum_merges_submissions_of_one_page(tmp_path):
     assert page["first_utc"] == 100
     assert page["url"] == "http://example.com/x/"  # the earliest submission's URL is the one fetched
     assert page["ids"] == ["a2", "a3", "a1"]  # in time order
-    assert sorted(page["subreddits"]) == ["news", "science"]
+    assert page["subreddits"] == ["news", "science"]  # sorted, not as first seen: the same at any bucket count
     assert page["host"] == "example.com"
     assert result.funnel == {"in": 5, "out": 2, "merged": 2, "rejected:low_karma": 1}
 
@@ -479,3 +479,48 @@ def test_the_plan_probes_each_dump_once_and_carries_the_bucket_count_to_both_pha
     assert [(e.phase, e.tasks_done, e.tasks_total) for e in events if not e.finished][:5] == [
         ("map", 0, 3), ("map", 1, 3), ("map", 2, 3), ("map", 3, 3), ("reduce", 0, buckets)]
     assert events[3].records == result.funnel["in"] == 3000
+
+
+# --- memory: flat in the input ----------------------------------------------------------------------------------
+
+
+def test_the_probe_decompresses_its_sample_a_step_at_a_time(tmp_path):
+    """2020s records decompress ~120x: the plan's 1 MiB sample at once would hold its whole output (here ~35 MB)."""
+    import tracemalloc
+
+    from jobs.fixtures.dumpgen import write_large_zst
+    from pipeline.urls import probe_dump
+
+    dump = expand_inputs([str(write_large_zst(tmp_path / "RS_big.zst", 10_000, seed=1, era="2020s"))])[0]
+    tracemalloc.start()
+    try:
+        estimate = probe_dump(dump)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert estimate > 30e6 and peak < estimate / 3
+
+
+def test_a_map_task_writes_each_flush_into_the_buckets_it_reaches_in_dump_order(tmp_path):
+    """The shuffle files of a map task: row groups of at most `batch_rows` rows (its buffer), none empty (with many
+    buckets most get nothing from a small flush), each bucket's rows in the dump's order."""
+    write_dump(tmp_path / "RS.zst", synthetic_records(600, seed=4), "zst")
+    result = run_urls(tmp_path / "RS.zst", tmp_path / "out", RunOptions(executor="local", quiet=True, keep_work=True),
+                      num_buckets=40, batch_rows=16)
+    files = sorted((tmp_path / "out" / "urls" / "_work" / "map-00000").glob("bucket-*.parquet"))
+    assert len(files) == 40
+    sizes = [pq.ParquetFile(f).metadata.row_group(g).num_rows for f in files
+             for g in range(pq.ParquetFile(f).num_row_groups)]
+    assert min(sizes) >= 1 and max(sizes) <= 16
+    for f in files:
+        lines = pq.read_table(f, columns=["line"])["line"].to_pylist()
+        assert lines == sorted(lines)
+    assert sum(sizes) == result.funnel["in"] - sum(n for k, n in result.funnel.items()
+                                                   if k.startswith("rejected:") and k != "rejected:low_karma")
+
+
+def test_buckets_are_chosen_so_a_reduce_task_holds_at_most_128_mb_of_dumps(tmp_path):
+    from pipeline.storage import InputFile
+
+    sizes = {InputFile(f"RS_{i}.zst", 1, 0): raw for i, raw in enumerate((300 << 20, 600 << 20))}
+    assert UrlsStage(UrlsConfig()).num_buckets(sizes) == 8  # 900 MB / 128 MB, rounded up
