@@ -204,7 +204,7 @@ def finetune(cfg: FinetuneConfig, source: str | Path, data_files: list[str]) -> 
             from training.metrics import METRICS_FILE, MetricsLog
 
             store.pull(METRICS_FILE)
-            log = MetricsLog(store.local, enabled=True, tensorboard=cfg.log.tensorboard)
+            log = MetricsLog(store.local, enabled=True, tensorboard=cfg.log.tensorboard, start_step=summary["step"])
             log.log(summary["step"], **scores)
             log.close()
             store.push(*LOG_FILES)

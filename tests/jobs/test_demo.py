@@ -26,6 +26,33 @@ def test_corpus_matches_the_planted_truth(e2e_corpus):
     assert_truth_check_catches_a_wrong_stage(out, e2e_corpus.pages, e2e_corpus.truth)
 
 
+@pytest.mark.slow
+def test_fine_tuning_questions_hold_out_whole_pages_and_can_be_answered_from_their_context(e2e_corpus, tmp_path):
+    """Held-out questions are about pages of which nothing was trained on: their titles appear nowhere in the
+    training files. Every question's answer is in its context, so it can be read rather than remembered."""
+    import json
+    import shutil
+
+    from jobs.demo import HELD_OUT, write_finetune_data
+
+    shutil.copytree(e2e_corpus.out / "dedup", tmp_path / "dedup")
+    train_files, held_out = write_finetune_data(tmp_path, seed=0)
+    held = [json.loads(line) for line in held_out.read_text().splitlines()]
+    trained = "".join(f.read_text() for f in train_files)
+    qa = [json.loads(line) for line in train_files[0].read_text().splitlines()]
+    chat = [json.loads(line)["messages"] for line in train_files[1].read_text().splitlines()]
+    titled = sum(1 for r in pq.read_table(tmp_path / "dedup").to_pylist() if r["title"])
+    assert len(qa) == 2 * len(chat) and len(held) + len(chat) == titled
+    assert abs(len(held) - HELD_OUT * titled) <= 1 and len({r["answer"] for r in held}) == len(held)
+    assert not [r["answer"] for r in held if json.dumps(r["answer"])[1:-1] in trained]
+    for row in held + qa:
+        assert row["answer"] in row["context"] and row["answer"] not in row["question"]
+    for _system, user, assistant in chat:
+        assert assistant["content"] in user["content"].split("\n\n")[0]
+    assert write_finetune_data(tmp_path, seed=0)[1].read_text() == held_out.read_text()  # the same split again
+    assert write_finetune_data(tmp_path, seed=1)[1].read_text() != held_out.read_text()
+
+
 def assert_truth_check_catches_a_wrong_stage(out, pages, truth):
     """The demo's check is not vacuous: a page planted otherwise than the stages found it is reported."""
     from dataclasses import replace

@@ -60,6 +60,7 @@ def test_tiny_model_learns_synthetic_qa(tmp_path, capsys):
 
     logged = read_metrics(out / "metrics.jsonl")
     assert any(r.get("val_exact_match") == summary["val_exact_match"] and r["step"] == 130 for r in logged)
+    assert [r["step"] for r in logged if "loss" in r] == list(range(10, 131, 10))  # the training lines are kept
     answers = [json.loads(line) for line in (out / "exact_match.jsonl").read_text().splitlines()]
     held = [json.loads(line)["record"] for line in (out / "data" / "val_examples.jsonl").read_text().splitlines()]
     assert [a["question"] for a in answers] == [r["question"] for r in held][:len(answers)]
