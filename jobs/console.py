@@ -8,7 +8,8 @@ The log is kept at the level of the process's file descriptors 1 and 2, so outpu
 of child processes (torchrun's ranks) and of Ray workers, which the driver prints, all land in it; the console
 writes to duplicates of the original descriptors. On a terminal a progress line redraws in place (`\\r`); elsewhere
 (CI, `ray job logs`, a pipe) it is printed as sparse lines: its first, one at each tenth of a phase's tasks or after
-30 s without one, and its last.
+30 s without one, and its last, and only when it says something new (a rate or an ETA alone is not news), so that
+no line is printed twice.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -57,29 +59,38 @@ class Line:
     def __init__(self, stream: TextIO, tty: bool):
         self.stream, self.tty = stream, tty
         self._last_print: float | None = None  # off a terminal: when a line was last printed
+        self._last_key: object = None  # off a terminal: what the last printed line said
         self._last_bucket, self._drawn = -1, False
 
-    def update(self, text: str, fraction: float | None = None, restart: bool = False) -> None:
-        """Show `text`, `fraction` of the way through; `restart`: a new phase of work starts at 0."""
+    def update(self, text: str, fraction: float | None = None, restart: bool = False, key: object = None,
+               news: bool = False) -> None:
+        """Show `text`, `fraction` of the way through; `restart`: a new phase of work starts at 0. Off a terminal,
+        `key` is what the line says less what only the passing of time changes (a rate, an ETA; by default the
+        whole text): a line whose key is the last printed one's is not printed again; `news`: print it now rather
+        than at the next tenth (a validation loss)."""
         if self.tty:
             self.stream.write(f"\r{text}{CLEAR_LINE}")
             self._drawn = True
         else:
+            key = text if key is None else key
+            if key == self._last_key:
+                return
             now, bucket = time.monotonic(), int((fraction or 0.0) * SPARSE_STEPS)
-            due = self._last_print is None or now - self._last_print >= SPARSE_EVERY_S
+            due = news or self._last_print is None or now - self._last_print >= SPARSE_EVERY_S
             if restart or bucket > self._last_bucket:
                 due = due or not restart
                 self._last_bucket = bucket
             if not due:
                 return
             self.stream.write(text + "\n")
-            self._last_print = now
+            self._last_print, self._last_key = now, key
         self.stream.flush()
 
-    def done(self, text: str) -> None:
+    def done(self, text: str, key: object = None) -> None:
+        """End the line with `text`; off a terminal, nothing if its `key` (as for `update`) was the last printed."""
         if self.tty:
             self.stream.write(f"\r{text}{CLEAR_LINE}\n")
-        else:
+        elif (text if key is None else key) != self._last_key:
             self.stream.write(text + "\n")
         self._drawn = False
         self.stream.flush()
@@ -128,13 +139,14 @@ class StageProgress:
             return
         phase = f"{p.phase} {p.phase_index + 1}/{p.phases}  " if p.phases > 1 else ""
         parts = [f"{name}{phase}{p.tasks_done:,}/{_count(p.tasks_total, 'task')}", f"{p.records:,} records"]
+        counts = "  ".join(parts)  # what the line says less the rate and ETA, which change with time alone
         ran, records = p.tasks_done - self._at_phase_start[0], p.records - self._at_phase_start[1]
         if ran > 0 and p.elapsed_s > 0:
             parts.append(f"{records / p.elapsed_s:,.0f} records/s" if records else f"{ran / p.elapsed_s:.2f} tasks/s")
             if p.tasks_done < p.tasks_total:
                 parts.append(f"ETA {duration((p.tasks_total - p.tasks_done) * p.elapsed_s / ran)}")
         fraction = p.tasks_done / p.tasks_total if p.tasks_total else 1.0
-        self._line.update("  ".join(parts), fraction, restart=ran == 0)
+        self._line.update("  ".join(parts), fraction, restart=ran == 0, key=counts)
 
 
 def _count(n: int, noun: str) -> str:
@@ -151,6 +163,7 @@ class TrainingProgress:
         self._thread = threading.Thread(target=self._run, name="webtext-training-progress", daemon=True)
         self._started = time.monotonic()
         self._first: tuple[int, float] | None = None  # (step, time) when this run's first step was seen
+        self._val: float | None = None  # the validation loss last shown
 
     def __enter__(self) -> TrainingProgress:
         self._thread.start()
@@ -160,7 +173,7 @@ class TrainingProgress:
         self._stop.set()
         self._thread.join()
         if (shown := self._state()) is not None:
-            self.line.done(shown[0])
+            self.line.done(shown.text, shown.key)
 
     def _records(self) -> list[dict]:
         try:
@@ -177,10 +190,17 @@ class TrainingProgress:
 
     def render(self) -> str | None:
         shown = self._state()
-        return shown[0] if shown else None
+        return shown.text if shown else None
 
-    def _state(self) -> tuple[str, int] | None:
-        """The line and its step, from the metrics logged so far; None before the first step's."""
+    def poll(self) -> None:
+        """Show the line for the metrics logged so far (the thread does this every `poll_s` seconds)."""
+        if (shown := self._state()) is not None:
+            news, self._val = shown.val is not None and shown.val != self._val, shown.val
+            self.line.update(shown.text, shown.step / self.max_steps if self.max_steps else None, key=shown.key,
+                             news=news)
+
+    def _state(self) -> _Shown | None:
+        """The line from the metrics logged so far; None before the first step's."""
         records = self._records()
         train = [r for r in records if "loss" in r]
         if not train:
@@ -197,16 +217,25 @@ class TrainingProgress:
             parts.append(f"val {val[-1]:.3f}")
         if isinstance(last.get("tokens_per_s"), (int, float)):
             parts.append(f"{last['tokens_per_s']:,.0f} tokens/s")
+        key = "  ".join(parts)  # what the line says less the ETA, which changes with time alone
         first_step, first_time = self._first
         if step > first_step and step < self.max_steps:
             parts.append(f"ETA {duration((self.max_steps - step) * (now - first_time) / (step - first_step))}")
-        return "  ".join(parts), step
+        return _Shown("  ".join(parts), key, step, val[-1] if val else None)
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_s):
-            if (shown := self._state()) is not None:
-                text, step = shown
-                self.line.update(text, step / self.max_steps if self.max_steps else None)
+            self.poll()
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """A training line: its text, what it says less the ETA, its step and its validation loss."""
+
+    text: str
+    key: str
+    step: int
+    val: float | None
 
 
 class Console:

@@ -12,7 +12,8 @@ import select
 import subprocess
 import sys
 import time
-from pathlib import Path
+from dataclasses import replace
+from pathlib import Path, PosixPath
 
 import pytest
 import yaml
@@ -108,6 +109,130 @@ def test_the_training_line_shows_step_loss_tokens_per_second_and_eta(tmp_path):
     assert final.startswith("pretrain step 20/100  loss 8.250  val 8.500  1,500 tokens/s  ETA ")
 
 
+class Clock:
+    """A monotonic clock for jobs.console that moves `step_s` seconds at each reading: every event comes more than
+    the 30 s after which a line off a terminal is due even without a new tenth of the work."""
+
+    def __init__(self, step_s: float = 31.0):
+        self.now, self.step_s = 1000.0, step_s
+
+    def monotonic(self) -> float:
+        self.now += self.step_s
+        return self.now
+
+
+@pytest.fixture
+def slow_clock(monkeypatch):
+    import jobs.console
+
+    clock = Clock()
+    monkeypatch.setattr(jobs.console, "time", clock)
+    return clock
+
+
+def without_rates(line: str) -> str:
+    return re.sub(r"  [\d,.]+ (records|tasks)/s|  ETA \d+:\d\d(:\d\d)?", "", line)
+
+
+def test_off_a_terminal_repeated_stage_events_are_printed_once_per_phase_and_count(slow_clock):
+    """A slow stage's events, each sent three times with the same counts (only the time differs): one line per
+    phase and count, never one per event, however long apart they come."""
+
+    def thrice(stream):
+        for event in stream:
+            for k in range(3):
+                yield replace(event, elapsed_s=event.elapsed_s + k) if not event.finished else event
+                if event.finished:
+                    break
+
+    text = render(False, thrice(events("dedup", ("minhash", "bands"), 2, 10)), thrice(events("urls", ("parts",), 2, 5)))
+    lines = [without_rates(line) for line in text.splitlines()]
+    assert lines == [
+        "dedup    minhash 1/2  0/2 tasks  0 records", "dedup    minhash 1/2  1/2 tasks  10 records",
+        "dedup    minhash 1/2  2/2 tasks  20 records", "dedup    bands 2/2  0/2 tasks  0 records",
+        "dedup    bands 2/2  1/2 tasks  10 records", "dedup    bands 2/2  2/2 tasks  20 records",
+        lines[6], "urls     0/2 tasks  0 records", "urls     1/2 tasks  5 records", "urls     2/2 tasks  10 records",
+        lines[10]], text
+    assert lines[6].startswith("dedup    done: 2 tasks, 20 records in ") and lines[10].startswith("urls     done: ")
+    # On a terminal every event still redraws the line: the rate and ETA move with time.
+    assert render(True, thrice(events("urls", ("parts",), 2, 5))).count("\r") == 3 * 3 + 1
+
+
+class CountedReads(PosixPath):
+    """A metrics file whose readers are counted: the test knows when the watcher's thread has polled it."""
+
+    reads = 0
+
+    def read_text(self, *args, **kwargs) -> str:
+        type(self).reads += 1
+        return super().read_text(*args, **kwargs)
+
+
+def watch_training(path: Path, tty: bool, max_steps: int, batches: list[list[dict]], polls: int = 3) -> str:
+    """What the training line prints while `path` grows by each batch of records in turn, each batch seen by at
+    least `polls` polls of the watcher's thread."""
+
+    def polled(n: int) -> None:
+        until, deadline = CountedReads.reads + n, time.monotonic() + 60
+        while CountedReads.reads < until and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert CountedReads.reads >= until, "the watcher did not poll"
+
+    out = Terminal(tty)
+    with TrainingProgress(Line(out, tty), "pretrain", CountedReads(path), max_steps=max_steps, poll_s=0.005):
+        for batch in batches:
+            with path.open("a") as f:
+                f.writelines(json.dumps(record) + "\n" for record in batch)
+            polled(polls + 1)
+    return out.getvalue()
+
+
+def step(n: int, loss: float, tokens_per_s: float = 1000.0) -> dict:
+    return {"step": n, "loss": loss, "tokens_per_s": tokens_per_s}
+
+
+def val(n: int, loss: float) -> dict:
+    return {"step": n, "val_loss": loss, "val_ppl": 2.718 ** loss}
+
+
+TRAINING = [[step(10, 9.5, 1450.0)], [step(20, 8.25, 1500.0)], [val(20, 8.5)], [step(30, 7.0)], [step(40, 6.5)],
+            [val(40, 6.25)]]
+
+
+@pytest.mark.parametrize("clock", ["real", "slow"])
+def test_off_a_terminal_the_training_line_is_printed_once_per_step_and_once_more_when_a_val_loss_arrives(
+        tmp_path, request, clock):
+    """Each logged step and each validation loss seen by several polls, the steps slower than 30 s apart or not:
+    one line per step, one more when its val loss comes, none twice (the ETA alone is no news)."""
+    if clock == "slow":
+        request.getfixturevalue("slow_clock")
+    text = watch_training(tmp_path / "metrics.jsonl", False, 40, TRAINING)
+    assert "\r" not in text and "\x1b" not in text
+    lines = text.splitlines()
+    assert [without_rates(line) for line in lines] == [
+        "pretrain step 10/40  loss 9.500  1,450 tokens/s",
+        "pretrain step 20/40  loss 8.250  1,500 tokens/s",
+        "pretrain step 20/40  loss 8.250  val 8.500  1,500 tokens/s",
+        "pretrain step 30/40  loss 7.000  val 8.500  1,000 tokens/s",
+        "pretrain step 40/40  loss 6.500  val 8.500  1,000 tokens/s",
+        "pretrain step 40/40  loss 6.500  val 6.250  1,000 tokens/s"], text
+    assert all(("ETA " in line) == (" 20/40 " in line or " 30/40 " in line) for line in lines), text
+
+
+def test_a_val_loss_that_comes_with_its_step_is_one_line_and_the_end_repeats_nothing(tmp_path):
+    text = watch_training(tmp_path / "metrics.jsonl", False, 20, [[step(10, 9.5)], [step(20, 8.0), val(20, 8.1)]])
+    assert text.splitlines() == ["pretrain step 10/20  loss 9.500  1,000 tokens/s",
+                                 "pretrain step 20/20  loss 8.000  val 8.100  1,000 tokens/s"], text
+
+
+def test_on_a_terminal_the_training_line_redraws_in_place_at_every_poll(tmp_path):
+    text = watch_training(tmp_path / "metrics.jsonl", True, 40, TRAINING, polls=3)
+    assert text.endswith("\x1b[K\n") and text.count("\n") == 1, text  # one line, redrawn
+    draws = text.split("\r")[1:]
+    assert len(draws) >= 3 * len(TRAINING) + 1, draws  # every poll redraws it, then its end
+    assert draws[-1] == "pretrain step 40/40  loss 6.500  val 6.250  1,000 tokens/s\x1b[K\n"
+
+
 # --- a real build-corpus, on a terminal (a pty) and off one ---------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -192,6 +317,8 @@ def test_build_corpus_on_a_terminal_and_off_one_shows_progress_and_funnels_only(
     for stage in STAGES:
         lines = [line for line in proc.stderr.splitlines() if line.startswith(f"{stage} ")]
         assert 2 <= len(lines) <= 40 and re.match(rf"{stage} +done: ", lines[-1]), (stage, proc.stderr)
+        said = [without_rates(line) for line in lines]
+        assert len(set(said)) == len(said), (stage, proc.stderr)  # no line twice, a new rate or ETA aside
     assert log in (out / "logs" / "driver.log").read_text()  # appended to, not replaced
 
 

@@ -44,13 +44,32 @@ def stage0_losses(data, tmp_path_factory):
     return losses_by_step(out / "metrics.jsonl")
 
 
+def zero_opts(stage: int) -> dict:
+    return {**TWO_RANKS, "launch.launcher": "torchrun", "zero.stage": stage, "checkpoint.export_fp32": True}
+
+
+@pytest.fixture(scope="module")
+def full_run(data, tmp_path_factory):
+    """The uninterrupted torchrun run of a ZeRO stage, made once: the stage's test and, for stage 2, the launchers
+    test read the same run (which checks only its losses)."""
+    runs = {}
+
+    def of_stage(stage: int) -> Path:
+        if stage not in runs:
+            runs[stage] = tmp_path_factory.mktemp(f"zero{stage}") / "full"
+            run(data, runs[stage], **zero_opts(stage))
+        return runs[stage]
+
+    return of_stage
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [1, 2, 3])
-def test_zero_stage_follows_stage0_and_resumes_exactly_after_a_kill(stage, data, stage0_losses, tmp_path,
+def test_zero_stage_follows_stage0_and_resumes_exactly_after_a_kill(stage, data, stage0_losses, full_run, tmp_path,
                                                                     monkeypatch, capsys):
-    opts = {**TWO_RANKS, "launch.launcher": "torchrun", "zero.stage": stage, "checkpoint.export_fp32": True}
-    run(data, tmp_path / "full", **opts)
-    full = losses_by_step(tmp_path / "full" / "metrics.jsonl")
+    opts = zero_opts(stage)
+    full_dir = full_run(stage)
+    full = losses_by_step(full_dir / "metrics.jsonl")
     assert sorted(full) == list(range(1, STEPS + 1))
     for step, loss in stage0_losses.items():
         assert full[step] == pytest.approx(loss, rel=1e-5), f"stage {stage} vs stage 0 at step {step}"
@@ -68,11 +87,11 @@ def test_zero_stage_follows_stage0_and_resumes_exactly_after_a_kill(stage, data,
     lines = [json.loads(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "loss" in r] == list(range(1, STEPS + 1))
     val = losses_by_step(tmp_path / "killed" / "metrics.jsonl", "val_loss")
-    assert val == losses_by_step(tmp_path / "full" / "metrics.jsonl", "val_loss")
+    assert val == losses_by_step(full_dir / "metrics.jsonl", "val_loss")
 
     # The consolidated fp32 export (gathered from ZeRO's master weights in the run) equals DeepSpeed's offline
     # consolidation of the sharded checkpoint, and evaluates to the run's own final validation loss.
-    ckpt_root = tmp_path / "full" / "checkpoints"
+    ckpt_root = full_dir / "checkpoints"
     exported = checkpoint.load_fp32(ckpt_root / "step_00000008" / checkpoint.FP32_EXPORT)
     (ckpt_root / "step_00000008" / checkpoint.FP32_EXPORT).unlink()
     manifest = json.loads((ckpt_root / "step_00000008" / COMPLETE).read_text())
@@ -84,12 +103,12 @@ def test_zero_stage_follows_stage0_and_resumes_exactly_after_a_kill(stage, data,
         assert torch.equal(exported[name], offline[name]), name
     if stage == 3:  # `webtext eval` on the sharded ZeRO-3 checkpoint, in one process without DeepSpeed
         capsys.readouterr()
-        assert cli_main(["eval", "--checkpoint", str(tmp_path / "full")]) == 0
+        assert cli_main(["eval", "--checkpoint", str(full_dir)]) == 0
         result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # DeepSpeed logs to stdout first
         assert result["val_loss"] == pytest.approx(val[STEPS], rel=1e-5)
         # ... and `webtext export` of it loads in transformers with the consolidated weights' logits.
         transformers = pytest.importorskip("transformers")
-        assert cli_main(["export", "--checkpoint", str(tmp_path / "full"), "--out", str(tmp_path / "hf")]) == 0
+        assert cli_main(["export", "--checkpoint", str(full_dir), "--out", str(tmp_path / "hf")]) == 0
         ours = GPT(TrainConfig.model_validate(tiny_config(data, tmp_path)).model.gpt_config())
         ours.load_state_dict(offline)
         idx = torch.randint(0, 512, (2, 32))
@@ -137,16 +156,15 @@ def test_a_run_started_by_a_users_own_torchrun_records_the_world_it_ran_in(data,
 
 
 @pytest.mark.slow
-def test_ray_train_torchrun_and_deepspeed_launchers_run_the_same_training(data, ray_session, tmp_path):
+def test_ray_train_torchrun_and_deepspeed_launchers_run_the_same_training(data, ray_session, full_run, tmp_path):
     opts = {**TWO_RANKS, "zero.stage": 2, "launch.cpus_per_worker": 0.5}
     summary = run(data, tmp_path / "ray", **opts, **{"launch.launcher": "ray"})
-    run(data, tmp_path / "torchrun", **opts, **{"launch.launcher": "torchrun"})
     assert summary["world_size"] == 2 and summary["step"] == STEPS
     ray_losses = losses_by_step(tmp_path / "ray" / "metrics.jsonl")
     # Same function, same data, same losses up to float summation order: launchers differ in their thread pools
     # and collective paths, which moves the last bits (seen ~2e-8 relative on a loaded CI machine).
     same = pytest.approx(ray_losses, rel=1e-6)
-    assert losses_by_step(tmp_path / "torchrun" / "metrics.jsonl") == same
+    assert losses_by_step(full_run(2) / "metrics.jsonl") == same  # torchrun, ZeRO-2 (its fp32 export aside)
     assert not list((tmp_path / "ray").glob(".pg-*")), "the FileStore rendezvous file is removed"
     # Ray's own TCP rendezvous, the one used on a cluster, trains the same.
     run(data, tmp_path / "ray_tcp", **opts, **{"launch.launcher": "ray", "launch.rendezvous": "tcp"})
