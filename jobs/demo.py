@@ -11,7 +11,7 @@
 5. pretrain the `tiny` GPT with DeepSpeed ZeRO-2 on 2 Ray Train workers on the shards (`--steps 0` skips 5-7);
 6. fine-tune it on a small QA and dialogue set generated from the crawled pages (asked for a page's title, read
    from its opening), and score it on questions about a fifth of the pages that fine-tuning never saw;
-7. sample from the fine-tuned model, a completion and a chat turn.
+7. sample a completion from the pretrained model and a chat turn from the fine-tuned one.
 """
 
 from __future__ import annotations
@@ -228,11 +228,12 @@ def finetune_and_sample(out: Path, steps: int, seed: int) -> tuple[dict, list[st
     ])
     with console().training("finetune", cfg.out_dir, steps):
         summary = finetune(cfg, out / "pretrain", [str(p) for p in train_files])
-    model, template = load_model(out / "finetune")
     encoding = gpt2_encoding()
     sampling = Sampling(max_new_tokens=24, temperature=0.8, top_k=50, seed=seed)
     prompt, question = "The river", "Which article is about a harbour?"
-    samples = [prompt + completion for completion in generate_text(model, encoding, [prompt], sampling)]
+    pretrained, _ = load_model(out / "pretrain")  # continuing text is pretraining's skill; answering, fine-tuning's
+    samples = [prompt + completion for completion in generate_text(pretrained, encoding, [prompt], sampling)]
+    model, template = load_model(out / "finetune")
     if template is not None:
         reply = chat_reply(model, encoding, template, [{"role": "user", "content": question}], sampling)
         samples.append(f"user: {question}\nassistant: {reply}")

@@ -25,7 +25,7 @@ from pipeline.storage import Dir, join
 from training.metrics import ANSWERS_FILE, METRICS_FILE, read_metrics
 
 TOP_N = 15
-ANSWERS_SHOWN = 8
+ANSWERS_SHOWN, MISSES_SHOWN = 8, 3  # held-out questions in the report: the first, then later wrong answers
 
 
 @dataclass
@@ -299,14 +299,17 @@ def training_section(label: str, metrics: list[dict] | None) -> Section:
 
 
 def answers_section(label: str, answers: list[dict]) -> Section:
-    """The first held-out questions with the model's greedy answer beside the reference."""
+    """The first held-out questions with the model's greedy answer beside the reference, and a few of the later
+    ones it got wrong."""
     hits = sum(a["exact"] for a in answers)
+    misses = [a for a in answers[ANSWERS_SHOWN:] if not a["exact"]][:MISSES_SHOWN]
     rows = [[a["question"], a["answer"], a["reference"], "yes" if a["exact"] else "no"]
-            for a in answers[:ANSWERS_SHOWN]]
+            for a in answers[:ANSWERS_SHOWN] + misses]
     return Section(f"Held-out questions: {label}",
                    f"<p>{hits} of {len(answers)} answered exactly (greedy decoding, questions not trained on); "
-                   f"the first {len(rows)}:</p>" + table(["question", "model's answer", "reference", "exact"],
-                                                          rows, numeric_from=4))
+                   f"the first {min(len(answers), ANSWERS_SHOWN)}" + (f" and {len(misses)} later misses" if misses
+                                                                       else "") + ":</p>"
+                   + table(["question", "model's answer", "reference", "exact"], rows, numeric_from=4))
 
 
 def samples_section(samples: list[str]) -> Section:

@@ -101,13 +101,13 @@ def test_report_from_a_real_dedup_run_and_training_log(tmp_path):
 
 
 def test_a_fine_tuning_runs_held_out_answers_are_shown_beside_the_reference(tmp_path):
-    from jobs.report import ANSWERS_SHOWN
+    from jobs.report import ANSWERS_SHOWN, MISSES_SHOWN
     from training.metrics import ANSWERS_FILE
 
     run = tmp_path / "finetune"
     run.mkdir()
     answers = [{"question": f"Which page <{i}>?", "answer": f"Title {i}" if i % 3 else "wrong",
-                "reference": f"Title {i}", "exact": bool(i % 3)} for i in range(ANSWERS_SHOWN + 4)]
+                "reference": f"Title {i}", "exact": bool(i % 3)} for i in range(ANSWERS_SHOWN + 7)]
     (run / ANSWERS_FILE).write_text("".join(json.dumps(a) + "\n" for a in answers))
     page = Path(write_report(str(tmp_path), {"finetune": run}, corpus=False)).read_text()
     assert_self_contained(page)
@@ -115,8 +115,12 @@ def test_a_fine_tuning_runs_held_out_answers_are_shown_beside_the_reference(tmp_
     assert f"{sum(a['exact'] for a in answers)} of {len(answers)} answered exactly" in section
     rows = re.findall(r"<tr><td[^>]*>([^<]*)</td><td[^>]*>([^<]*)</td><td[^>]*>([^<]*)</td><td[^>]*>([^<]*)</td>",
                       section)
+    shown = list(enumerate(answers))[:ANSWERS_SHOWN] + [(i, a) for i, a in enumerate(answers)
+                                                        if i >= ANSWERS_SHOWN and not a["exact"]][:MISSES_SHOWN]
+    assert len(shown) == ANSWERS_SHOWN + 2  # the 7 later answers hold two misses
     assert rows == [(f"Which page &lt;{i}&gt;?", a["answer"], a["reference"], "yes" if a["exact"] else "no")
-                    for i, a in enumerate(answers[:ANSWERS_SHOWN])]
+                    for i, a in shown]
+    assert f"the first {ANSWERS_SHOWN} and 2 later misses:" in section
     assert "Held-out questions" not in Path(write_report(str(tmp_path / "pre"), {"pretrain": run.parent / "x"},
                                                          corpus=False)).read_text()
 
