@@ -49,8 +49,9 @@ def test_fine_tuning_questions_hold_out_whole_pages_and_can_be_answered_from_the
         assert row["answer"] in row["context"] and row["answer"] not in row["question"]
     for _system, user, assistant in chat:
         assert assistant["content"] in user["content"].split("\n\n")[0]
-    assert write_finetune_data(tmp_path, seed=0)[1].read_text() == held_out.read_text()  # the same split again
-    assert write_finetune_data(tmp_path, seed=1)[1].read_text() != held_out.read_text()
+    split = held_out.read_text()
+    assert write_finetune_data(tmp_path, seed=0)[1].read_text() == split  # the same split again
+    assert write_finetune_data(tmp_path, seed=1)[1].read_text() != split
 
 
 def assert_truth_check_catches_a_wrong_stage(out, pages, truth):
