@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/demo", help="output directory (default: out/demo)")
     parser.add_argument("--hosts", type=int, default=24, help="sites on the local web")
     parser.add_argument("--pages", type=int, default=12, help="articles per site")
-    parser.add_argument("--steps", type=int, default=200, help="pretraining steps (0: no training at all)")
+    parser.add_argument("--steps", type=int, default=150, help="pretraining steps (0: no training at all)")
     parser.add_argument("--finetune-steps", type=int, default=600, help="fine-tuning steps")
     parser.add_argument("--model", default="tiny", help="model size for pretraining: tiny, gpt2, gpt2-medium, ...")
     parser.add_argument("--seed", type=int, default=0)
